@@ -1,0 +1,69 @@
+# spakinect-pipeline — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed (PYTHON=$(PYTHON))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv and install the pinned dependencies
+
+.PHONY: up
+up: venv ## Run the whole pipeline on real local services (foreground; Ctrl-C stops it)
+	$(PY) -m devstack up
+
+.PHONY: test
+test: venv lint ## Lint, then run every test (integration tests start real local services)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: venv ## Run the unit tests only (no services)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: venv ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+.PHONY: fmt
+fmt: venv ## Format and auto-fix with ruff
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+.PHONY: schemas
+schemas: venv ## Export the JSON Schemas of the envelope and payloads to docs/schemas/
+	$(PY) -m spakinect_pipeline.cli schemas --out docs/schemas
+
+.PHONY: send-sample
+send-sample: venv ## Post the vendor's sample events to the running ingress
+	$(PY) -m spakinect_pipeline.cli send-sample
+
+.PHONY: lock
+lock: ## Re-resolve dependencies and rewrite constraints.txt
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e '.[test]'
+	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^spakinect-pipeline' > constraints.txt
+	rm -rf .lock-venv
+
+.PHONY: clean
+clean: ## Remove the venv and caches (keeps .data and the jar cache)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: clean-data
+clean-data: ## Remove local service data and logs (.data/)
+	rm -rf .data

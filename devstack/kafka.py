@@ -1,0 +1,175 @@
+"""A single-node Apache Kafka 4.x broker in KRaft combined mode, run with ``java`` directly.
+
+The jars come from Maven Central through the checked-in ``kafka/pom.xml`` and
+are cached under ``.cache/``; storage is formatted once (``--standalone``) and
+its cluster id kept, so a second start reuses the data.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from devstack.process import ManagedProcess, ServiceError, ensure_dir, port_open
+
+POM = Path(__file__).parent / "kafka" / "pom.xml"
+LOG4J2 = Path(__file__).parent / "kafka" / "log4j2.properties"
+KAFKA_VERSION = "4.1.1"
+
+
+def ensure_jars(cache_dir: Path) -> Path:
+    """Resolve the broker's jars with Maven into ``cache_dir``; return the libs folder."""
+    libs = (cache_dir / f"kafka-{KAFKA_VERSION}" / "libs").resolve()
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    if shutil.which("mvn") is None:
+        raise ServiceError("Maven (mvn) is needed to fetch the Kafka jars; install it first")
+    print(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs} ...",
+          flush=True)
+    if libs.exists():
+        shutil.rmtree(libs)
+    # Interactive runs show Maven's per-artifact download lines as progress; CI keeps quiet.
+    quiet = ["--no-transfer-progress", "-q"] if os.environ.get("CI") else []
+    result = subprocess.run(
+        ["mvn", "-B", *quiet, "-f", str(POM), "dependency:copy-dependencies",
+         f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
+        stdout=subprocess.PIPE if quiet else sys.stdout,
+        stderr=subprocess.STDOUT,
+        check=False,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise ServiceError(f"Maven could not resolve the Kafka jars:\n{result.stdout or ''}")
+    jars = list(libs.glob("*.jar"))
+    if not any(j.name.startswith("kafka_2.13-") for j in jars):
+        raise ServiceError(f"no kafka_2.13 jar in {libs} after Maven ran")
+    marker.write_text(f"{len(jars)} jars\n")
+    print(f"Kafka jars ready ({len(jars)} jars)", flush=True)
+    return libs
+
+
+class KafkaBroker:
+    """One KRaft broker+controller on 127.0.0.1, its data and logs in given folders."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        logs_dir: Path,
+        cache_dir: Path,
+        *,
+        port: int = 9092,
+        controller_port: int = 9093,
+        partitions: int = 6,
+        heap: str = "768m",
+    ) -> None:
+        self.data_dir = data_dir
+        self.logs_dir = logs_dir
+        self.cache_dir = cache_dir
+        self.port = port
+        self.controller_port = controller_port
+        self.partitions = partitions
+        self.heap = heap
+        self.process: ManagedProcess | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _properties(self) -> Path:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir / "log"),
+            "num.partitions": str(self.partitions),
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "log.flush.interval.messages": "9223372036854775807",
+        }
+        path = self.data_dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        return path
+
+    def _java(self, libs: Path, main: str, *args: str, heap: str = "256m") -> list[str]:
+        return [
+            "java", f"-Xmx{heap}", "-Xms64m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG4J2}", f"-Dkafka.logs.dir={self.logs_dir}",
+            "-cp", f"{libs}/*", main, *args,
+        ]
+
+    def _format(self, libs: Path, props: Path) -> None:
+        if (self.data_dir / "log" / "meta.properties").exists():
+            return
+        id_file = self.data_dir / "cluster.id"
+        if not id_file.exists():
+            id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        cluster_id = id_file.read_text().strip()
+        result = subprocess.run(
+            self._java(libs, "kafka.tools.StorageTool", "format", "--standalone",
+                       "-t", cluster_id, "-c", str(props), "--ignore-formatted"),
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise ServiceError(f"kafka storage format failed:\n{result.stdout}\n{result.stderr}")
+
+    def start(self, timeout: float = 90.0) -> None:
+        libs = ensure_jars(self.cache_dir)
+        ensure_dir(self.data_dir)
+        ensure_dir(self.logs_dir)
+        props = self._properties()
+        self._format(libs, props)
+        self.process = ManagedProcess(
+            "kafka",
+            self._java(libs, "kafka.Kafka", str(props), heap=self.heap),
+            self.logs_dir / "kafka.out",
+        )
+        self.process.start()
+        self.process.wait_ready(
+            lambda: port_open("127.0.0.1", self.port) and self._metadata_ok(),
+            timeout,
+            f"answering metadata on {self.bootstrap_servers} (broker log: {self.logs_dir}/kafka.log)",
+        )
+
+    def _metadata_ok(self) -> bool:
+        import asyncio
+
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        async def probe() -> bool:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
+                                        request_timeout_ms=3000)
+            await admin.start()
+            try:
+                await admin.list_topics()
+                return True
+            finally:
+                await admin.close()
+
+        return asyncio.run(probe())
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop(grace=30)
+
+    def kill(self) -> None:
+        if self.process:
+            self.process.kill()

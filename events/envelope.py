@@ -1,0 +1,103 @@
+"""The envelope: the value of every raw and clean topic message.
+
+Encoding is on the ingress hot path, so it is one ``orjson.dumps`` of a dict;
+decoding validates with the pydantic model, so a consumer gets a clear error
+for a message that is not an envelope.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENVELOPE_VERSION = 1
+
+
+class Disposition(StrEnum):
+    """What the dedupe stage decided for a distinct event."""
+
+    APPLY = "apply"
+    STALE = "stale"
+    UNSUCCESSFUL = "unsuccessful"
+
+
+class Envelope(BaseModel):
+    """Our wrapper around the vendor body, with the identity the pipeline keys on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    envelope_version: Literal[1] = ENVELOPE_VERSION
+    event_id: str = Field(min_length=1)
+    event: str = Field(min_length=1)
+    received_at: datetime
+    disposition: Disposition | None = None
+    payload: dict[str, Any]
+
+    @property
+    def entity_id(self) -> str:
+        data = self.payload.get("data") or {}
+        return str(data.get("gfe_id") or data.get("treatment_id") or "")
+
+    @property
+    def timestamp(self) -> int:
+        return int(self.payload["timestamp"])
+
+    @property
+    def success(self) -> bool:
+        return bool(self.payload.get("success"))
+
+
+class EnvelopeInvalid(ValueError):
+    """Bytes that are not an envelope; the message is safe to log (no values)."""
+
+
+def format_instant(moment: datetime) -> str:
+    """ISO 8601 UTC with milliseconds and ``Z``: ``2026-11-28T17:00:00.123Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def encode_envelope(
+    *,
+    event_id: str,
+    event: str,
+    received_at: datetime,
+    payload: dict[str, Any],
+    disposition: Disposition | None = None,
+) -> bytes:
+    """Serialise an envelope; ``disposition`` only on clean topics."""
+    value: dict[str, Any] = {
+        "envelope_version": ENVELOPE_VERSION,
+        "event_id": event_id,
+        "event": event,
+        "received_at": format_instant(received_at),
+    }
+    if disposition is not None:
+        value["disposition"] = disposition.value
+    value["payload"] = payload
+    return orjson.dumps(value)
+
+
+def reencode(envelope: Envelope, disposition: Disposition) -> bytes:
+    """The same envelope with the dedupe stage's disposition, for a clean topic."""
+    return encode_envelope(
+        event_id=envelope.event_id,
+        event=envelope.event,
+        received_at=envelope.received_at,
+        payload=envelope.payload,
+        disposition=disposition,
+    )
+
+
+def decode_envelope(raw: bytes | None) -> Envelope:
+    """Parse and validate an envelope; raise :class:`EnvelopeInvalid` naming only fields."""
+    if raw is None:
+        raise EnvelopeInvalid("empty message value")
+    try:
+        return Envelope.model_validate_json(raw)
+    except ValidationError as exc:
+        fields = sorted({".".join(map(str, e["loc"])) or "(value)" for e in exc.errors()})
+        raise EnvelopeInvalid("not a valid envelope: " + ", ".join(fields)) from None

@@ -1,0 +1,148 @@
+"""The one way this project writes to Kafka: idempotent, ``acks=all``, within a budget.
+
+aiokafka defaults to ``acks=1`` without idempotence, so both are set explicitly.
+Its idempotent producer can stay broken after a broker outage
+(OutOfOrderSequenceNumber and friends); the publisher then recreates the
+producer instead of needing a process restart. Start-up never fails because
+Kafka is down: the producer is (re)created on demand, and callers get
+:class:`PublishFailed` within their timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from spakinect_pipeline.config import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class PublishFailed(Exception):
+    """Kafka did not acknowledge the write in time; the caller answers "retry later"."""
+
+
+class KafkaPublisher:
+    """An idempotent ``acks=all`` producer that heals itself after broker outages."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        client_id: str,
+        linger_ms: int = 5,
+        max_batch_size: int = 256 * 1024,
+        request_timeout_ms: int = 10_000,
+    ) -> None:
+        self._kafka = kafka
+        self._options: dict[str, Any] = {
+            **kafka.client_options(),
+            "client_id": client_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": linger_ms,
+            "max_batch_size": max_batch_size,
+            "request_timeout_ms": request_timeout_ms,
+            "retry_backoff_ms": 100,
+        }
+        self._producer: AIOKafkaProducer | None = None
+        self._starting: asyncio.Task[AIOKafkaProducer] | None = None
+        self._lock = asyncio.Lock()
+        self.last_metadata_ok: float | None = None
+
+    async def start(self) -> None:
+        """Try to connect now; failure is not fatal (publishes retry the connection)."""
+        try:
+            await asyncio.wait_for(self._ensure_producer(), timeout=5)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            log.warning("kafka not reachable at start-up (%s); will keep trying",
+                        type(exc).__name__)
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        async with self._lock:
+            if self._producer is not None:
+                return self._producer
+            if self._starting is None or self._starting.done():
+                self._starting = asyncio.create_task(self._new_producer())
+            starting = self._starting
+        # Shielded: a caller's timeout must not cancel a start other callers wait on.
+        producer = await asyncio.shield(starting)
+        self._producer = producer
+        return producer
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(**self._options)
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    async def publish(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None,
+        headers: Headers = (),
+        timeout: float,
+    ) -> None:
+        """Write one message and wait for the leader and its in-sync replicas to ack it."""
+        try:
+            async with asyncio.timeout(timeout):
+                producer = await self._ensure_producer()
+                ack = await producer.send(topic, value, key=key, headers=list(headers))
+                await ack
+        except TimeoutError as exc:
+            raise PublishFailed(f"no ack from Kafka within {timeout:g}s") from exc
+        except (KafkaError, OSError) as exc:
+            await self._recreate(exc)
+            raise PublishFailed(f"Kafka refused the write ({type(exc).__name__})") from exc
+
+    async def _recreate(self, cause: BaseException) -> None:
+        """Drop a producer whose idempotent state may be broken; the next publish makes one."""
+        async with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            log.warning("recreating the Kafka producer after %s", type(cause).__name__)
+            asyncio.create_task(self._stop_quietly(producer))  # noqa: RUF006
+
+    @staticmethod
+    async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+        try:
+            await asyncio.wait_for(producer.stop(), timeout=10)
+        except Exception:  # noqa: BLE001 - it is being discarded anyway
+            log.debug("discarded producer did not stop cleanly", exc_info=True)
+
+    async def refresh_metadata(self, topics: Sequence[str], timeout: float = 5.0) -> bool:
+        """Fetch metadata; true (and remembered) when every topic has partitions."""
+        try:
+            async with asyncio.timeout(timeout):
+                producer = await self._ensure_producer()
+                await producer.client.force_metadata_update()
+                for topic in topics:
+                    if not producer.client.cluster.partitions_for_topic(topic):
+                        return False
+        except (TimeoutError, KafkaError, OSError):
+            return False
+        self.last_metadata_ok = time.monotonic()
+        return True
+
+    async def stop(self) -> None:
+        """Flush what is buffered and close."""
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()

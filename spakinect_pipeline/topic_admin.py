@@ -1,0 +1,47 @@
+"""Create the pipeline's topics with the partitions, replication and retention of DESIGN.md."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from events.topics import Topics
+from spakinect_pipeline.config import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+def topic_config(kafka: KafkaSettings) -> dict[str, str]:
+    """Retention bounds how long patient data stays; min ISR makes acks=all mean it."""
+    return {
+        "retention.ms": str(kafka.retention_ms),
+        "min.insync.replicas": str(min(kafka.min_insync_replicas, kafka.replication_factor)),
+        "cleanup.policy": "delete",
+    }
+
+
+async def ensure_topics(kafka: KafkaSettings) -> list[str]:
+    """Create every missing topic; return the names created (existing ones are left alone)."""
+    topics = Topics(kafka.topic_prefix).all()
+    admin = AIOKafkaAdminClient(**kafka.client_options(), request_timeout_ms=15_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in topics if name not in existing]
+        if not missing:
+            return []
+        config = topic_config(kafka)
+        new = [
+            NewTopic(name, kafka.partitions, kafka.replication_factor, topic_configs=config)
+            for name in missing
+        ]
+        try:
+            await admin.create_topics(new, timeout_ms=30_000)
+        except TopicAlreadyExistsError:
+            pass  # another process won the race; fine
+        log.info("created topics: %s", ", ".join(missing))
+        return missing
+    finally:
+        await admin.close()

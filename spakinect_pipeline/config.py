@@ -76,9 +76,19 @@ def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
         prefix = str(cls.model_config.get("env_prefix", ""))
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            problems.append(f"{(prefix + field).upper()}: {error['msg']}")
+            if error["loc"]:
+                problems.append(f"{env_name(cls, str(error['loc'][0]))}: {error['msg']}")
+            else:
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def env_name(cls: type[BaseSettings], field: str) -> str:
+    """The environment variable a settings field is read from."""
+    info = cls.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, str):
+        return info.validation_alias.upper()
+    return (str(cls.model_config.get("env_prefix", "")) + field).upper()
 
 
 class KafkaSettings(BaseSettings):

@@ -1,0 +1,111 @@
+"""``python -m devstack up``: the whole pipeline on real local services, in the foreground.
+
+Ctrl-C or SIGTERM stops every child in order (ingress, workers, SMTP,
+Postgres, Kafka) and leaves no process behind; children also die with us if
+we are killed (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from devstack.process import ManagedProcess, ServiceError, _die_with_parent
+from devstack.stack import (
+    LocalServices,
+    Ports,
+    elapsed,
+    pipeline_process,
+    prepare_pipeline,
+    wait_http,
+)
+
+BANNER = """
+  spakinect-pipeline is up
+  ------------------------
+  ingress        {INGRESS_URL}   (POST /webhooks/visit-completed, /webhooks/treatment-updated)
+  kafka          {KAFKA_BOOTSTRAP_SERVERS}
+  postgres       {POSTGRES_DSN}
+  smtp catcher   {SMTP_HOST}:{SMTP_PORT}  -> {MAIL_DIR}/*.eml
+  logs           {LOGS}
+  env file       {ENV_FILE}
+
+  WARNING: the ingress runs with INGRESS_ALLOW_UNAUTHENTICATED=true (local use only).
+  Try: .venv/bin/spakinect-pipeline send-sample       Stop: Ctrl-C
+"""
+
+
+def up(root: Path, cache: Path) -> int:
+    started = time.monotonic()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    _die_with_parent()  # make's death (even SIGKILL) stops us, and so our children
+
+    services = LocalServices(root, cache, Ports())
+    processes: list[ManagedProcess] = []
+    try:
+        print(f"starting Kafka, PostgreSQL and the SMTP catcher (data in {root}) ...", flush=True)
+        services.start()
+        print(f"services ready after {elapsed(started)}", flush=True)
+        env = services.env()
+        prepare_pipeline(env)
+        ingress_url = f"http://127.0.0.1:{services.ports.ingress}"
+        sinks = [s.strip() for s in os.environ.get("SINKS", "postgres,email").split(",") if s]
+        common = {
+            **env,
+            "INGRESS_ALLOW_UNAUTHENTICATED": "true",
+            "INGRESS_PORT": str(services.ports.ingress),
+            "STREAMS_STATE_DIR": str(root / "state"),
+            "EMAIL_TO": os.environ.get("EMAIL_TO", "clinic@example.test"),
+        }
+        processes.append(pipeline_process("ingress", ["ingress"], common, services.logs))
+        for index, stage in enumerate(["dedupe", *sinks]):
+            stage_env = {**common, "STREAMS_WEB_PORT": str(services.ports.web_base + index)}
+            processes.append(pipeline_process(f"worker-{stage}", ["worker", stage], stage_env,
+                                              services.logs))
+        for process in processes:
+            process.start()
+        wait_http(processes[0], f"{ingress_url}/readyz")
+        stack_env = {**env, "INGRESS_URL": ingress_url}
+        env_file = root / "stack.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in stack_env.items()))
+        print(BANNER.format(**stack_env, LOGS=services.logs, ENV_FILE=env_file), flush=True)
+        print(f"ready after {elapsed(started)}", flush=True)
+        while not stop.wait(1.0):
+            dead = [p for p in processes if not p.alive()]
+            if dead:
+                for process in dead:
+                    print(f"{process.name} exited; see {process.log_path}:\n{process.log_tail()}",
+                          file=sys.stderr, flush=True)
+                return 1
+        return 0
+    except ServiceError as exc:
+        print(f"make up failed: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        print("stopping ...", flush=True)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.stop(grace=20)
+        services.stop()
+        print("stopped", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m devstack")
+    parser.add_argument("command", choices=["up"])
+    parser.add_argument("--root", type=Path, default=Path(".data"))
+    parser.add_argument("--cache", type=Path, default=Path(".cache"))
+    args = parser.parse_args()
+    sys.exit(up(args.root.resolve(), args.cache.resolve()))
+
+
+if __name__ == "__main__":
+    main()

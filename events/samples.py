@@ -1,0 +1,36 @@
+"""The vendor's documented example payloads (the same as ``shared/samples``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SAMPLES: dict[str, dict[str, Any]] = {
+    "visit.completed": {
+        "event": "visit.completed",
+        "timestamp": 1714675200000,
+        "success": True,
+        "data": {
+            "location_id": "loc_12345",
+            "gfe_id": "gfe_abc123xyz789",
+            "status": "Completed",
+            "pdf_link": "https://example-cdn.com/gfe/gfe_abc123xyz789.pdf",
+            "requested_treatments": ["Botox Injection", "Dermal Filler"],
+            "approved_treatments": ["Botox Injection"],
+            "conditionally_approved_treatments": ["Dermal Filler"],
+            "deferred_treatments": [],
+            "patient_details": {
+                "name": "Jane Smith",
+                "first_name": "Jane",
+                "last_name": "Smith",
+                "email": "jane.smith@example.com",
+            },
+        },
+    },
+    "treatment.updated": {
+        "event": "treatment.updated",
+        "timestamp": 1714675200000,
+        "success": True,
+        "data": {"treatment_id": "treatment_001", "treatment_name": "Botox Injection",
+                 "action": "updated"},
+    },
+}

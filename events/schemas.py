@@ -1,0 +1,34 @@
+"""JSON Schema export of the envelope and both vendor payloads (``make schemas``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from events.envelope import Envelope
+from events.payloads import TreatmentUpdated, VisitCompleted
+
+MODELS: dict[str, Any] = {
+    "envelope": Envelope,
+    "visit-completed": VisitCompleted,
+    "treatment-updated": TreatmentUpdated,
+}
+
+
+def schemas() -> dict[str, dict[str, Any]]:
+    return {name: model.model_json_schema() for name, model in MODELS.items()}
+
+
+def render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write_schemas(out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, schema in schemas().items():
+        path = out / f"{name}.schema.json"
+        path.write_text(render(schema))
+        paths.append(path)
+    return paths

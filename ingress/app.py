@@ -1,0 +1,195 @@
+"""The ingress app factory: settings, publisher and metrics are built here, not at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from events.payloads import TreatmentUpdated, VisitCompleted
+from events.samples import SAMPLES
+from events.topics import Topics
+from ingress.context import Ctx, IngressContext, Publisher
+from ingress.metrics import IngressMetrics
+from ingress.receive import receive
+from ingress.settings import IngressSettings
+from spakinect_pipeline.config import KafkaSettings, load_settings
+from spakinect_pipeline.publisher import KafkaPublisher
+
+log = logging.getLogger(__name__)
+
+READY_WITHIN_S = 30.0
+METADATA_REFRESH_S = 10.0
+
+
+class AccessLog:
+    """Pure ASGI middleware: request id, in-flight gauge, one log line per request.
+
+    Logs the path without the query string: the shared secret may travel as ``?token=``.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: IngressMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex[:16]
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.metrics.in_flight.dec()
+            route = scope.get("route")
+            route_name = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(route_name, str(status)).inc()
+            log.info("request", extra={
+                "method": scope["method"], "path": scope["path"], "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            })
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _openapi_body(model: Any, example: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {
+                "schema": model.model_json_schema(ref_template="#/components/schemas/{model}"),
+                "example": example,
+            }},
+        }
+    }
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Durably written to Kafka",
+          "content": {"application/json": {"example": {
+              "received": True, "event_id": "visit.completed:gfe_abc123xyz789:1714675200000"}}}},
+    400: {"description": "Not UTF-8, not JSON, not an object, too deep, or wrong/missing event"},
+    401: {"description": "Missing or wrong credentials or signature"},
+    403: {"description": "Client address not allowed"},
+    413: {"description": "Body too large"},
+    415: {"description": "Content-Type is not application/json"},
+    422: {"description": "Schema violation; lists field paths only"},
+    503: {"description": "Kafka did not acknowledge in time; retry after Retry-After seconds"},
+}
+
+
+async def _keep_metadata_fresh(ctx: IngressContext) -> None:
+    raw_topics = [ctx.topics.visit_completed, ctx.topics.treatment_updated]
+    while True:
+        await ctx.publisher.refresh_metadata(raw_topics)
+        await asyncio.sleep(METADATA_REFRESH_S)
+
+
+def create_app(
+    settings: IngressSettings | None = None,
+    kafka: KafkaSettings | None = None,
+    publisher: Publisher | None = None,
+) -> FastAPI:
+    """Build the ingress. ``publisher`` may be swapped (benchmarks measure a no-op one)."""
+    settings = settings or load_settings(IngressSettings)
+    kafka = kafka or load_settings(KafkaSettings)
+    metrics = IngressMetrics.create()
+    ctx = IngressContext(
+        settings=settings,
+        topics=Topics(kafka.topic_prefix),
+        publisher=publisher or KafkaPublisher(kafka, client_id="spakinect-ingress",
+                                              linger_ms=settings.linger_ms),
+        metrics=metrics,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.authenticated:
+            log.warning("INGRESS_ALLOW_UNAUTHENTICATED=true: anyone who reaches this port "
+                        "can post events; use only locally")
+        await ctx.publisher.start()
+        refresher = asyncio.create_task(_keep_metadata_fresh(ctx))
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            await ctx.publisher.stop()
+
+    app = FastAPI(
+        title="spakinect-pipeline ingress",
+        summary="Receives Spakinect webhooks and answers once they are durably in Kafka.",
+        version="1",
+        lifespan=lifespan,
+        root_path=settings.root_path,
+    )
+    app.state.ctx = ctx
+    app.add_middleware(AccessLog, metrics=metrics)
+
+    @app.post("/webhooks/visit-completed", responses=RESPONSES,
+              openapi_extra=_openapi_body(VisitCompleted, SAMPLES["visit.completed"]))
+    async def visit_completed(request: Request, ctx: Ctx) -> Response:
+        """Spakinect's ``visit.completed`` webhook."""
+        return await receive(request, ctx, "visit.completed")
+
+    @app.post("/webhooks/treatment-updated", responses=RESPONSES,
+              openapi_extra=_openapi_body(TreatmentUpdated, SAMPLES["treatment.updated"]))
+    async def treatment_updated(request: Request, ctx: Ctx) -> Response:
+        """Spakinect's ``treatment.updated`` webhook."""
+        return await receive(request, ctx, "treatment.updated")
+
+    @app.post("/webhooks", responses=RESPONSES,
+              openapi_extra=_openapi_body(VisitCompleted, SAMPLES["visit.completed"]))
+    async def any_event(request: Request, ctx: Ctx) -> Response:
+        """Any event, routed by its ``event`` field; unknown types are kept, not lost."""
+        return await receive(request, ctx, None)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """200 while the process lives."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(ctx: Ctx) -> JSONResponse:
+        """200 when raw-topic metadata was fetched within the last 30 s, else 503."""
+        last = ctx.publisher.last_metadata_ok
+        ready = last is not None and time.monotonic() - last < READY_WITHIN_S
+        body: dict[str, Any] = {"ready": ready}
+        if not ctx.settings.authenticated:
+            body["warning"] = "unauthenticated: INGRESS_ALLOW_UNAUTHENTICATED=true"
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics_endpoint(request: Request, ctx: Ctx) -> Response:
+        """Prometheus text; needs ``Authorization: Bearer <INGRESS_METRICS_TOKEN>`` when set."""
+        token = ctx.settings.metrics_token
+        if token is not None:
+            presented = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(presented.encode(), token.get_secret_value().encode()):
+                return JSONResponse({"error": "unauthorized"}, status_code=401)
+        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

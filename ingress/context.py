@@ -1,0 +1,46 @@
+"""What a request handler needs, built once by the app factory and injected per request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Protocol
+
+from fastapi import Depends, Request
+
+from events.topics import Topics
+from ingress.metrics import IngressMetrics
+from ingress.settings import IngressSettings
+from spakinect_pipeline.publisher import Headers
+
+
+class Publisher(Protocol):
+    """Writes one message durably (or raises PublishFailed); see KafkaPublisher."""
+
+    last_metadata_ok: float | None
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: Headers = (),
+        timeout: float,
+    ) -> None: ...
+
+    async def refresh_metadata(self, topics: list[str], timeout: float = 5.0) -> bool: ...
+
+
+@dataclass(frozen=True)
+class IngressContext:
+    settings: IngressSettings
+    topics: Topics
+    publisher: Publisher
+    metrics: IngressMetrics
+
+
+def get_context(request: Request) -> IngressContext:
+    ctx: IngressContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[IngressContext, Depends(get_context)]

@@ -1,0 +1,179 @@
+"""The webhook handler: the contract's checks in order, then publish, then answer.
+
+Thin on purpose: the decisions live in :mod:`ingress.auth` and
+:mod:`ingress.intake`; this module only reads the request and calls them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from events.envelope import encode_envelope
+from events.topics import headers
+from ingress import auth
+from ingress.context import IngressContext
+from ingress.intake import Accepted, Refused, Unrouted, decide
+from spakinect_pipeline.publisher import PublishFailed
+
+log = logging.getLogger(__name__)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def error(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """A JSON error that names the problem and never echoes what was submitted."""
+    return JSONResponse(
+        {"error": code, "message": message, **extra}, status_code=status, headers=headers
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read at most ``limit`` bytes, refusing early on Content-Length or while streaming."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _is_json(content_type: str | None) -> bool:
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    return media_type == "application/json"
+
+
+def _authorize(request: Request, ctx: IngressContext) -> JSONResponse | None:
+    """Steps 1 and 2: allowlist, then shared secret."""
+    settings = ctx.settings
+    if settings.allowed_cidrs:
+        peer = request.client.host if request.client else None
+        address = auth.client_address(
+            peer, request.headers.get("x-forwarded-for"), settings.trusted_proxies
+        )
+        if not auth.address_allowed(address, settings.allowed_cidrs):
+            ctx.metrics.auth_failures.labels("address").inc()
+            return error(403, "forbidden", "client address is not allowed")
+    if settings.shared_secret is not None:
+        presented = auth.presented_secret(
+            request.headers.get("authorization"), request.query_params.get("token")
+        )
+        if not auth.secret_matches(presented, settings.shared_secret):
+            ctx.metrics.auth_failures.labels("secret").inc()
+            return error(401, "unauthorized", "missing or wrong credentials")
+    return None
+
+
+async def receive(request: Request, ctx: IngressContext, expected_event: str | None) -> Response:
+    """Handle one webhook POST; ``expected_event`` is None on ``/webhooks``."""
+    settings = ctx.settings
+    refusal = _authorize(request, ctx)
+    if refusal is not None:
+        return refusal
+    if not _is_json(request.headers.get("content-type")):
+        return error(415, "unsupported_media_type", "Content-Type must be application/json")
+    try:
+        raw = await read_body(request, settings.max_body_bytes)
+    except BodyTooLarge:
+        return error(413, "body_too_large", f"body exceeds {settings.max_body_bytes} bytes")
+    if settings.hmac_secrets:
+        problem = auth.verify_signature(
+            request.headers, raw, settings.hmac_secrets, settings.hmac_tolerance_s, time.time()
+        )
+        if problem is not None:
+            ctx.metrics.auth_failures.labels("signature").inc()
+            return error(401, "bad_signature", problem)
+
+    received_at = datetime.now(UTC)
+    decision = decide(raw, expected_event, int(received_at.timestamp() * 1000))
+    try:
+        if isinstance(decision, Refused):
+            return await _keep_refused(ctx, decision, raw, request.url.path)
+        if isinstance(decision, Unrouted):
+            return await _keep_unrouted(ctx, decision, received_at)
+        return await _publish(ctx, decision, received_at)
+    except PublishFailed as exc:
+        log.warning("publish failed: %s", exc, extra={"route": request.url.path})
+        return error(
+            503, "kafka_unavailable", "the event could not be stored; retry later",
+            headers={"Retry-After": str(settings.retry_after_s)},
+        )
+
+
+async def _publish(ctx: IngressContext, accepted: Accepted, received_at: datetime) -> Response:
+    event = accepted.event
+    event_id = event.event_id
+    topic = ctx.topics.raw_for(event.event)
+    assert topic is not None
+    value = encode_envelope(
+        event_id=event_id, event=event.event, received_at=received_at, payload=event.payload
+    )
+    started = time.perf_counter()
+    await ctx.publisher.publish(
+        topic, value, key=event.entity_id.encode(),
+        headers=headers(event=event.event, event_id=event_id),
+        timeout=ctx.settings.publish_timeout_s,
+    )
+    ctx.metrics.publish_seconds.labels(topic).observe(time.perf_counter() - started)
+    ctx.metrics.events.labels(event.event).inc()
+    log.info("event stored", extra={"event_id": event_id, "topic": topic})
+    return Response(
+        orjson.dumps({"received": True, "event_id": event_id}), media_type="application/json"
+    )
+
+
+async def _keep_unrouted(ctx: IngressContext, unrouted: Unrouted, received_at: datetime) -> Response:
+    body = orjson.dumps(unrouted.body, option=orjson.OPT_SORT_KEYS)
+    event_id = f"{unrouted.event_name}:sha256-{hashlib.sha256(body).hexdigest()[:32]}"
+    value = encode_envelope(
+        event_id=event_id, event=unrouted.event_name, received_at=received_at,
+        payload=unrouted.body,
+    )
+    await ctx.publisher.publish(
+        ctx.topics.unrouted, value, key=unrouted.event_name.encode(),
+        headers=headers(event=unrouted.event_name, event_id=event_id),
+        timeout=ctx.settings.publish_timeout_s,
+    )
+    ctx.metrics.unrouted.inc()
+    log.info("unrouted event kept", extra={"event_id": event_id})
+    return Response(
+        orjson.dumps({"received": True, "event_id": event_id, "routed": False}),
+        media_type="application/json",
+    )
+
+
+async def _keep_refused(ctx: IngressContext, refused: Refused, raw: bytes, route: str) -> Response:
+    """Keep the refused body on the rejected topic first: a schema disagreement loses nothing.
+
+    If it cannot be kept, the sender gets 503 and retries, rather than a 4xx
+    that would make it give up on a body we no longer have.
+    """
+    await ctx.publisher.publish(
+        ctx.topics.rejected, raw, key=None,
+        headers=headers(
+            reason=refused.reason, status=str(refused.status), route=route,
+            received_at=datetime.now(UTC).isoformat(),
+            fields=",".join(f["field"] for f in refused.fields),
+        ),
+        timeout=ctx.settings.publish_timeout_s,
+    )
+    ctx.metrics.rejected.labels(refused.reason).inc()
+    log.info("body refused", extra={"reason": refused.reason, "status": refused.status})
+    extra: dict[str, Any] = {"fields": refused.fields} if refused.fields else {}
+    return error(refused.status, refused.reason, refused.message, **extra)

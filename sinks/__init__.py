@@ -1,0 +1,1 @@
+"""Sinks behind one small protocol; each module owns and classifies its errors."""

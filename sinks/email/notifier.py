@@ -1,0 +1,89 @@
+"""The email sink: sends one kind of email (clinic or patient) per applied visit.
+
+SMTP unreachable, timeouts and 4xx answers are retryable (the runner backs
+off and tries again, never drops); a 5xx that refuses the recipients is
+invalid for that record (to the DLQ). Sending is rate-limited so a replay
+cannot flood the relay.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import aiosmtplib
+from aiolimiter import AsyncLimiter
+
+from sinks.base import InvalidBatch, Record, RetryableError
+from sinks.email.render import make_environment, render
+from sinks.email.settings import EmailSettings, SmtpSettings
+
+log = logging.getLogger(__name__)
+
+
+def classify(exc: Exception) -> RetryableError | InvalidBatch:
+    """By SMTP reply code: 5xx refusing recipients is invalid, everything else retryable."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [r.code for r in exc.recipients]
+        if codes and all(500 <= code < 600 for code in codes):
+            return InvalidBatch(f"recipients refused (SMTP {codes[0]})")
+        return RetryableError(f"recipients refused (SMTP {codes[0] if codes else '?'})")
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return RetryableError(f"SMTP authentication failed ({exc.code})")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        if 500 <= exc.code < 600 and isinstance(
+            exc, aiosmtplib.SMTPSenderRefused | aiosmtplib.SMTPDataError
+        ):
+            return InvalidBatch(f"message refused (SMTP {exc.code})")
+        return RetryableError(f"SMTP {exc.code}")
+    return RetryableError(type(exc).__name__)
+
+
+class EmailSink:
+    """Sends the ``kind`` email of each record in a batch, one at a time."""
+
+    def __init__(self, kind: str, email: EmailSettings, smtp: SmtpSettings,
+                 limiter: AsyncLimiter) -> None:
+        self.kind = kind
+        self.name = "email"
+        self.email = email
+        self.smtp = smtp
+        self.limiter = limiter
+        self.env = make_environment(email.template_dir)
+        self.sent = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def write(self, batch: Sequence[Record]) -> None:
+        for record in batch:
+            try:
+                outgoing = render(record.envelope, self.kind, self.email, self.env)
+            except Exception as exc:  # noqa: BLE001 - a template that cannot render
+                raise InvalidBatch(f"cannot render the {self.kind} email "
+                                   f"({type(exc).__name__})") from None
+            if outgoing is None:
+                continue
+            async with self.limiter:
+                try:
+                    await aiosmtplib.send(
+                        outgoing.message,
+                        recipients=outgoing.recipients,
+                        hostname=self.smtp.host,
+                        port=self.smtp.port,
+                        username=self.smtp.username,
+                        password=(self.smtp.password.get_secret_value()
+                                  if self.smtp.password else None),
+                        start_tls=self.smtp.starttls,
+                        use_tls=False,
+                        timeout=self.smtp.timeout_s,
+                    )
+                except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                    raise classify(exc) from None
+            self.sent += 1
+            log.info("email sent", extra={"event_id": record.envelope.event_id,
+                                          "kind": self.kind,
+                                          "recipients": len(outgoing.recipients)})

@@ -1,0 +1,1 @@
+"""The Postgres writer: versioned migrations and an idempotent, newer-only batch writer."""

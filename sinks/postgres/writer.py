@@ -1,0 +1,145 @@
+"""The Postgres sink: one transaction per batch, idempotent, newer-only.
+
+Events always land in ``spakinect_events`` (``ON CONFLICT DO NOTHING``);
+visits and treatments are applied only when newer than the stored row,
+whatever the disposition says, and a visit's treatment rows are replaced
+only when the visit itself was applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+
+from sinks.base import InvalidBatch, Record, RetryableError
+from sinks.postgres.migrate import migrate
+from sinks.postgres.rows import batch_rows, columns
+
+log = logging.getLogger(__name__)
+
+INSERT_EVENTS = """
+INSERT INTO spakinect_events
+    (event_id, event, entity_id, occurred_at, received_at, success, disposition, payload)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+                     $6::bool[], $7::text[], $8::jsonb[])
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+UPSERT_VISITS = """
+INSERT INTO gfe_visits AS v
+    (gfe_id, location_id, status, pdf_link, patient_name, patient_first_name,
+     patient_last_name, patient_email, completed_at, event_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::text[], $9::timestamptz[], $10::text[])
+ON CONFLICT (gfe_id) DO UPDATE SET
+    location_id = EXCLUDED.location_id, status = EXCLUDED.status,
+    pdf_link = EXCLUDED.pdf_link, patient_name = EXCLUDED.patient_name,
+    patient_first_name = EXCLUDED.patient_first_name,
+    patient_last_name = EXCLUDED.patient_last_name, patient_email = EXCLUDED.patient_email,
+    completed_at = EXCLUDED.completed_at, event_id = EXCLUDED.event_id,
+    updated_at = clock_timestamp()
+WHERE v.completed_at < EXCLUDED.completed_at
+RETURNING gfe_id
+"""
+
+DELETE_VISIT_TREATMENTS = "DELETE FROM gfe_visit_treatments WHERE gfe_id = ANY($1::text[])"
+
+INSERT_VISIT_TREATMENTS = """
+INSERT INTO gfe_visit_treatments (gfe_id, treatment_name, decision)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+ON CONFLICT DO NOTHING
+"""
+
+UPSERT_TREATMENTS = """
+INSERT INTO treatments AS t
+    (treatment_id, treatment_name, last_action, deleted, last_event_at, event_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[],
+                     $6::text[])
+ON CONFLICT (treatment_id) DO UPDATE SET
+    treatment_name = COALESCE(EXCLUDED.treatment_name, t.treatment_name),
+    last_action = EXCLUDED.last_action, deleted = EXCLUDED.deleted,
+    last_event_at = EXCLUDED.last_event_at, event_id = EXCLUDED.event_id,
+    updated_at = clock_timestamp()
+WHERE t.last_event_at < EXCLUDED.last_event_at
+"""
+
+# SQLSTATE classes that mean "this data can never be written" (22 data, 23 integrity).
+INVALID_CLASSES = ("22", "23")
+
+
+def classify(exc: BaseException) -> RetryableError | InvalidBatch:
+    """Name the error by what the caller does; the text carries no values."""
+    if isinstance(exc, asyncpg.PostgresError):
+        code = getattr(exc, "sqlstate", None) or "?????"
+        text = f"{type(exc).__name__} (SQLSTATE {code})"
+        if code[:2] in INVALID_CLASSES:
+            return InvalidBatch(text)
+        return RetryableError(text)
+    return RetryableError(type(exc).__name__)
+
+
+class PostgresSink:
+    """Writes clean-topic records to the contract's tables."""
+
+    name = "postgres"
+
+    def __init__(self, dsn: str, *, pool_size: int = 2, command_timeout: float = 30.0,
+                 migrate_on_start: bool = True) -> None:
+        self._dsn = dsn
+        self._migrate_on_start = migrate_on_start
+        self._pool_size = pool_size
+        self._command_timeout = command_timeout
+        self._pool: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        try:
+            await self._ensure_pool()
+        except RetryableError as exc:
+            log.warning("postgres not reachable at start-up (%s); will keep trying", exc)
+
+    async def _ensure_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            try:
+                if self._migrate_on_start:
+                    await migrate(self._dsn)
+                self._pool = await asyncpg.create_pool(
+                    self._dsn, min_size=1, max_size=self._pool_size,
+                    command_timeout=self._command_timeout, timeout=10,
+                )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    TimeoutError) as exc:
+                raise classify(exc) from None
+        return self._pool
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            await asyncio.wait_for(self._pool.close(), timeout=10)
+            self._pool = None
+
+    async def write(self, batch: Sequence[Record]) -> None:
+        try:
+            rows = batch_rows(batch)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise InvalidBatch(f"malformed record ({type(exc).__name__})") from None
+        pool = await self._ensure_pool()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(INSERT_EVENTS, *columns(rows.events, 8))
+                if rows.visits:
+                    applied = await conn.fetch(UPSERT_VISITS, *columns(rows.visits, 10))
+                    applied_ids = {r["gfe_id"] for r in applied}
+                    if applied_ids:
+                        await conn.execute(DELETE_VISIT_TREATMENTS, list(applied_ids))
+                        keep = [r for r in rows.visit_treatments if r[0] in applied_ids]
+                        if keep:
+                            await conn.execute(INSERT_VISIT_TREATMENTS, *columns(keep, 3))
+                if rows.treatments:
+                    await conn.execute(UPSERT_TREATMENTS, *columns(rows.treatments, 6))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise classify(exc) from None
+        for event_id, disposition in rows.not_applied:
+            log.info("event recorded, not applied", extra={
+                "event_id": event_id, "disposition": disposition})

@@ -1,0 +1,101 @@
+"""``spakinect-pipeline``: run the ingress or a worker, migrate, create topics, send samples."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from spakinect_pipeline.config import ConfigError, KafkaSettings, LogSettings, load_settings
+from spakinect_pipeline.logs import configure_logging
+
+STAGE_CHOICES = ("dedupe", "postgres", "email")
+
+
+def _ingress(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from ingress.app import create_app
+    from ingress.settings import IngressSettings
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = load_settings(IngressSettings, **overrides)
+    app = create_app(settings, load_settings(KafkaSettings))
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        log_config=None, access_log=False, proxy_headers=False,
+        timeout_graceful_shutdown=int(settings.publish_timeout_s) + 5,
+    )
+
+
+def _worker(args: argparse.Namespace) -> None:
+    from streams.worker import run_worker
+
+    run_worker(args.stage)
+
+
+def _migrate(args: argparse.Namespace) -> None:
+    from sinks.postgres.migrate import migrate
+    from sinks.postgres.settings import PostgresSettings
+
+    applied = asyncio.run(migrate(load_settings(PostgresSettings).dsn))
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+
+
+def _topics(args: argparse.Namespace) -> None:
+    from spakinect_pipeline.topic_admin import ensure_topics
+
+    created = asyncio.run(ensure_topics(load_settings(KafkaSettings)))
+    print("created: " + (", ".join(created) if created else "nothing (all exist)"))
+
+
+def _send_sample(args: argparse.Namespace) -> None:
+    from spakinect_pipeline.samples import send_samples
+
+    sys.exit(send_samples(args.url, args.token))
+
+
+def _schemas(args: argparse.Namespace) -> None:
+    from events.schemas import write_schemas
+
+    for path in write_schemas(Path(args.out)):
+        print(path)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="spakinect-pipeline", description=__doc__)
+    sub = root.add_subparsers(dest="command", required=True)
+    ingress = sub.add_parser("ingress", help="run the webhook ingress (uvicorn)")
+    ingress.add_argument("--host")
+    ingress.add_argument("--port", type=int)
+    ingress.set_defaults(func=_ingress)
+    worker = sub.add_parser("worker", help="run one stage as a Faust worker")
+    worker.add_argument("stage", choices=STAGE_CHOICES)
+    worker.set_defaults(func=_worker)
+    sub.add_parser("migrate", help="apply the Postgres migrations").set_defaults(func=_migrate)
+    sub.add_parser("topics", help="create the Kafka topics").set_defaults(func=_topics)
+    sample = sub.add_parser("send-sample", help="post the vendor samples to a running ingress")
+    sample.add_argument("--url", default=None, help="ingress base URL (default: INGRESS_URL "
+                        "from .data/stack.env, else http://127.0.0.1:8000)")
+    sample.add_argument("--token", default=None, help="shared secret, if the ingress needs one")
+    sample.set_defaults(func=_send_sample)
+    schemas = sub.add_parser("schemas", help="export JSON Schemas of the envelope and payloads")
+    schemas.add_argument("--out", default="docs/schemas")
+    schemas.set_defaults(func=_schemas)
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        configure_logging(load_settings(LogSettings))
+        args.func(args)
+    except ConfigError as exc:
+        print(f"spakinect-pipeline: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
+

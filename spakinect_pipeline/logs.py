@@ -1,0 +1,47 @@
+"""Logging for every process: stdlib logging rendered by structlog as JSON or console.
+
+Code logs with the stdlib (``logging.getLogger(__name__)``) and ``extra={...}``
+fields; never pass patient names or emails (PHI) — log ids only.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from spakinect_pipeline.config import LogSettings
+
+
+def configure_logging(settings: LogSettings) -> None:
+    """Route all stdlib logging through one structlog formatter on stderr."""
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if settings.format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.level)
+    # uvicorn's access log prints query strings (the shared secret may be one); ours doesn't.
+    logging.getLogger("uvicorn.access").disabled = True
+    for noisy in ("aiokafka", "kafka", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

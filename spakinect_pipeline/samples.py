@@ -1,0 +1,44 @@
+"""``send-sample``: post the vendor's sample events to a running ingress, like Spakinect does."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+
+from events.samples import SAMPLES
+
+ROUTES = {"visit.completed": "/webhooks/visit-completed",
+          "treatment.updated": "/webhooks/treatment-updated"}
+
+
+def default_url() -> str:
+    if os.environ.get("INGRESS_URL"):
+        return os.environ["INGRESS_URL"]
+    stack_env = Path(".data/stack.env")
+    if stack_env.exists():
+        for line in stack_env.read_text().splitlines():
+            if line.startswith("INGRESS_URL="):
+                return line.partition("=")[2].strip()
+    return "http://127.0.0.1:8000"
+
+
+def send_samples(url: str | None, token: str | None) -> int:
+    """Post each sample; print status and body; return a process exit code."""
+    base = (url or default_url()).rstrip("/")
+    headers = {"Content-Type": "application/json", "User-Agent": "Spakinect-Webhook/1.0"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    failures = 0
+    with httpx.Client(timeout=10) as client:
+        for event, body in SAMPLES.items():
+            try:
+                response = client.post(base + ROUTES[event], json=body, headers=headers)
+            except httpx.HTTPError as exc:
+                print(f"{event}: could not reach {base} ({type(exc).__name__})")
+                failures += 1
+                continue
+            print(f"{event}: {response.status_code} {response.text}")
+            failures += response.status_code != 200
+    return 1 if failures else 0

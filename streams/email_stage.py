@@ -1,0 +1,83 @@
+"""The email stage: one email per applied visit, remembered by ``event_id`` so it is sent once.
+
+Send-once state is a changelog-backed table (``sent``), so it survives
+restarts and moves with its partitions. Each email is sent, then recorded,
+then its event acked: a crash costs at most one repeated email.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+from aiolimiter import AsyncLimiter
+
+from events.envelope import EnvelopeInvalid, decode_envelope
+from events.topics import Topics
+from sinks.base import Record
+from sinks.email.notifier import EmailSink
+from sinks.email.render import KINDS, wants_email
+from sinks.email.settings import EmailSettings, SmtpSettings
+from spakinect_pipeline.config import KafkaSettings
+from spakinect_pipeline.publisher import KafkaPublisher
+from streams.acking import ack, unacked_events
+from streams.delivery import Backoff, DeliveryStats, deliver
+from streams.dlq import DeadLetters
+from streams.faust_app import json_table, raw_topic
+from streams.settings import StreamsSettings
+from streams.source import source_of
+
+log = logging.getLogger(__name__)
+
+
+class EmailStage:
+    """A consumer group on the visits topic (and ``retry.email``) that sends emails."""
+
+    def __init__(self, app: faust.App, streams: StreamsSettings, kafka: KafkaSettings,
+                 email: EmailSettings, smtp: SmtpSettings) -> None:
+        topics = Topics(kafka.topic_prefix)
+        limiter = AsyncLimiter(email.rate_limit_per_min, 60)
+        kinds = [k for k in KINDS if k == "clinic" or email.patient_notifications]
+        self.sinks = {kind: EmailSink(kind, email, smtp, limiter) for kind in kinds}
+        self.publisher = KafkaPublisher(kafka, client_id=streams.group_id("email"))
+        self.dlq = DeadLetters(self.publisher, topics.dlq, "email")
+        self.stats = DeliveryStats()
+        self.backoff = Backoff(maximum=streams.retry_max_backoff_s)
+        self.sent = json_table(app, "sent", kafka.partitions)
+        source = raw_topic(app, topics.visits, topics.retry("email"))
+        app.agent(source, name="email-sink")(self._agent)
+        app.on_before_shutdown.connect(self._on_shutdown)
+
+    async def _on_shutdown(self, app: Any, **kwargs: Any) -> None:
+        await self.publisher.stop()
+
+    async def _dead_letter(self, record: Record, exc: BaseException, attempts: int) -> None:
+        await self.dlq.send(record.source, error=str(exc), error_type=type(exc).__name__,
+                            attempts=attempts)
+
+    async def _agent(self, stream: Any) -> None:
+        async for event in unacked_events(stream):
+            source = source_of(event)
+            try:
+                envelope = decode_envelope(source.value)
+            except EnvelopeInvalid as exc:
+                await self.dlq.send(source, error=str(exc), error_type="EnvelopeInvalid")
+            else:
+                if wants_email(envelope):
+                    await self._send_once(Record(envelope, source))
+            await ack(stream, event)
+
+    async def _send_once(self, record: Record) -> None:
+        event_id = record.envelope.event_id
+        state = dict(self.sent.get(event_id) or {"done": []})
+        for kind, sink in self.sinks.items():
+            if kind in state["done"]:
+                continue
+            dead_before = self.stats.dead_lettered
+            await deliver(sink, [record], self._dead_letter, self.backoff, self.stats)
+            if self.stats.dead_lettered != dead_before:
+                continue  # not sent: a replay from the DLQ will try this kind again
+            state = {"done": [*state["done"], kind], "at": int(time.time() * 1000)}
+            self.sent[event_id] = state

@@ -1,0 +1,54 @@
+"""Build one Faust app per stage: its own consumer group, state folder and web port."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from spakinect_pipeline.config import KafkaSettings
+from streams.settings import StreamsSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings) -> faust.App:
+    """A Faust app for ``stage``; tables use RocksDB unless STREAMS_STORE=memory."""
+    if kafka.security_protocol != "PLAINTEXT":
+        raise NotImplementedError("TLS/SASL for the Faust workers is not wired yet")
+    datadir = streams.state_dir / stage
+    datadir.mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = {
+        "broker": [f"kafka://{server}" for server in kafka.bootstrap_servers],
+        "store": f"{streams.store}://",
+        "datadir": str(datadir),
+        "topic_partitions": kafka.partitions,
+        "topic_replication_factor": kafka.replication_factor,
+        "topic_allow_declare": True,
+        "topic_disable_leader": True,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        "broker_commit_every": 1000,
+        "broker_commit_interval": 1.0,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "web_enabled": streams.web_port > 0,
+        "web_port": streams.web_port or 6066,
+        "web_bind": "127.0.0.1",
+        "table_standby_replicas": 0,
+    }
+    return faust.App(streams.group_id(stage), **options)
+
+
+def raw_topic(app: faust.App, *names: str) -> Any:
+    """A source topic read as bytes: decoding (and its errors) is ours, not Faust's."""
+    return app.topic(
+        *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
+def json_table(app: faust.App, name: str, partitions: int) -> Any:
+    """A changelog-backed table with JSON keys and values, co-partitioned with the source."""
+    schema = faust.Schema(key_serializer="json", value_serializer="json")
+    return app.Table(name, default=None, partitions=partitions, schema=schema)

@@ -1,0 +1,42 @@
+"""Streams settings: stage identity, state location, dedupe window, enabled sinks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings
+
+from events.topics import SINK_NAMES
+from spakinect_pipeline.config import CsvList, Duration, component_config
+
+STAGES = ("dedupe", *SINK_NAMES)
+
+
+class StreamsSettings(BaseSettings):
+    """What every worker process needs besides Kafka's own settings."""
+
+    model_config = component_config("STREAMS_")
+
+    app_id: str = Field(default="spakinect-pipeline", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    state_dir: Path = Path(".data/state")
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    store: Literal["rocksdb", "memory"] = "rocksdb"
+    dedupe_window: Duration = Field(default=7 * 86400.0, gt=0, validation_alias="DEDUPE_WINDOW")
+    sinks: CsvList = Field(default_factory=lambda: list(SINK_NAMES), validation_alias="SINKS")
+    batch_max: int = Field(default=500, ge=1, le=10_000)
+    batch_within_s: Duration = Field(default=0.05, gt=0, le=10)
+    retry_max_backoff_s: Duration = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("sinks")
+    @classmethod
+    def _known_sinks(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(SINK_NAMES))
+        if unknown:
+            raise ValueError(f"unknown sink(s) {unknown}; known: {', '.join(SINK_NAMES)}")
+        return value
+
+    def group_id(self, stage: str) -> str:
+        """Each stage is its own consumer group (and prefix of its changelog topics)."""
+        return f"{self.app_id}-{stage}"

@@ -1,0 +1,79 @@
+"""Run a sink as a Faust stage: read clean topics (and the sink's retry topic) in batches.
+
+Batches are gathered from unacked events (see :mod:`streams.acking`) and
+acked only after the sink committed them or they were dead-lettered, so a
+worker stopped mid-batch repeats the batch instead of losing it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from events.envelope import EnvelopeInvalid, decode_envelope
+from events.topics import Topics
+from sinks.base import Record, Sink
+from spakinect_pipeline.config import KafkaSettings
+from spakinect_pipeline.publisher import KafkaPublisher
+from streams.acking import ack, next_batch, pumped
+from streams.delivery import Backoff, DeliveryStats, deliver
+from streams.dlq import DeadLetters
+from streams.faust_app import raw_topic
+from streams.settings import StreamsSettings
+from streams.source import source_of
+
+log = logging.getLogger(__name__)
+
+
+def decode_records(events: list[Any], dlq_bad: list[tuple[Any, str]]) -> list[Record]:
+    """Decode Faust events into records; undecodable ones are collected for the DLQ."""
+    records = []
+    for event in events:
+        source = source_of(event)
+        try:
+            records.append(Record(decode_envelope(source.value), source))
+        except EnvelopeInvalid as exc:
+            dlq_bad.append((source, str(exc)))
+    return records
+
+
+class BatchSinkStage:
+    """A consumer group that writes clean-topic batches to one sink."""
+
+    def __init__(self, app: faust.App, sink: Sink, streams: StreamsSettings,
+                 kafka: KafkaSettings) -> None:
+        self.app = app
+        self.sink = sink
+        self.streams = streams
+        topics = Topics(kafka.topic_prefix)
+        self.publisher = KafkaPublisher(kafka, client_id=streams.group_id(sink.name))
+        self.dlq = DeadLetters(self.publisher, topics.dlq, sink.name)
+        self.stats = DeliveryStats()
+        self.backoff = Backoff(maximum=streams.retry_max_backoff_s)
+        source = raw_topic(app, topics.visits, topics.treatments, topics.retry(sink.name))
+        app.agent(source, name=f"{sink.name}-sink")(self._agent)
+        app.on_before_shutdown.connect(self._on_shutdown)
+
+    async def _on_shutdown(self, app: Any, **kwargs: Any) -> None:
+        await self.sink.stop()
+        await self.publisher.stop()
+
+    async def _dead_letter(self, record: Record, exc: BaseException, attempts: int) -> None:
+        await self.dlq.send(record.source, error=str(exc), error_type=type(exc).__name__,
+                            attempts=attempts)
+
+    async def _agent(self, stream: Any) -> None:
+        await self.sink.start()
+        async with pumped(stream, self.streams.batch_max) as queue:
+            while True:
+                events = await next_batch(queue, self.streams.batch_max,
+                                          self.streams.batch_within_s)
+                bad: list[tuple[Any, str]] = []
+                records = decode_records(events, bad)
+                for source, error in bad:
+                    await self.dlq.send(source, error=error, error_type="EnvelopeInvalid")
+                await deliver(self.sink, records, self._dead_letter, self.backoff, self.stats)
+                # Only now, after the commit (or the DLQ's ack), do the offsets move.
+                await ack(stream, *events)

@@ -1,0 +1,26 @@
+"""Turn a Faust event into our plain :class:`SourceMessage` (the only Faust-aware bit)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from streams.dlq import SourceMessage
+
+
+def source_of(event: Any) -> SourceMessage:
+    message = event.message
+    raw_headers: Any = message.headers or ()
+    headers: Sequence[tuple[str, bytes]]
+    if isinstance(raw_headers, Mapping):
+        headers = list(raw_headers.items())
+    else:
+        headers = list(raw_headers)
+    return SourceMessage(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=headers,
+    )

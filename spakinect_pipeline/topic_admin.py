@@ -22,9 +22,25 @@ def topic_config(kafka: KafkaSettings) -> dict[str, str]:
     }
 
 
-async def ensure_topics(kafka: KafkaSettings) -> list[str]:
-    """Create every missing topic; return the names created (existing ones are left alone)."""
-    topics = Topics(kafka.topic_prefix).all()
+def changelog_config(kafka: KafkaSettings) -> dict[str, str]:
+    """Table changelogs are compacted: the latest value per key is the state."""
+    return {
+        "cleanup.policy": "compact",
+        "min.insync.replicas": str(min(kafka.min_insync_replicas, kafka.replication_factor)),
+    }
+
+
+async def ensure_topics(
+    kafka: KafkaSettings,
+    names: list[str] | None = None,
+    config: dict[str, str] | None = None,
+) -> list[str]:
+    """Create every missing topic; return the names created (existing ones are left alone).
+
+    By default the pipeline's own topics with :func:`topic_config`; a stage
+    passes its table changelogs with :func:`changelog_config`.
+    """
+    topics = names if names is not None else Topics(kafka.topic_prefix).all()
     admin = AIOKafkaAdminClient(**kafka.client_options(), request_timeout_ms=15_000)
     await admin.start()
     try:
@@ -32,7 +48,7 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
         missing = [name for name in topics if name not in existing]
         if not missing:
             return []
-        config = topic_config(kafka)
+        config = config if config is not None else topic_config(kafka)
         new = [
             NewTopic(name, kafka.partitions, kafka.replication_factor, topic_configs=config)
             for name in missing

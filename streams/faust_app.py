@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 
 from spakinect_pipeline.config import KafkaSettings
+from spakinect_pipeline.topic_admin import changelog_config, ensure_topics
 from streams.settings import StreamsSettings
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,8 @@ def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings)
         "web_port": streams.web_port or 6066,
         "web_bind": "127.0.0.1",
         "table_standby_replicas": 0,
+        # Our stages ack manually; unacked events stay uncommitted, so shutdown need not wait.
+        "stream_wait_empty": False,
     }
     return faust.App(streams.group_id(stage), **options)
 
@@ -46,6 +51,33 @@ def raw_topic(app: faust.App, *names: str) -> Any:
     return app.topic(
         *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
+
+
+def changelog_topics(app: faust.App) -> list[str]:
+    """The changelog topic of every table the stage declared."""
+    return [table.changelog_topic.get_topic_name() for table in app.tables.values()]
+
+
+async def prepare_changelogs(app: faust.App, kafka: KafkaSettings, timeout: float = 120) -> None:
+    """Create the tables' changelog topics before Faust starts.
+
+    Left to Faust, a changelog created at start-up can be missing from the
+    first metadata the agent sees, and the first table write then fails with
+    PartitionsMismatch ("changelog topic has 0 partitions").
+    """
+    names = changelog_topics(app)
+    if not names:
+        return
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await ensure_topics(kafka, names, changelog_config(kafka))
+            return
+        except (KafkaError, OSError) as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("cannot create changelog topics yet (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(2)
 
 
 def json_table(app: faust.App, name: str, partitions: int) -> Any:

@@ -6,6 +6,8 @@ finished and acked or left unacked (and repeated by the next owner).
 
 from __future__ import annotations
 
+import asyncio
+
 import faust
 
 from sinks.email.settings import EmailSettings, SmtpSettings
@@ -14,7 +16,7 @@ from sinks.postgres.writer import PostgresSink
 from spakinect_pipeline.config import KafkaSettings, LogSettings, load_settings
 from streams.dedupe import DedupeStage
 from streams.email_stage import EmailStage
-from streams.faust_app import create_faust_app
+from streams.faust_app import create_faust_app, prepare_changelogs
 from streams.settings import STAGES, StreamsSettings
 from streams.sink_stage import BatchSinkStage
 
@@ -39,6 +41,7 @@ def build_stage(stage: str) -> faust.App:
 def run_worker(stage: str) -> None:
     """Run until SIGTERM/SIGINT (Faust's worker handles the signals and the drain)."""
     app = build_stage(stage)
+    asyncio.run(prepare_changelogs(app, load_settings(KafkaSettings)))
     level = load_settings(LogSettings).level.lower()
     worker = faust.Worker(app, loglevel=level, override_logging=False, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -1,0 +1,150 @@
+"""A running pipeline (ingress + one worker per stage, real processes) on the real services.
+
+Each test module gets its own topic prefix, consumer groups, database and
+clinic address, so modules never see each other's events. Postgres and SMTP
+are reached through :class:`~tests.helpers.TcpProxy` so tests can cut them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from devstack.process import ManagedProcess, free_port
+from devstack.stack import http_ok, pipeline_process
+from events.topics import Topics
+from sinks.postgres.migrate import migrate
+from spakinect_pipeline.config import KafkaSettings
+from spakinect_pipeline.topic_admin import ensure_topics
+from tests.helpers import TcpProxy, mails, wait_group_stable, wait_until
+from tests.services import Services
+
+STAGES = ("dedupe", "postgres", "email")
+
+
+def _with_database(dsn: str, database: str) -> str:
+    base, _, _ = dsn.rpartition("/")
+    return f"{base}/{database}"
+
+
+@dataclass
+class Pipeline:
+    services: Services
+    env: dict[str, str]
+    topics: Topics
+    dsn: str
+    clinic: str
+    logs: Path
+    pg_proxy: TcpProxy
+    smtp_proxy: TcpProxy
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+
+    @property
+    def ingress_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['INGRESS_PORT']}"
+
+    def group(self, stage: str) -> str:
+        return f"{self.env['STREAMS_APP_ID']}-{stage}"
+
+    async def start(self, name: str) -> None:
+        argv = ["ingress"] if name == "ingress" else ["worker", name]
+        process = pipeline_process(f"{name}-{uuid.uuid4().hex[:4]}", argv, self.env, self.logs)
+        self.processes[name] = process
+        process.start()
+        if name == "ingress":
+            await asyncio.to_thread(process.wait_ready,
+                                    lambda: http_ok(f"{self.ingress_url}/readyz"), 60,
+                                    "ingress ready")
+        else:
+            await wait_group_stable(self.services.kafka_bootstrap, self.group(name), 90)
+
+    async def stop(self, name: str) -> None:
+        await asyncio.to_thread(self.processes[name].stop, 30)
+
+    async def kill(self, name: str) -> None:
+        await asyncio.to_thread(self.processes[name].kill)
+
+    async def post(self, body: Any, route: str = "/webhooks/visit-completed") -> httpx.Response:
+        async with httpx.AsyncClient(timeout=15) as client:
+            return await client.post(self.ingress_url + route, json=body,
+                                     headers={"User-Agent": "Spakinect-Webhook/1.0"})
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+    async def wait_rows(self, sql: str, *args: Any, count: int = 1,
+                        timeout: float = 30) -> list[asyncpg.Record]:
+        async def enough() -> list[asyncpg.Record] | None:
+            rows = await self.fetch(sql, *args)
+            return rows if len(rows) >= count else None
+
+        rows: list[asyncpg.Record] = await wait_until(enough, timeout, f"{count} row(s): {sql}")
+        return rows
+
+    def mails(self) -> list[Any]:
+        assert self.services.mail_dir is not None, "MAIL_DIR is needed to read sent mail"
+        return mails(self.services.mail_dir, self.clinic)
+
+
+@pytest.fixture(scope="module")
+async def pipeline(services: Services, tmp_path_factory: pytest.TempPathFactory
+                   ) -> AsyncIterator[Pipeline]:
+    unique = uuid.uuid4().hex[:8]
+    tmp = tmp_path_factory.mktemp(f"pipeline-{unique}")
+    database = f"test_{unique}"
+    admin = await asyncpg.connect(services.postgres_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await admin.close()
+    host_port = services.postgres_dsn.split("@", 1)[1].split("/", 1)[0]
+    pg_host, _, pg_port = host_port.rpartition(":")
+    pg_proxy = TcpProxy(pg_host, int(pg_port))
+    smtp_proxy = TcpProxy(services.smtp_host, services.smtp_port)
+    await pg_proxy.up()
+    await smtp_proxy.up()
+    direct_dsn = _with_database(services.postgres_dsn, database)
+    proxied_dsn = direct_dsn.replace(host_port, f"127.0.0.1:{pg_proxy.port}")
+    kafka = KafkaSettings(bootstrap_servers=[services.kafka_bootstrap],
+                          topic_prefix=f"t{unique}.", partitions=3)
+    await ensure_topics(kafka)
+    await migrate(direct_dsn)
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap,
+        "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "KAFKA_PARTITIONS": "3",
+        "POSTGRES_DSN": proxied_dsn,
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp_proxy.port),
+        "EMAIL_TO": f"clinic-{unique}@example.test",
+        "EMAIL_FROM": "gfe@pipeline.test",
+        "STREAMS_APP_ID": f"test-{unique}",
+        "STREAMS_STATE_DIR": str(tmp / "state"),
+        "STREAMS_WEB_PORT": "0",
+        "STREAMS_RETRY_MAX_BACKOFF_S": "2",
+        "INGRESS_ALLOW_UNAUTHENTICATED": "true",
+        "INGRESS_PORT": str(free_port()),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+    }
+    pipe = Pipeline(services, env, Topics(kafka.topic_prefix), direct_dsn, env["EMAIL_TO"],
+                    tmp / "logs", pg_proxy, smtp_proxy)
+    try:
+        await asyncio.gather(*(pipe.start(name) for name in ("ingress", *STAGES)))
+        yield pipe
+    finally:
+        await asyncio.gather(*(asyncio.to_thread(p.stop, 30) for p in pipe.processes.values()))
+        await pg_proxy.down()
+        await smtp_proxy.down()

@@ -1,0 +1,173 @@
+"""The product end to end: vendor webhook in, rows in Postgres, one email out."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import uuid
+
+import pytest
+
+from events.samples import SAMPLES
+from tests.helpers import read_topic, wait_until
+
+from .conftest import Pipeline
+
+pytestmark = pytest.mark.integration
+
+
+def visit(gfe_id: str, timestamp: int = 1714675200000, **data: object) -> dict[str, object]:
+    body = copy.deepcopy(SAMPLES["visit.completed"])
+    body["timestamp"] = timestamp
+    body["data"].update(gfe_id=gfe_id, pdf_link=f"https://example-cdn.com/gfe/{gfe_id}.pdf",
+                        **data)
+    return body
+
+
+def mails_for(pipeline: Pipeline, gfe_id: str) -> list[object]:
+    return [m for m in pipeline.mails() if f"visit {gfe_id} at" in str(m["Subject"])]
+
+
+async def test_vendor_sample_becomes_rows_and_one_email(pipeline: Pipeline) -> None:
+    response = await pipeline.post(SAMPLES["visit.completed"])
+    assert response.status_code == 200
+    assert response.json() == {"received": True,
+                               "event_id": "visit.completed:gfe_abc123xyz789:1714675200000"}
+
+    (visit_row,) = await pipeline.wait_rows("SELECT * FROM gfe_visits WHERE gfe_id = $1",
+                                            "gfe_abc123xyz789")
+    assert visit_row["patient_email"] == "jane.smith@example.com"
+    assert visit_row["pdf_link"] == "https://example-cdn.com/gfe/gfe_abc123xyz789.pdf"
+    treatments = await pipeline.fetch(
+        "SELECT treatment_name, decision FROM gfe_visit_treatments WHERE gfe_id = $1",
+        "gfe_abc123xyz789")
+    assert sorted(map(tuple, treatments)) == [
+        ("Botox Injection", "approved"), ("Botox Injection", "requested"),
+        ("Dermal Filler", "conditionally_approved"), ("Dermal Filler", "requested")]
+    (event_row,) = await pipeline.fetch("SELECT * FROM spakinect_events")
+    assert event_row["disposition"] == "apply" and event_row["success"] is True
+
+    messages = await wait_until(lambda: asyncio.sleep(0, mails_for(pipeline, "gfe_abc123xyz789")),
+                                30, "the clinic email")
+    await asyncio.sleep(2)  # a second email would have arrived by now
+    assert len(mails_for(pipeline, "gfe_abc123xyz789")) == 1
+    body = messages[0].get_body(("plain",)).get_content()
+    assert "https://example-cdn.com/gfe/gfe_abc123xyz789.pdf" in body
+    assert "Jane Smith" in body
+
+
+async def test_ten_deliveries_concurrently_again_and_after_restart_give_one_of_each(
+    pipeline: Pipeline,
+) -> None:
+    gfe_id = f"gfe_dup_{uuid.uuid4().hex[:6]}"
+    body = visit(gfe_id)
+    event_id = f"visit.completed:{gfe_id}:1714675200000"
+
+    responses = await asyncio.gather(*(pipeline.post(body) for _ in range(10)))
+    assert {r.status_code for r in responses} == {200}
+    await pipeline.wait_rows("SELECT 1 FROM spakinect_events WHERE event_id = $1", event_id)
+    await wait_until(lambda: asyncio.sleep(0, mails_for(pipeline, gfe_id)), 30, "the email")
+
+    for _ in range(10):
+        assert (await pipeline.post(body)).status_code == 200
+    await pipeline.stop("dedupe")
+    await pipeline.start("dedupe")  # state restored from the changelog
+    responses = await asyncio.gather(*(pipeline.post(body) for _ in range(10)))
+    assert {r.status_code for r in responses} == {200}
+
+    sentinel = visit(f"{gfe_id}_sentinel")  # processed after every duplicate above
+    assert (await pipeline.post(sentinel)).status_code == 200
+    await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", f"{gfe_id}_sentinel")
+    await wait_until(lambda: asyncio.sleep(0, mails_for(pipeline, f"{gfe_id}_sentinel")), 30,
+                     "the sentinel email")
+
+    assert len(await pipeline.fetch(
+        "SELECT 1 FROM spakinect_events WHERE event_id = $1", event_id)) == 1
+    assert len(await pipeline.fetch("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id)) == 1
+    clean = [m for m in await read_topic(pipeline.services.kafka_bootstrap,
+                                         pipeline.topics.visits)
+             if m.key == gfe_id.encode()]
+    assert len(clean) == 1
+    assert dict(clean[0].headers)["disposition"] == b"apply"
+    raw = [m for m in await read_topic(pipeline.services.kafka_bootstrap,
+                                       pipeline.topics.visit_completed)
+           if m.key == gfe_id.encode()]
+    assert len(raw) == 30  # the raw topic keeps every delivery; the clean one doesn't
+    assert len(mails_for(pipeline, gfe_id)) == 1
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+async def test_treatment_updates_in_any_order_end_in_the_newest_state(
+    pipeline: Pipeline, order: tuple[int, ...]
+) -> None:
+    treatment_id = f"t_{uuid.uuid4().hex[:8]}"
+    actions = [("created", 1_714_000_000_000), ("updated", 1_714_000_001_000),
+               ("deleted", 1_714_000_002_000)]
+    for index in order:
+        action, timestamp = actions[index]
+        body = {"event": "treatment.updated", "timestamp": timestamp, "success": True,
+                "data": {"treatment_id": treatment_id, "treatment_name": f"T {action}",
+                         "action": action}}
+        response = await pipeline.post(body, "/webhooks/treatment-updated")
+        assert response.status_code == 200
+    await pipeline.wait_rows("SELECT 1 FROM spakinect_events WHERE entity_id = $1",
+                             treatment_id, count=3)
+    (row,) = await pipeline.fetch("SELECT * FROM treatments WHERE treatment_id = $1",
+                                  treatment_id)
+    assert (row["last_action"], row["deleted"], row["treatment_name"]) == (
+        "deleted", True, "T deleted")
+    dispositions = await pipeline.fetch(
+        "SELECT disposition FROM spakinect_events WHERE entity_id = $1 ORDER BY occurred_at",
+        treatment_id)
+    assert dispositions[-1]["disposition"] == "apply"
+
+
+async def test_stale_and_unsuccessful_visits_are_recorded_never_applied_or_emailed(
+    pipeline: Pipeline,
+) -> None:
+    gfe_id = f"gfe_old_{uuid.uuid4().hex[:6]}"
+    newer, older = visit(gfe_id, 1_714_675_300_000), visit(gfe_id, 1_714_675_200_000,
+                                                          location_id="loc_old")
+    failed = {"event": "visit.completed", "timestamp": 1_714_675_400_000, "success": False,
+              "data": {"gfe_id": gfe_id}}
+    for body in (newer, older, failed):
+        assert (await pipeline.post(body)).status_code == 200
+    rows = await pipeline.wait_rows(
+        "SELECT disposition FROM spakinect_events WHERE entity_id = $1 ORDER BY occurred_at",
+        gfe_id, count=3)
+    assert [r["disposition"] for r in rows] == ["stale", "apply", "unsuccessful"]
+    (row,) = await pipeline.fetch("SELECT location_id, completed_at FROM gfe_visits "
+                                  "WHERE gfe_id = $1", gfe_id)
+    assert row["location_id"] == "loc_12345"
+    await wait_until(lambda: asyncio.sleep(0, mails_for(pipeline, gfe_id)), 30, "the email")
+    await asyncio.sleep(2)
+    assert len(mails_for(pipeline, gfe_id)) == 1
+
+
+async def test_stopped_email_stage_does_not_hold_back_postgres(pipeline: Pipeline) -> None:
+    gfe_id = f"gfe_nomail_{uuid.uuid4().hex[:6]}"
+    await pipeline.stop("email")
+    try:
+        assert (await pipeline.post(visit(gfe_id))).status_code == 200
+        await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id,
+                                 timeout=15)
+        await asyncio.sleep(1)
+        assert mails_for(pipeline, gfe_id) == []
+    finally:
+        await pipeline.start("email")
+    await wait_until(lambda: asyncio.sleep(0, mails_for(pipeline, gfe_id)), 60,
+                     "the email after the stage restarted")
+    await asyncio.sleep(2)
+    assert len(mails_for(pipeline, gfe_id)) == 1
+
+
+async def test_no_visit_was_ever_emailed_twice(pipeline: Pipeline) -> None:
+    """Runs last in the module: restarts above must not have re-sent earlier emails."""
+    await asyncio.sleep(3)
+    message_ids = [str(m["Message-ID"]) for m in pipeline.mails()]
+    assert message_ids
+    assert len(message_ids) == len(set(message_ids))
+    for name in ("dedupe", "postgres", "email"):
+        log_text = "".join(p.read_text() for p in pipeline.logs.glob(f"{name}-*.log"))
+        assert "Crashed" not in log_text, f"a {name} agent crashed; see {pipeline.logs}"

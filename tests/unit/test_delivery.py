@@ -1,0 +1,80 @@
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from events.envelope import Envelope
+from sinks.base import InvalidBatch, Record, RetryableError
+from streams.delivery import Backoff, DeliveryStats, deliver
+from streams.dlq import SourceMessage, dlq_headers
+
+
+def record(i: int) -> Record:
+    envelope = Envelope(event_id=f"e{i}", event="visit.completed",
+                        received_at=datetime.now(UTC), payload={"timestamp": i})
+    return Record(envelope, SourceMessage("t", 0, i, b"k", b"v", []))
+
+
+class FakeSink:
+    name = "fake"
+
+    def __init__(self, poison: set[str], failures_before_success: int = 0) -> None:
+        self.poison = poison
+        self.failures = failures_before_success
+        self.written: list[str] = []
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def write(self, batch: Sequence[Record]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RetryableError("connection lost")
+        if any(r.envelope.event_id in self.poison for r in batch):
+            raise InvalidBatch("check violation")
+        self.written.extend(r.envelope.event_id for r in batch)
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+async def test_one_poisoned_record_in_100_is_isolated():
+    sink, dead = FakeSink({"e42"}), []
+
+    async def dead_letter(rec, exc, attempts):
+        dead.append(rec.envelope.event_id)
+
+    stats = DeliveryStats()
+    await deliver(sink, [record(i) for i in range(100)], dead_letter, Backoff(sleep=no_sleep),
+                  stats)
+    assert dead == ["e42"]
+    assert len(sink.written) == 99 and "e42" not in sink.written
+    assert (stats.written, stats.dead_lettered) == (99, 1)
+
+
+async def test_retryable_errors_retry_the_same_batch_until_it_is_written():
+    sink = FakeSink(set(), failures_before_success=5)
+    stats = DeliveryStats()
+    await deliver(sink, [record(1), record(2)], pytest.fail, Backoff(sleep=no_sleep), stats)
+    assert sink.written == ["e1", "e2"]
+    assert stats.retries == 5
+
+
+def test_backoff_is_capped_and_jittered():
+    backoff = Backoff(initial=0.2, maximum=5)
+    delays = [backoff.next_delay() for _ in range(20)]
+    assert all(0.1 <= d <= 5 for d in delays)
+    assert max(delays[-5:]) > 2.5
+
+
+def test_dlq_headers_carry_the_contract_fields():
+    source = SourceMessage("spakinect.visits", 3, 17, b"g1", b"{}", [("event", b"x")])
+    headers = dict(dlq_headers(source, error="bad", error_type="InvalidBatch",
+                               stage="postgres", attempts=2))
+    assert headers == {
+        "event": b"x", "error": b"bad", "error_type": b"InvalidBatch", "stage": b"postgres",
+        "source_topic": b"spakinect.visits", "source_partition": b"3", "source_offset": b"17",
+        "attempts": b"2",
+    }

@@ -67,8 +67,9 @@ def up(root: Path, cache: Path) -> int:
         processes.append(pipeline_process("ingress", ["ingress"], common, services.logs))
         for index, stage in enumerate(["dedupe", *sinks]):
             stage_env = {**common, "STREAMS_WEB_PORT": str(services.ports.web_base + index)}
-            processes.append(pipeline_process(f"worker-{stage}", ["worker", stage], stage_env,
-                                              services.logs))
+            processes.append(
+                pipeline_process(f"worker-{stage}", ["worker", stage], stage_env, services.logs)
+            )
         for process in processes:
             process.start()
         wait_http(processes[0], f"{ingress_url}/readyz")
@@ -81,8 +82,11 @@ def up(root: Path, cache: Path) -> int:
             dead = [p for p in processes if not p.alive()]
             if dead:
                 for process in dead:
-                    print(f"{process.name} exited; see {process.log_path}:\n{process.log_tail()}",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"{process.name} exited; see {process.log_path}:\n{process.log_tail()}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 return 1
         return 0
     except ServiceError as exc:

@@ -30,15 +30,24 @@ def ensure_jars(cache_dir: Path) -> Path:
         return libs
     if shutil.which("mvn") is None:
         raise ServiceError("Maven (mvn) is needed to fetch the Kafka jars; install it first")
-    print(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs} ...",
-          flush=True)
+    print(
+        f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs} ...", flush=True
+    )
     if libs.exists():
         shutil.rmtree(libs)
     # Interactive runs show Maven's per-artifact download lines as progress; CI keeps quiet.
     quiet = ["--no-transfer-progress", "-q"] if os.environ.get("CI") else []
     result = subprocess.run(
-        ["mvn", "-B", *quiet, "-f", str(POM), "dependency:copy-dependencies",
-         f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
+        [
+            "mvn",
+            "-B",
+            *quiet,
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ],
         stdout=subprocess.PIPE if quiet else sys.stdout,
         stderr=subprocess.STDOUT,
         check=False,
@@ -111,9 +120,17 @@ class KafkaBroker:
 
     def _java(self, libs: Path, main: str, *args: str, heap: str = "256m") -> list[str]:
         return [
-            "java", f"-Xmx{heap}", "-Xms64m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={LOG4J2}", f"-Dkafka.logs.dir={self.logs_dir}",
-            "-cp", f"{libs}/*", main, *args,
+            "java",
+            f"-Xmx{heap}",
+            "-Xms64m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG4J2}",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+            "-cp",
+            f"{libs}/*",
+            main,
+            *args,
         ]
 
     def _format(self, libs: Path, props: Path) -> None:
@@ -124,9 +141,20 @@ class KafkaBroker:
             id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
         cluster_id = id_file.read_text().strip()
         result = subprocess.run(
-            self._java(libs, "kafka.tools.StorageTool", "format", "--standalone",
-                       "-t", cluster_id, "-c", str(props), "--ignore-formatted"),
-            capture_output=True, text=True, check=False,
+            self._java(
+                libs,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                cluster_id,
+                "-c",
+                str(props),
+                "--ignore-formatted",
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise ServiceError(f"kafka storage format failed:\n{result.stdout}\n{result.stderr}")
@@ -146,7 +174,8 @@ class KafkaBroker:
         self.process.wait_ready(
             lambda: port_open("127.0.0.1", self.port) and self._metadata_ok(),
             timeout,
-            f"answering metadata on {self.bootstrap_servers} (broker log: {self.logs_dir}/kafka.log)",
+            f"answering metadata on {self.bootstrap_servers} "
+            f"(broker log: {self.logs_dir}/kafka.log)",
         )
 
     def _metadata_ok(self) -> bool:
@@ -155,8 +184,9 @@ class KafkaBroker:
         from aiokafka.admin import AIOKafkaAdminClient
 
         async def probe() -> bool:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
-                                        request_timeout_ms=3000)
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self.bootstrap_servers, request_timeout_ms=3000
+            )
             await admin.start()
             try:
                 await admin.list_topics()

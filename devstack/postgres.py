@@ -73,22 +73,47 @@ class LocalPostgres:
         bins = _bin_dir()
         if not (pgdata / "PG_VERSION").exists():
             result = subprocess.run(
-                [str(bins / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-                 "--encoding=UTF8", "--no-sync"],
-                capture_output=True, text=True, user=user, check=False,
+                [
+                    str(bins / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ],
+                capture_output=True,
+                text=True,
+                user=user,
+                check=False,
             )
             if result.returncode != 0:
                 raise ServiceError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
         self.process = ManagedProcess(
             "postgres",
-            [str(bins / "postgres"), "-D", str(pgdata), "-h", "127.0.0.1", "-p", str(self.port),
-             "-k", str(socket_dir), "-c", "max_connections=200", "-c", "fsync=on"],
+            [
+                str(bins / "postgres"),
+                "-D",
+                str(pgdata),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-k",
+                str(socket_dir),
+                "-c",
+                "max_connections=200",
+                "-c",
+                "fsync=on",
+            ],
             self.logs_dir / "postgres.log",
             user=user,
         )
         self.process.start()
-        self.process.wait_ready(self._ensure_database, timeout,
-                                f"accepting connections on 127.0.0.1:{self.port}")
+        self.process.wait_ready(
+            self._ensure_database, timeout, f"accepting connections on 127.0.0.1:{self.port}"
+        )
 
     def _ensure_database(self) -> bool:
         import asyncpg

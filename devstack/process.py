@@ -62,7 +62,7 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 user=self.user,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads started before
+                preexec_fn=_die_with_parent,
                 start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops us in order
             )
 

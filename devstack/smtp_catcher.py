@@ -26,7 +26,7 @@ class SaveToFolder:
         self.mail_dir = mail_dir
         mail_dir.mkdir(parents=True, exist_ok=True)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         name = f"{stamp}-{uuid.uuid4().hex[:12]}.eml"
         tmp = self.mail_dir / f".{name}.tmp"

@@ -30,8 +30,14 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(kafka=free_port(), kafka_controller=free_port(), postgres=free_port(),
-                   smtp=free_port(), ingress=free_port(), web_base=0)
+        return cls(
+            kafka=free_port(),
+            kafka_controller=free_port(),
+            postgres=free_port(),
+            smtp=free_port(),
+            ingress=free_port(),
+            web_base=0,
+        )
 
 
 @dataclass
@@ -45,13 +51,25 @@ class LocalServices:
     def __post_init__(self) -> None:
         self.logs = ensure_dir(self.root / "logs")
         self.mail_dir = ensure_dir(self.root / "mail")
-        self.kafka = KafkaBroker(self.root / "kafka", self.logs, self.cache,
-                                 port=self.ports.kafka, controller_port=self.ports.kafka_controller)
+        self.kafka = KafkaBroker(
+            self.root / "kafka",
+            self.logs,
+            self.cache,
+            port=self.ports.kafka,
+            controller_port=self.ports.kafka_controller,
+        )
         self.postgres = LocalPostgres(self.root / "postgres", self.logs, port=self.ports.postgres)
         self.smtp = ManagedProcess(
             "smtp-catcher",
-            [sys.executable, "-m", "devstack.smtp_catcher", "--port", str(self.ports.smtp),
-             "--mail-dir", str(self.mail_dir)],
+            [
+                sys.executable,
+                "-m",
+                "devstack.smtp_catcher",
+                "--port",
+                str(self.ports.smtp),
+                "--mail-dir",
+                str(self.mail_dir),
+            ],
             self.logs / "smtp.log",
         )
 
@@ -59,8 +77,11 @@ class LocalServices:
         started: list[str] = []
         try:
             self.smtp.start()
-            self.smtp.wait_ready(lambda: port_open("127.0.0.1", self.ports.smtp), 20,
-                                 f"listening on 127.0.0.1:{self.ports.smtp}")
+            self.smtp.wait_ready(
+                lambda: port_open("127.0.0.1", self.ports.smtp),
+                20,
+                f"listening on 127.0.0.1:{self.ports.smtp}",
+            )
             started.append("smtp")
             self.postgres.start()
             started.append("postgres")
@@ -88,7 +109,9 @@ class LocalServices:
 def pipeline_process(name: str, argv: list[str], env: dict[str, str], logs: Path) -> ManagedProcess:
     """A ``spakinect-pipeline`` subcommand as a child process, logging to ``logs/<name>.log``."""
     return ManagedProcess(
-        name, [sys.executable, "-m", "spakinect_pipeline.cli", *argv], logs / f"{name}.log",
+        name,
+        [sys.executable, "-m", "spakinect_pipeline.cli", *argv],
+        logs / f"{name}.log",
         env={**os.environ, **env},
     )
 

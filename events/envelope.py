@@ -30,7 +30,7 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    envelope_version: Literal[1] = ENVELOPE_VERSION
+    envelope_version: Literal[1] = 1
     event_id: str = Field(min_length=1)
     event: str = Field(min_length=1)
     received_at: datetime
@@ -57,7 +57,9 @@ class EnvelopeInvalid(ValueError):
 
 def format_instant(moment: datetime) -> str:
     """ISO 8601 UTC with milliseconds and ``Z``: ``2026-11-28T17:00:00.123Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def encode_envelope(

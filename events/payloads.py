@@ -152,9 +152,7 @@ def validate_event(event_type: EventType, body: dict[str, Any], now_ms: int) -> 
     context = {"now_ms": now_ms}
     try:
         head = event_type.head.model_validate(body, context=context)
-        model = (
-            event_type.full.model_validate(body, context=context) if head.success else head
-        )
+        model = event_type.full.model_validate(body, context=context) if head.success else head
     except ValidationError as exc:
         raise PayloadInvalid(nul_paths + _field_errors(exc)) from None
     if nul_paths:

@@ -30,7 +30,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "event": "treatment.updated",
         "timestamp": 1714675200000,
         "success": True,
-        "data": {"treatment_id": "treatment_001", "treatment_name": "Botox Injection",
-                 "action": "updated"},
+        "data": {
+            "treatment_id": "treatment_001",
+            "treatment_name": "Botox Injection",
+            "action": "updated",
+        },
     },
 }

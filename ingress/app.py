@@ -67,10 +67,15 @@ class AccessLog:
             route = scope.get("route")
             route_name = getattr(route, "path", "unmatched")
             self.metrics.requests.labels(route_name, str(status)).inc()
-            log.info("request", extra={
-                "method": scope["method"], "path": scope["path"], "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            })
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
             structlog.contextvars.unbind_contextvars("request_id")
 
 
@@ -78,18 +83,28 @@ def _openapi_body(model: Any, example: dict[str, Any]) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {
-                "schema": model.model_json_schema(ref_template="#/components/schemas/{model}"),
-                "example": example,
-            }},
+            "content": {
+                "application/json": {
+                    "schema": model.model_json_schema(ref_template="#/components/schemas/{model}"),
+                    "example": example,
+                }
+            },
         }
     }
 
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "Durably written to Kafka",
-          "content": {"application/json": {"example": {
-              "received": True, "event_id": "visit.completed:gfe_abc123xyz789:1714675200000"}}}},
+    200: {
+        "description": "Durably written to Kafka",
+        "content": {
+            "application/json": {
+                "example": {
+                    "received": True,
+                    "event_id": "visit.completed:gfe_abc123xyz789:1714675200000",
+                }
+            }
+        },
+    },
     400: {"description": "Not UTF-8, not JSON, not an object, too deep, or wrong/missing event"},
     401: {"description": "Missing or wrong credentials or signature"},
     403: {"description": "Client address not allowed"},
@@ -119,16 +134,18 @@ def create_app(
     ctx = IngressContext(
         settings=settings,
         topics=Topics(kafka.topic_prefix),
-        publisher=publisher or KafkaPublisher(kafka, client_id="spakinect-ingress",
-                                              linger_ms=settings.linger_ms),
+        publisher=publisher
+        or KafkaPublisher(kafka, client_id="spakinect-ingress", linger_ms=settings.linger_ms),
         metrics=metrics,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.authenticated:
-            log.warning("INGRESS_ALLOW_UNAUTHENTICATED=true: anyone who reaches this port "
-                        "can post events; use only locally")
+            log.warning(
+                "INGRESS_ALLOW_UNAUTHENTICATED=true: anyone who reaches this port "
+                "can post events; use only locally"
+            )
         await ctx.publisher.start()
         refresher = asyncio.create_task(_keep_metadata_fresh(ctx))
         try:
@@ -149,20 +166,29 @@ def create_app(
     app.state.ctx = ctx
     app.add_middleware(AccessLog, metrics=metrics)
 
-    @app.post("/webhooks/visit-completed", responses=RESPONSES,
-              openapi_extra=_openapi_body(VisitCompleted, SAMPLES["visit.completed"]))
+    @app.post(
+        "/webhooks/visit-completed",
+        responses=RESPONSES,
+        openapi_extra=_openapi_body(VisitCompleted, SAMPLES["visit.completed"]),
+    )
     async def visit_completed(request: Request, ctx: Ctx) -> Response:
         """Spakinect's ``visit.completed`` webhook."""
         return await receive(request, ctx, "visit.completed")
 
-    @app.post("/webhooks/treatment-updated", responses=RESPONSES,
-              openapi_extra=_openapi_body(TreatmentUpdated, SAMPLES["treatment.updated"]))
+    @app.post(
+        "/webhooks/treatment-updated",
+        responses=RESPONSES,
+        openapi_extra=_openapi_body(TreatmentUpdated, SAMPLES["treatment.updated"]),
+    )
     async def treatment_updated(request: Request, ctx: Ctx) -> Response:
         """Spakinect's ``treatment.updated`` webhook."""
         return await receive(request, ctx, "treatment.updated")
 
-    @app.post("/webhooks", responses=RESPONSES,
-              openapi_extra=_openapi_body(VisitCompleted, SAMPLES["visit.completed"]))
+    @app.post(
+        "/webhooks",
+        responses=RESPONSES,
+        openapi_extra=_openapi_body(VisitCompleted, SAMPLES["visit.completed"]),
+    )
     async def any_event(request: Request, ctx: Ctx) -> Response:
         """Any event, routed by its ``event`` field; unknown types are kept, not lost."""
         return await receive(request, ctx, None)

@@ -50,9 +50,7 @@ def address_allowed(
     return address is not None and any(address in net for net in allowed)
 
 
-def presented_secret(
-    authorization: str | None, query_token: str | None
-) -> str | None:
+def presented_secret(authorization: str | None, query_token: str | None) -> str | None:
     """The secret as basic-auth password, ``Bearer`` token or ``token`` query parameter."""
     if authorization:
         scheme, _, credentials = authorization.partition(" ")

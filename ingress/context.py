@@ -23,7 +23,12 @@ class Publisher(Protocol):
     async def stop(self) -> None: ...
 
     async def publish(
-        self, topic: str, value: bytes, *, key: bytes | None, headers: Headers = (),
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None,
+        headers: Headers = (),
         timeout: float,
     ) -> None: ...
 

@@ -25,20 +25,38 @@ class IngressMetrics:
         registry = CollectorRegistry()
         return cls(
             registry=registry,
-            requests=Counter("ingress_requests_total", "HTTP requests by route and status",
-                             ["route", "status"], registry=registry),
+            requests=Counter(
+                "ingress_requests_total",
+                "HTTP requests by route and status",
+                ["route", "status"],
+                registry=registry,
+            ),
             publish_seconds=Histogram(
-                "ingress_publish_seconds", "Time until Kafka acknowledged a write", ["topic"],
+                "ingress_publish_seconds",
+                "Time until Kafka acknowledged a write",
+                ["topic"],
                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 8),
-                registry=registry),
-            events=Counter("ingress_events_total", "Events accepted, by type", ["event"],
-                           registry=registry),
-            auth_failures=Counter("ingress_auth_failures_total", "Refused at steps 1, 2, 5",
-                                  ["reason"], registry=registry),
-            rejected=Counter("ingress_rejected_total", "Bodies refused at steps 6-8",
-                             ["reason"], registry=registry),
-            unrouted=Counter("ingress_unrouted_total", "Events of an unknown type",
-                             registry=registry),
-            in_flight=Gauge("ingress_in_flight_requests", "Requests being handled",
-                            registry=registry),
+                registry=registry,
+            ),
+            events=Counter(
+                "ingress_events_total", "Events accepted, by type", ["event"], registry=registry
+            ),
+            auth_failures=Counter(
+                "ingress_auth_failures_total",
+                "Refused at steps 1, 2, 5",
+                ["reason"],
+                registry=registry,
+            ),
+            rejected=Counter(
+                "ingress_rejected_total",
+                "Bodies refused at steps 6-8",
+                ["reason"],
+                registry=registry,
+            ),
+            unrouted=Counter(
+                "ingress_unrouted_total", "Events of an unknown type", registry=registry
+            ),
+            in_flight=Gauge(
+                "ingress_in_flight_requests", "Requests being handled", registry=registry
+            ),
         )

@@ -111,7 +111,9 @@ async def receive(request: Request, ctx: IngressContext, expected_event: str | N
     except PublishFailed as exc:
         log.warning("publish failed: %s", exc, extra={"route": request.url.path})
         return error(
-            503, "kafka_unavailable", "the event could not be stored; retry later",
+            503,
+            "kafka_unavailable",
+            "the event could not be stored; retry later",
             headers={"Retry-After": str(settings.retry_after_s)},
         )
 
@@ -126,7 +128,9 @@ async def _publish(ctx: IngressContext, accepted: Accepted, received_at: datetim
     )
     started = time.perf_counter()
     await ctx.publisher.publish(
-        topic, value, key=event.entity_id.encode(),
+        topic,
+        value,
+        key=event.entity_id.encode(),
         headers=headers(event=event.event, event_id=event_id),
         timeout=ctx.settings.publish_timeout_s,
     )
@@ -138,15 +142,21 @@ async def _publish(ctx: IngressContext, accepted: Accepted, received_at: datetim
     )
 
 
-async def _keep_unrouted(ctx: IngressContext, unrouted: Unrouted, received_at: datetime) -> Response:
+async def _keep_unrouted(
+    ctx: IngressContext, unrouted: Unrouted, received_at: datetime
+) -> Response:
     body = orjson.dumps(unrouted.body, option=orjson.OPT_SORT_KEYS)
     event_id = f"{unrouted.event_name}:sha256-{hashlib.sha256(body).hexdigest()[:32]}"
     value = encode_envelope(
-        event_id=event_id, event=unrouted.event_name, received_at=received_at,
+        event_id=event_id,
+        event=unrouted.event_name,
+        received_at=received_at,
         payload=unrouted.body,
     )
     await ctx.publisher.publish(
-        ctx.topics.unrouted, value, key=unrouted.event_name.encode(),
+        ctx.topics.unrouted,
+        value,
+        key=unrouted.event_name.encode(),
         headers=headers(event=unrouted.event_name, event_id=event_id),
         timeout=ctx.settings.publish_timeout_s,
     )
@@ -165,9 +175,13 @@ async def _keep_refused(ctx: IngressContext, refused: Refused, raw: bytes, route
     that would make it give up on a body we no longer have.
     """
     await ctx.publisher.publish(
-        ctx.topics.rejected, raw, key=None,
+        ctx.topics.rejected,
+        raw,
+        key=None,
         headers=headers(
-            reason=refused.reason, status=str(refused.status), route=route,
+            reason=refused.reason,
+            status=str(refused.status),
+            route=route,
             received_at=datetime.now(UTC).isoformat(),
             fields=",".join(f["field"] for f in refused.fields),
         ),

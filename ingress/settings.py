@@ -48,7 +48,9 @@ class IngressSettings(BaseSettings):
     @model_validator(mode="after")
     def _secure_by_default(self) -> IngressSettings:
         if not (
-            self.shared_secret or self.allowed_cidrs or self.hmac_secrets
+            self.shared_secret
+            or self.allowed_cidrs
+            or self.hmac_secrets
             or self.allow_unauthenticated
         ):
             raise ValueError(

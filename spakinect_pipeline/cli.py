@@ -23,8 +23,14 @@ def _ingress(args: argparse.Namespace) -> None:
     settings = load_settings(IngressSettings, **overrides)
     app = create_app(settings, load_settings(KafkaSettings))
     uvicorn.run(
-        app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-        log_config=None, access_log=False, proxy_headers=False,
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
         timeout_graceful_shutdown=int(settings.publish_timeout_s) + 5,
     )
 
@@ -76,8 +82,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply the Postgres migrations").set_defaults(func=_migrate)
     sub.add_parser("topics", help="create the Kafka topics").set_defaults(func=_topics)
     sample = sub.add_parser("send-sample", help="post the vendor samples to a running ingress")
-    sample.add_argument("--url", default=None, help="ingress base URL (default: INGRESS_URL "
-                        "from .data/stack.env, else http://127.0.0.1:8000)")
+    sample.add_argument(
+        "--url",
+        default=None,
+        help="ingress base URL (default: INGRESS_URL "
+        "from .data/stack.env, else http://127.0.0.1:8000)",
+    )
     sample.add_argument("--token", default=None, help="shared secret, if the ingress needs one")
     sample.set_defaults(func=_send_sample)
     schemas = sub.add_parser("schemas", help="export JSON Schemas of the envelope and payloads")
@@ -98,4 +108,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-

@@ -63,8 +63,9 @@ class KafkaPublisher:
         try:
             await asyncio.wait_for(self._ensure_producer(), timeout=5)
         except (TimeoutError, KafkaError, OSError) as exc:
-            log.warning("kafka not reachable at start-up (%s); will keep trying",
-                        type(exc).__name__)
+            log.warning(
+                "kafka not reachable at start-up (%s); will keep trying", type(exc).__name__
+            )
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is not None:
@@ -122,7 +123,7 @@ class KafkaPublisher:
     async def _stop_quietly(producer: AIOKafkaProducer) -> None:
         try:
             await asyncio.wait_for(producer.stop(), timeout=10)
-        except Exception:  # noqa: BLE001 - it is being discarded anyway
+        except Exception:
             log.debug("discarded producer did not stop cleanly", exc_info=True)
 
     async def refresh_metadata(self, topics: Sequence[str], timeout: float = 5.0) -> bool:

@@ -9,8 +9,10 @@ import httpx
 
 from events.samples import SAMPLES
 
-ROUTES = {"visit.completed": "/webhooks/visit-completed",
-          "treatment.updated": "/webhooks/treatment-updated"}
+ROUTES = {
+    "visit.completed": "/webhooks/visit-completed",
+    "treatment.updated": "/webhooks/treatment-updated",
+}
 
 
 def default_url() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from events.topics import Topics
 from spakinect_pipeline.config import KafkaSettings
@@ -53,10 +53,11 @@ async def ensure_topics(
             NewTopic(name, kafka.partitions, kafka.replication_factor, topic_configs=config)
             for name in missing
         ]
-        try:
-            await admin.create_topics(new, timeout_ms=30_000)
-        except TopicAlreadyExistsError:
-            pass  # another process won the race; fine
+        response = await admin.create_topics(new, timeout_ms=30_000)
+        for name, code, *_ in response.topic_errors:
+            # Another process may have won the race: "already exists" is fine.
+            if code not in (0, TopicAlreadyExistsError.errno):
+                raise for_code(code)(f"cannot create topic {name}")
         log.info("created topics: %s", ", ".join(missing))
         return missing
     finally:

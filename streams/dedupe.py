@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -45,13 +45,15 @@ class DedupeStage:
         self.counts = {"published": 0, "duplicates": 0, "expired": 0, "dead_lettered": 0}
         source = raw_topic(app, self.topics.visit_completed, self.topics.treatment_updated)
         app.agent(source, name="dedupe")(self._agent)
-        app.on_partitions_assigned.connect(self._on_assigned)
-        app.on_before_shutdown.connect(self._on_shutdown)
+        app.on_partitions_assigned.connect(
+            cast(Any, self._on_assigned)
+        )  # mode types signals loosely
+        app.on_before_shutdown.connect(cast(Any, self._on_shutdown))  # mode types signals loosely
 
-    async def _on_assigned(self, app: Any, assigned: Any, **kwargs: Any) -> None:
+    async def _on_assigned(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         self.index_stale = True
 
-    async def _on_shutdown(self, app: Any, **kwargs: Any) -> None:
+    async def _on_shutdown(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         await self.publisher.stop()
 
     async def _agent(self, stream: Any) -> None:
@@ -61,10 +63,13 @@ class DedupeStage:
                 await self.handle(source)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a bug must not stop the partition
+            except Exception as exc:
                 log.exception("dedupe failed for a message; dead-lettering it")
-                await self.dlq.send(source, error="unexpected error in the dedupe stage",
-                                    error_type=type(exc).__name__)
+                await self.dlq.send(
+                    source,
+                    error="unexpected error in the dedupe stage",
+                    error_type=type(exc).__name__,
+                )
             await ack(stream, event)
 
     async def handle(self, source: SourceMessage) -> None:
@@ -78,8 +83,9 @@ class DedupeStage:
         now_ms = int(time.time() * 1000)
         self._sweep(source.partition, now_ms)
         newest = self.newest.get(envelope.entity_id)
-        decision = verdict(self.seen.get(envelope.event_id),
-                           newest["ts"] if newest else None, envelope)
+        decision = verdict(
+            self.seen.get(envelope.event_id), newest["ts"] if newest else None, envelope
+        )
         if isinstance(decision, Drop):
             self.counts["duplicates"] += 1
             log.debug("duplicate dropped", extra={"event_id": envelope.event_id})
@@ -87,30 +93,38 @@ class DedupeStage:
         await self._publish_clean(envelope, decision, source)
         self._record(envelope, decision, source.partition, now_ms)
 
-    async def _publish_clean(self, envelope: Any, disposition: Disposition,
-                             source: SourceMessage) -> None:
+    async def _publish_clean(
+        self, envelope: Any, disposition: Disposition, source: SourceMessage
+    ) -> None:
         topic = self.topics.clean_for(envelope.event)
         if topic is None:
             raise ValueError(f"no clean topic for event type {envelope.event!r}")
         value = reencode(envelope, disposition)
-        message_headers = headers(event=envelope.event, event_id=envelope.event_id,
-                                  disposition=disposition.value)
+        message_headers = headers(
+            event=envelope.event, event_id=envelope.event_id, disposition=disposition.value
+        )
         delay = 0.2
         while True:
             try:
-                await self.publisher.publish(topic, value, key=envelope.entity_id.encode(),
-                                             headers=message_headers, timeout=10)
+                await self.publisher.publish(
+                    topic,
+                    value,
+                    key=envelope.entity_id.encode(),
+                    headers=message_headers,
+                    timeout=10,
+                )
                 break
             except PublishFailed as exc:
                 log.warning("clean topic write failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
         self.counts["published"] += 1
-        log.info("event published", extra={"event_id": envelope.event_id,
-                                           "disposition": disposition.value})
+        log.info(
+            "event published",
+            extra={"event_id": envelope.event_id, "disposition": disposition.value},
+        )
 
-    def _record(self, envelope: Any, disposition: Disposition, partition: int,
-                now_ms: int) -> None:
+    def _record(self, envelope: Any, disposition: Disposition, partition: int, now_ms: int) -> None:
         self.seen[envelope.event_id] = seen_entry(envelope, partition, now_ms)
         self.index.add(partition, now_ms, "seen", envelope.event_id)
         if disposition is Disposition.APPLY:

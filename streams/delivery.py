@@ -29,7 +29,7 @@ class Backoff:
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep)
 
     def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.initial * (2 ** self.attempt))
+        ceiling = min(self.maximum, self.initial * (2**self.attempt))
         self.attempt += 1
         return random.uniform(ceiling / 2, ceiling)
 
@@ -65,8 +65,7 @@ async def deliver(
         except RetryableError as exc:
             stats.retries += 1
             delay = backoff.next_delay()
-            log.warning("%s sink: retryable error (%s); retry in %.1fs",
-                        sink.name, exc, delay)
+            log.warning("%s sink: retryable error (%s); retry in %.1fs", sink.name, exc, delay)
             await backoff.sleep(delay)
             continue
         except InvalidBatch as exc:
@@ -79,7 +78,7 @@ async def deliver(
             await deliver(sink, batch[:middle], dead_letter, backoff, stats)
             await deliver(sink, batch[middle:], dead_letter, backoff, stats)
             return
-        except Exception:  # noqa: BLE001 - unclassified: a bug; keep the data, retry
+        except Exception:
             stats.retries += 1
             log.exception("%s sink: unclassified error; treating it as retryable", sink.name)
             await backoff.wait()

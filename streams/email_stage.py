@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiolimiter import AsyncLimiter
@@ -35,8 +35,14 @@ log = logging.getLogger(__name__)
 class EmailStage:
     """A consumer group on the visits topic (and ``retry.email``) that sends emails."""
 
-    def __init__(self, app: faust.App, streams: StreamsSettings, kafka: KafkaSettings,
-                 email: EmailSettings, smtp: SmtpSettings) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        streams: StreamsSettings,
+        kafka: KafkaSettings,
+        email: EmailSettings,
+        smtp: SmtpSettings,
+    ) -> None:
         topics = Topics(kafka.topic_prefix)
         limiter = AsyncLimiter(email.rate_limit_per_min, 60)
         kinds = [k for k in KINDS if k == "clinic" or email.patient_notifications]
@@ -48,14 +54,15 @@ class EmailStage:
         self.sent = json_table(app, "sent", kafka.partitions)
         source = raw_topic(app, topics.visits, topics.retry("email"))
         app.agent(source, name="email-sink")(self._agent)
-        app.on_before_shutdown.connect(self._on_shutdown)
+        app.on_before_shutdown.connect(cast(Any, self._on_shutdown))  # mode types signals loosely
 
-    async def _on_shutdown(self, app: Any, **kwargs: Any) -> None:
+    async def _on_shutdown(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         await self.publisher.stop()
 
     async def _dead_letter(self, record: Record, exc: BaseException, attempts: int) -> None:
-        await self.dlq.send(record.source, error=str(exc), error_type=type(exc).__name__,
-                            attempts=attempts)
+        await self.dlq.send(
+            record.source, error=str(exc), error_type=type(exc).__name__, attempts=attempts
+        )
 
     async def _agent(self, stream: Any) -> None:
         async for event in unacked_events(stream):

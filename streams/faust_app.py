@@ -82,5 +82,5 @@ async def prepare_changelogs(app: faust.App, kafka: KafkaSettings, timeout: floa
 
 def json_table(app: faust.App, name: str, partitions: int) -> Any:
     """A changelog-backed table with JSON keys and values, co-partitioned with the source."""
-    schema = faust.Schema(key_serializer="json", value_serializer="json")
+    schema: Any = faust.Schema(key_serializer="json", value_serializer="json")
     return app.Table(name, default=None, partitions=partitions, schema=schema)

@@ -8,7 +8,7 @@ worker stopped mid-batch repeats the batch instead of losing it.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -42,8 +42,9 @@ def decode_records(events: list[Any], dlq_bad: list[tuple[Any, str]]) -> list[Re
 class BatchSinkStage:
     """A consumer group that writes clean-topic batches to one sink."""
 
-    def __init__(self, app: faust.App, sink: Sink, streams: StreamsSettings,
-                 kafka: KafkaSettings) -> None:
+    def __init__(
+        self, app: faust.App, sink: Sink, streams: StreamsSettings, kafka: KafkaSettings
+    ) -> None:
         self.app = app
         self.sink = sink
         self.streams = streams
@@ -54,22 +55,24 @@ class BatchSinkStage:
         self.backoff = Backoff(maximum=streams.retry_max_backoff_s)
         source = raw_topic(app, topics.visits, topics.treatments, topics.retry(sink.name))
         app.agent(source, name=f"{sink.name}-sink")(self._agent)
-        app.on_before_shutdown.connect(self._on_shutdown)
+        app.on_before_shutdown.connect(cast(Any, self._on_shutdown))  # mode types signals loosely
 
-    async def _on_shutdown(self, app: Any, **kwargs: Any) -> None:
+    async def _on_shutdown(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         await self.sink.stop()
         await self.publisher.stop()
 
     async def _dead_letter(self, record: Record, exc: BaseException, attempts: int) -> None:
-        await self.dlq.send(record.source, error=str(exc), error_type=type(exc).__name__,
-                            attempts=attempts)
+        await self.dlq.send(
+            record.source, error=str(exc), error_type=type(exc).__name__, attempts=attempts
+        )
 
     async def _agent(self, stream: Any) -> None:
         await self.sink.start()
         async with pumped(stream, self.streams.batch_max) as queue:
             while True:
-                events = await next_batch(queue, self.streams.batch_max,
-                                          self.streams.batch_within_s)
+                events = await next_batch(
+                    queue, self.streams.batch_max, self.streams.batch_within_s
+                )
                 bad: list[tuple[Any, str]] = []
                 records = decode_records(events, bad)
                 for source, error in bad:

@@ -12,10 +12,7 @@ def source_of(event: Any) -> SourceMessage:
     message = event.message
     raw_headers: Any = message.headers or ()
     headers: Sequence[tuple[str, bytes]]
-    if isinstance(raw_headers, Mapping):
-        headers = list(raw_headers.items())
-    else:
-        headers = list(raw_headers)
+    headers = list(raw_headers.items()) if isinstance(raw_headers, Mapping) else list(raw_headers)
     return SourceMessage(
         topic=message.topic,
         partition=message.partition,

@@ -17,8 +17,9 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 
-async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float, what: str,
-                     interval: float = 0.2) -> Any:
+async def wait_until(
+    check: Callable[[], Awaitable[Any]], timeout: float, what: str, interval: float = 0.2
+) -> Any:
     """Poll an async ``check`` until it returns something truthy; fail naming ``what``."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -32,9 +33,13 @@ async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float, what: 
 
 async def read_topic(bootstrap: str, topic: str, idle: float = 1.5) -> list[Any]:
     """Every message currently on ``topic`` (all partitions), read with a throwaway group."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
-                                group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
         out: list[Any] = []
@@ -53,10 +58,11 @@ async def wait_group_stable(bootstrap: str, group: str, timeout: float = 60) -> 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
+
         async def stable() -> bool:
             try:
                 (response,) = await admin.describe_consumer_groups([group])
-            except Exception:  # noqa: BLE001 - coordinator not ready yet
+            except Exception:
                 return False
             groups = response.to_object()["groups"]
             return bool(groups) and groups[0].get("state", groups[0].get("group_state")) == "Stable"

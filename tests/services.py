@@ -44,7 +44,7 @@ def _docker_answers() -> bool:
 
         client = docker.from_env(timeout=3)
         return bool(client.ping())
-    except Exception:  # noqa: BLE001 - any failure means "no engine"
+    except Exception:
         return False
 
 
@@ -72,11 +72,19 @@ def _from_testcontainers(tmp: Path) -> Iterator[Services]:
     mail_dir = tmp / "mail"
     port = free_port()
     smtp = smtp_catcher.start("127.0.0.1", port, mail_dir)
-    with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka, \
-            PostgresContainer("postgres:18.1", driver=None) as pg:
+    with (
+        KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka,
+        PostgresContainer("postgres:18.1", driver=None) as pg,
+    ):
         try:
-            yield Services(kafka.get_bootstrap_server(), pg.get_connection_url(),
-                           "127.0.0.1", port, mail_dir, "testcontainers")
+            yield Services(
+                kafka.get_bootstrap_server(),
+                pg.get_connection_url(),
+                "127.0.0.1",
+                port,
+                mail_dir,
+                "testcontainers",
+            )
         finally:
             smtp.stop()
 
@@ -89,8 +97,14 @@ def _from_devstack(tmp: Path) -> Iterator[Services]:
     services.start()
     try:
         env = services.env()
-        yield Services(env["KAFKA_BOOTSTRAP_SERVERS"], env["POSTGRES_DSN"], "127.0.0.1",
-                       services.ports.smtp, services.mail_dir, "devstack")
+        yield Services(
+            env["KAFKA_BOOTSTRAP_SERVERS"],
+            env["POSTGRES_DSN"],
+            "127.0.0.1",
+            services.ports.smtp,
+            services.mail_dir,
+            "devstack",
+        )
     finally:
         services.stop()
 
@@ -103,10 +117,11 @@ def real_services() -> Iterator[Services]:
         return
     with tempfile.TemporaryDirectory(prefix="spakinect-test-") as tmp:
         try:
-            manager = (_from_testcontainers(Path(tmp)) if _docker_answers()
-                       else _from_devstack(Path(tmp)))
+            manager = (
+                _from_testcontainers(Path(tmp)) if _docker_answers() else _from_devstack(Path(tmp))
+            )
             services = manager.__enter__()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             unavailable(f"{type(exc).__name__}: {exc}")
             raise
         try:

@@ -42,8 +42,9 @@ def classify(exc: Exception) -> RetryableError | InvalidBatch:
 class EmailSink:
     """Sends the ``kind`` email of each record in a batch, one at a time."""
 
-    def __init__(self, kind: str, email: EmailSettings, smtp: SmtpSettings,
-                 limiter: AsyncLimiter) -> None:
+    def __init__(
+        self, kind: str, email: EmailSettings, smtp: SmtpSettings, limiter: AsyncLimiter
+    ) -> None:
         self.kind = kind
         self.name = "email"
         self.email = email
@@ -62,9 +63,10 @@ class EmailSink:
         for record in batch:
             try:
                 outgoing = render(record.envelope, self.kind, self.email, self.env)
-            except Exception as exc:  # noqa: BLE001 - a template that cannot render
-                raise InvalidBatch(f"cannot render the {self.kind} email "
-                                   f"({type(exc).__name__})") from None
+            except Exception as exc:
+                raise InvalidBatch(
+                    f"cannot render the {self.kind} email ({type(exc).__name__})"
+                ) from None
             if outgoing is None:
                 continue
             async with self.limiter:
@@ -75,8 +77,9 @@ class EmailSink:
                         hostname=self.smtp.host,
                         port=self.smtp.port,
                         username=self.smtp.username,
-                        password=(self.smtp.password.get_secret_value()
-                                  if self.smtp.password else None),
+                        password=(
+                            self.smtp.password.get_secret_value() if self.smtp.password else None
+                        ),
                         start_tls=self.smtp.starttls,
                         use_tls=False,
                         timeout=self.smtp.timeout_s,
@@ -84,6 +87,11 @@ class EmailSink:
                 except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                     raise classify(exc) from None
             self.sent += 1
-            log.info("email sent", extra={"event_id": record.envelope.event_id,
-                                          "kind": self.kind,
-                                          "recipients": len(outgoing.recipients)})
+            log.info(
+                "email sent",
+                extra={
+                    "event_id": record.envelope.event_id,
+                    "kind": self.kind,
+                    "recipients": len(outgoing.recipients),
+                },
+            )

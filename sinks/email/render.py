@@ -32,8 +32,9 @@ def make_environment(template_dir: Path | None) -> jinja2.Environment:
     loaders.append(jinja2.PackageLoader("sinks.email", "templates"))
     return jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"),
-                                            default_for_string=False),
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html", "html.j2"), default_for_string=False
+        ),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -95,8 +96,9 @@ def context(envelope: Envelope) -> dict[str, Any]:
     }
 
 
-def render(envelope: Envelope, kind: str, settings: EmailSettings,
-           env: jinja2.Environment) -> Outgoing | None:
+def render(
+    envelope: Envelope, kind: str, settings: EmailSettings, env: jinja2.Environment
+) -> Outgoing | None:
     """The ``kind`` email for an applied visit, or None when it has no recipients."""
     values = context(envelope)
     if kind == "clinic":
@@ -114,6 +116,7 @@ def render(envelope: Envelope, kind: str, settings: EmailSettings,
     message["Message-ID"] = message_id(envelope.event_id, kind, settings.from_)
     message["X-Spakinect-Event-Id"] = envelope.event_id
     message.set_content(env.get_template(f"{kind}_visit.txt.j2").render(values))
-    message.add_alternative(env.get_template(f"{kind}_visit.html.j2").render(values),
-                            subtype="html")
+    message.add_alternative(
+        env.get_template(f"{kind}_visit.html.j2").render(values), subtype="html"
+    )
     return Outgoing(kind, message, recipients)

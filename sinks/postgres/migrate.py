@@ -20,7 +20,7 @@ LOCK_ID = 0x5A4B_1E47  # arbitrary, stable: "spakinect migrations"
 def migration_files() -> list[tuple[str, str]]:
     """(version, SQL) pairs in order, read from the package's ``migrations`` folder."""
     folder = resources.files("sinks.postgres") / "migrations"
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
 
@@ -35,8 +35,10 @@ async def migrate(dsn: str) -> list[str]:
                 " version text PRIMARY KEY,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
-            done = {r["version"] for r in await conn.fetch(
-                "SELECT version FROM spakinect_schema_migrations")}
+            done = {
+                r["version"]
+                for r in await conn.fetch("SELECT version FROM spakinect_schema_migrations")
+            }
             applied = []
             for version, sql in migration_files():
                 if version in done:

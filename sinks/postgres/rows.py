@@ -43,8 +43,13 @@ class BatchRows:
 def event_row(record: Record) -> tuple[Any, ...]:
     env = record.envelope
     return (
-        env.event_id, env.event, env.entity_id, occurred_at(env.timestamp), env.received_at,
-        env.success, (env.disposition or Disposition.APPLY).value,
+        env.event_id,
+        env.event,
+        env.entity_id,
+        occurred_at(env.timestamp),
+        env.received_at,
+        env.success,
+        (env.disposition or Disposition.APPLY).value,
         orjson.dumps(env.payload).decode(),
     )
 
@@ -68,9 +73,16 @@ def visit_row(record: Record) -> tuple[Any, ...]:
     data = env.payload["data"]
     patient = data.get("patient_details") or {}
     return (
-        data["gfe_id"], data.get("location_id"), data.get("status"), data.get("pdf_link"),
-        patient.get("name"), patient.get("first_name"), patient.get("last_name"),
-        patient.get("email"), occurred_at(env.timestamp), env.event_id,
+        data["gfe_id"],
+        data.get("location_id"),
+        data.get("status"),
+        data.get("pdf_link"),
+        patient.get("name"),
+        patient.get("first_name"),
+        patient.get("last_name"),
+        patient.get("email"),
+        occurred_at(env.timestamp),
+        env.event_id,
     )
 
 
@@ -89,8 +101,12 @@ def treatment_row(record: Record) -> tuple[Any, ...]:
     data = env.payload["data"]
     action = data["action"]
     return (
-        data["treatment_id"], data.get("treatment_name"), action, action == "deleted",
-        occurred_at(env.timestamp), env.event_id,
+        data["treatment_id"],
+        data.get("treatment_name"),
+        action,
+        action == "deleted",
+        occurred_at(env.timestamp),
+        env.event_id,
     )
 
 

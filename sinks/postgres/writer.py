@@ -86,8 +86,14 @@ class PostgresSink:
 
     name = "postgres"
 
-    def __init__(self, dsn: str, *, pool_size: int = 2, command_timeout: float = 30.0,
-                 migrate_on_start: bool = True) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_size: int = 2,
+        command_timeout: float = 30.0,
+        migrate_on_start: bool = True,
+    ) -> None:
         self._dsn = dsn
         self._migrate_on_start = migrate_on_start
         self._pool_size = pool_size
@@ -106,11 +112,13 @@ class PostgresSink:
                 if self._migrate_on_start:
                     await migrate(self._dsn)
                 self._pool = await asyncpg.create_pool(
-                    self._dsn, min_size=1, max_size=self._pool_size,
-                    command_timeout=self._command_timeout, timeout=10,
+                    self._dsn,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    command_timeout=self._command_timeout,
+                    timeout=10,
                 )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    TimeoutError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 raise classify(exc) from None
         return self._pool
 
@@ -141,5 +149,7 @@ class PostgresSink:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise classify(exc) from None
         for event_id, disposition in rows.not_applied:
-            log.info("event recorded, not applied", extra={
-                "event_id": event_id, "disposition": disposition})
+            log.info(
+                "event recorded, not applied",
+                extra={"event_id": event_id, "disposition": disposition},
+            )

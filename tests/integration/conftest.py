@@ -60,9 +60,12 @@ class Pipeline:
         self.processes[name] = process
         process.start()
         if name == "ingress":
-            await asyncio.to_thread(process.wait_ready,
-                                    lambda: http_ok(f"{self.ingress_url}/readyz"), 60,
-                                    "ingress ready")
+            await asyncio.to_thread(
+                process.wait_ready,
+                lambda: http_ok(f"{self.ingress_url}/readyz"),
+                60,
+                "ingress ready",
+            )
         else:
             await wait_group_stable(self.services.kafka_bootstrap, self.group(name), 90)
 
@@ -74,8 +77,9 @@ class Pipeline:
 
     async def post(self, body: Any, route: str = "/webhooks/visit-completed") -> httpx.Response:
         async with httpx.AsyncClient(timeout=15) as client:
-            return await client.post(self.ingress_url + route, json=body,
-                                     headers={"User-Agent": "Spakinect-Webhook/1.0"})
+            return await client.post(
+                self.ingress_url + route, json=body, headers={"User-Agent": "Spakinect-Webhook/1.0"}
+            )
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         conn = await asyncpg.connect(self.dsn)
@@ -84,8 +88,9 @@ class Pipeline:
         finally:
             await conn.close()
 
-    async def wait_rows(self, sql: str, *args: Any, count: int = 1,
-                        timeout: float = 30) -> list[asyncpg.Record]:
+    async def wait_rows(
+        self, sql: str, *args: Any, count: int = 1, timeout: float = 30
+    ) -> list[asyncpg.Record]:
         async def enough() -> list[asyncpg.Record] | None:
             rows = await self.fetch(sql, *args)
             return rows if len(rows) >= count else None
@@ -99,8 +104,9 @@ class Pipeline:
 
 
 @pytest.fixture(scope="module")
-async def pipeline(services: Services, tmp_path_factory: pytest.TempPathFactory
-                   ) -> AsyncIterator[Pipeline]:
+async def pipeline(
+    services: Services, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Pipeline]:
     unique = uuid.uuid4().hex[:8]
     tmp = tmp_path_factory.mktemp(f"pipeline-{unique}")
     database = f"test_{unique}"
@@ -117,8 +123,9 @@ async def pipeline(services: Services, tmp_path_factory: pytest.TempPathFactory
     await smtp_proxy.up()
     direct_dsn = _with_database(services.postgres_dsn, database)
     proxied_dsn = direct_dsn.replace(host_port, f"127.0.0.1:{pg_proxy.port}")
-    kafka = KafkaSettings(bootstrap_servers=[services.kafka_bootstrap],
-                          topic_prefix=f"t{unique}.", partitions=3)
+    kafka = KafkaSettings(
+        bootstrap_servers=[services.kafka_bootstrap], topic_prefix=f"t{unique}.", partitions=3
+    )
     await ensure_topics(kafka)
     await migrate(direct_dsn)
     env = {
@@ -139,8 +146,16 @@ async def pipeline(services: Services, tmp_path_factory: pytest.TempPathFactory
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
     }
-    pipe = Pipeline(services, env, Topics(kafka.topic_prefix), direct_dsn, env["EMAIL_TO"],
-                    tmp / "logs", pg_proxy, smtp_proxy)
+    pipe = Pipeline(
+        services,
+        env,
+        Topics(kafka.topic_prefix),
+        direct_dsn,
+        env["EMAIL_TO"],
+        tmp / "logs",
+        pg_proxy,
+        smtp_proxy,
+    )
     try:
         await asyncio.gather(*(pipe.start(name) for name in ("ingress", *STAGES)))
         yield pipe

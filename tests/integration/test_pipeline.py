@@ -20,8 +20,7 @@ pytestmark = pytest.mark.integration
 def visit(gfe_id: str, timestamp: int = 1714675200000, **data: object) -> dict[str, object]:
     body = copy.deepcopy(SAMPLES["visit.completed"])
     body["timestamp"] = timestamp
-    body["data"].update(gfe_id=gfe_id, pdf_link=f"https://example-cdn.com/gfe/{gfe_id}.pdf",
-                        **data)
+    body["data"].update(gfe_id=gfe_id, pdf_link=f"https://example-cdn.com/gfe/{gfe_id}.pdf", **data)
     return body
 
 
@@ -32,24 +31,33 @@ def mails_for(pipeline: Pipeline, gfe_id: str) -> list[object]:
 async def test_vendor_sample_becomes_rows_and_one_email(pipeline: Pipeline) -> None:
     response = await pipeline.post(SAMPLES["visit.completed"])
     assert response.status_code == 200
-    assert response.json() == {"received": True,
-                               "event_id": "visit.completed:gfe_abc123xyz789:1714675200000"}
+    assert response.json() == {
+        "received": True,
+        "event_id": "visit.completed:gfe_abc123xyz789:1714675200000",
+    }
 
-    (visit_row,) = await pipeline.wait_rows("SELECT * FROM gfe_visits WHERE gfe_id = $1",
-                                            "gfe_abc123xyz789")
+    (visit_row,) = await pipeline.wait_rows(
+        "SELECT * FROM gfe_visits WHERE gfe_id = $1", "gfe_abc123xyz789"
+    )
     assert visit_row["patient_email"] == "jane.smith@example.com"
     assert visit_row["pdf_link"] == "https://example-cdn.com/gfe/gfe_abc123xyz789.pdf"
     treatments = await pipeline.fetch(
         "SELECT treatment_name, decision FROM gfe_visit_treatments WHERE gfe_id = $1",
-        "gfe_abc123xyz789")
+        "gfe_abc123xyz789",
+    )
     assert sorted(map(tuple, treatments)) == [
-        ("Botox Injection", "approved"), ("Botox Injection", "requested"),
-        ("Dermal Filler", "conditionally_approved"), ("Dermal Filler", "requested")]
+        ("Botox Injection", "approved"),
+        ("Botox Injection", "requested"),
+        ("Dermal Filler", "conditionally_approved"),
+        ("Dermal Filler", "requested"),
+    ]
     (event_row,) = await pipeline.fetch("SELECT * FROM spakinect_events")
-    assert event_row["disposition"] == "apply" and event_row["success"] is True
+    assert event_row["disposition"] == "apply"
+    assert event_row["success"] is True
 
-    messages = await wait_until(lambda: asyncio.sleep(0, mails_for(pipeline, "gfe_abc123xyz789")),
-                                30, "the clinic email")
+    messages = await wait_until(
+        lambda: asyncio.sleep(0, mails_for(pipeline, "gfe_abc123xyz789")), 30, "the clinic email"
+    )
     await asyncio.sleep(2)  # a second email would have arrived by now
     assert len(mails_for(pipeline, "gfe_abc123xyz789")) == 1
     body = messages[0].get_body(("plain",)).get_content()
@@ -79,20 +87,31 @@ async def test_ten_deliveries_concurrently_again_and_after_restart_give_one_of_e
     sentinel = visit(f"{gfe_id}_sentinel")  # processed after every duplicate above
     assert (await pipeline.post(sentinel)).status_code == 200
     await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", f"{gfe_id}_sentinel")
-    await wait_until(lambda: asyncio.sleep(0, mails_for(pipeline, f"{gfe_id}_sentinel")), 30,
-                     "the sentinel email")
+    await wait_until(
+        lambda: asyncio.sleep(0, mails_for(pipeline, f"{gfe_id}_sentinel")),
+        30,
+        "the sentinel email",
+    )
 
-    assert len(await pipeline.fetch(
-        "SELECT 1 FROM spakinect_events WHERE event_id = $1", event_id)) == 1
+    assert (
+        len(await pipeline.fetch("SELECT 1 FROM spakinect_events WHERE event_id = $1", event_id))
+        == 1
+    )
     assert len(await pipeline.fetch("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id)) == 1
-    clean = [m for m in await read_topic(pipeline.services.kafka_bootstrap,
-                                         pipeline.topics.visits)
-             if m.key == gfe_id.encode()]
+    clean = [
+        m
+        for m in await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.visits)
+        if m.key == gfe_id.encode()
+    ]
     assert len(clean) == 1
     assert dict(clean[0].headers)["disposition"] == b"apply"
-    raw = [m for m in await read_topic(pipeline.services.kafka_bootstrap,
-                                       pipeline.topics.visit_completed)
-           if m.key == gfe_id.encode()]
+    raw = [
+        m
+        for m in await read_topic(
+            pipeline.services.kafka_bootstrap, pipeline.topics.visit_completed
+        )
+        if m.key == gfe_id.encode()
+    ]
     assert len(raw) == 30  # the raw topic keeps every delivery; the clean one doesn't
     assert len(mails_for(pipeline, gfe_id)) == 1
 
@@ -102,24 +121,38 @@ async def test_treatment_updates_in_any_order_end_in_the_newest_state(
     pipeline: Pipeline, order: tuple[int, ...]
 ) -> None:
     treatment_id = f"t_{uuid.uuid4().hex[:8]}"
-    actions = [("created", 1_714_000_000_000), ("updated", 1_714_000_001_000),
-               ("deleted", 1_714_000_002_000)]
+    actions = [
+        ("created", 1_714_000_000_000),
+        ("updated", 1_714_000_001_000),
+        ("deleted", 1_714_000_002_000),
+    ]
     for index in order:
         action, timestamp = actions[index]
-        body = {"event": "treatment.updated", "timestamp": timestamp, "success": True,
-                "data": {"treatment_id": treatment_id, "treatment_name": f"T {action}",
-                         "action": action}}
+        body = {
+            "event": "treatment.updated",
+            "timestamp": timestamp,
+            "success": True,
+            "data": {
+                "treatment_id": treatment_id,
+                "treatment_name": f"T {action}",
+                "action": action,
+            },
+        }
         response = await pipeline.post(body, "/webhooks/treatment-updated")
         assert response.status_code == 200
-    await pipeline.wait_rows("SELECT 1 FROM spakinect_events WHERE entity_id = $1",
-                             treatment_id, count=3)
-    (row,) = await pipeline.fetch("SELECT * FROM treatments WHERE treatment_id = $1",
-                                  treatment_id)
+    await pipeline.wait_rows(
+        "SELECT 1 FROM spakinect_events WHERE entity_id = $1", treatment_id, count=3
+    )
+    (row,) = await pipeline.fetch("SELECT * FROM treatments WHERE treatment_id = $1", treatment_id)
     assert (row["last_action"], row["deleted"], row["treatment_name"]) == (
-        "deleted", True, "T deleted")
+        "deleted",
+        True,
+        "T deleted",
+    )
     dispositions = await pipeline.fetch(
         "SELECT disposition FROM spakinect_events WHERE entity_id = $1 ORDER BY occurred_at",
-        treatment_id)
+        treatment_id,
+    )
     assert dispositions[-1]["disposition"] == "apply"
 
 
@@ -127,18 +160,27 @@ async def test_stale_and_unsuccessful_visits_are_recorded_never_applied_or_email
     pipeline: Pipeline,
 ) -> None:
     gfe_id = f"gfe_old_{uuid.uuid4().hex[:6]}"
-    newer, older = visit(gfe_id, 1_714_675_300_000), visit(gfe_id, 1_714_675_200_000,
-                                                          location_id="loc_old")
-    failed = {"event": "visit.completed", "timestamp": 1_714_675_400_000, "success": False,
-              "data": {"gfe_id": gfe_id}}
+    newer, older = (
+        visit(gfe_id, 1_714_675_300_000),
+        visit(gfe_id, 1_714_675_200_000, location_id="loc_old"),
+    )
+    failed = {
+        "event": "visit.completed",
+        "timestamp": 1_714_675_400_000,
+        "success": False,
+        "data": {"gfe_id": gfe_id},
+    }
     for body in (newer, older, failed):
         assert (await pipeline.post(body)).status_code == 200
     rows = await pipeline.wait_rows(
         "SELECT disposition FROM spakinect_events WHERE entity_id = $1 ORDER BY occurred_at",
-        gfe_id, count=3)
+        gfe_id,
+        count=3,
+    )
     assert [r["disposition"] for r in rows] == ["stale", "apply", "unsuccessful"]
-    (row,) = await pipeline.fetch("SELECT location_id, completed_at FROM gfe_visits "
-                                  "WHERE gfe_id = $1", gfe_id)
+    (row,) = await pipeline.fetch(
+        "SELECT location_id, completed_at FROM gfe_visits WHERE gfe_id = $1", gfe_id
+    )
     assert row["location_id"] == "loc_12345"
     await wait_until(lambda: asyncio.sleep(0, mails_for(pipeline, gfe_id)), 30, "the email")
     await asyncio.sleep(2)
@@ -150,14 +192,16 @@ async def test_stopped_email_stage_does_not_hold_back_postgres(pipeline: Pipelin
     await pipeline.stop("email")
     try:
         assert (await pipeline.post(visit(gfe_id))).status_code == 200
-        await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id,
-                                 timeout=15)
+        await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id, timeout=15)
         await asyncio.sleep(1)
         assert mails_for(pipeline, gfe_id) == []
     finally:
         await pipeline.start("email")
-    await wait_until(lambda: asyncio.sleep(0, mails_for(pipeline, gfe_id)), 60,
-                     "the email after the stage restarted")
+    await wait_until(
+        lambda: asyncio.sleep(0, mails_for(pipeline, gfe_id)),
+        60,
+        "the email after the stage restarted",
+    )
     await asyncio.sleep(2)
     assert len(mails_for(pipeline, gfe_id)) == 1
 

@@ -38,8 +38,11 @@ def test_secret_compare():
 def test_hmac_signature_with_rotation_and_tolerance():
     body = b'{"event": "x"}'
     old, new = "whsec_" + base64.b64encode(b"old-key").decode(), "plain-new-key"
-    headers = {"webhook-id": "msg_1", "webhook-timestamp": "1000",
-               "webhook-signature": "v1,bogus " + auth.sign(old, "msg_1", 1000, body)}
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": "1000",
+        "webhook-signature": "v1,bogus " + auth.sign(old, "msg_1", 1000, body),
+    }
     secrets = [SecretStr(new), SecretStr(old)]
     assert auth.verify_signature(headers, body, secrets, 300, now_s=1100) is None
     assert auth.verify_signature(headers, body + b" ", secrets, 300, now_s=1100) is not None

@@ -5,10 +5,18 @@ from spakinect_pipeline.config import ConfigError, KafkaSettings, load_settings,
 from streams.settings import StreamsSettings
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("45s", 45), ("30m", 1800), ("12h", 43200), ("7d", 604800), ("90", 90), (12, 12),
-    ("250ms", 0.25),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("45s", 45),
+        ("30m", 1800),
+        ("12h", 43200),
+        ("7d", 604800),
+        ("90", 90),
+        (12, 12),
+        ("250ms", 0.25),
+    ],
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 

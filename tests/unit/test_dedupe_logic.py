@@ -6,10 +6,15 @@ from streams.dedupe_logic import Drop, ExpiryIndex, newest_entry, seen_entry, ve
 
 def env(ts: int = 1000, success: bool = True, gfe: str = "g1") -> Envelope:
     return Envelope(
-        event_id=f"visit.completed:{gfe}:{ts}", event="visit.completed",
+        event_id=f"visit.completed:{gfe}:{ts}",
+        event="visit.completed",
         received_at=datetime.now(UTC),
-        payload={"event": "visit.completed", "timestamp": ts, "success": success,
-                 "data": {"gfe_id": gfe}},
+        payload={
+            "event": "visit.completed",
+            "timestamp": ts,
+            "success": success,
+            "data": {"gfe_id": gfe},
+        },
     )
 
 

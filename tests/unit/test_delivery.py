@@ -10,8 +10,12 @@ from streams.dlq import SourceMessage, dlq_headers
 
 
 def record(i: int) -> Record:
-    envelope = Envelope(event_id=f"e{i}", event="visit.completed",
-                        received_at=datetime.now(UTC), payload={"timestamp": i})
+    envelope = Envelope(
+        event_id=f"e{i}",
+        event="visit.completed",
+        received_at=datetime.now(UTC),
+        payload={"timestamp": i},
+    )
     return Record(envelope, SourceMessage("t", 0, i, b"k", b"v", []))
 
 
@@ -47,10 +51,12 @@ async def test_one_poisoned_record_in_100_is_isolated():
         dead.append(rec.envelope.event_id)
 
     stats = DeliveryStats()
-    await deliver(sink, [record(i) for i in range(100)], dead_letter, Backoff(sleep=no_sleep),
-                  stats)
+    await deliver(
+        sink, [record(i) for i in range(100)], dead_letter, Backoff(sleep=no_sleep), stats
+    )
     assert dead == ["e42"]
-    assert len(sink.written) == 99 and "e42" not in sink.written
+    assert len(sink.written) == 99
+    assert "e42" not in sink.written
     assert (stats.written, stats.dead_lettered) == (99, 1)
 
 
@@ -71,10 +77,16 @@ def test_backoff_is_capped_and_jittered():
 
 def test_dlq_headers_carry_the_contract_fields():
     source = SourceMessage("spakinect.visits", 3, 17, b"g1", b"{}", [("event", b"x")])
-    headers = dict(dlq_headers(source, error="bad", error_type="InvalidBatch",
-                               stage="postgres", attempts=2))
+    headers = dict(
+        dlq_headers(source, error="bad", error_type="InvalidBatch", stage="postgres", attempts=2)
+    )
     assert headers == {
-        "event": b"x", "error": b"bad", "error_type": b"InvalidBatch", "stage": b"postgres",
-        "source_topic": b"spakinect.visits", "source_partition": b"3", "source_offset": b"17",
+        "event": b"x",
+        "error": b"bad",
+        "error_type": b"InvalidBatch",
+        "stage": b"postgres",
+        "source_topic": b"spakinect.visits",
+        "source_partition": b"3",
+        "source_offset": b"17",
         "attempts": b"2",
     }

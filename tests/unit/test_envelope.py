@@ -7,9 +7,13 @@ from events.envelope import Disposition, EnvelopeInvalid, decode_envelope, encod
 
 def test_round_trip_and_format():
     moment = datetime(2026, 11, 28, 17, 0, 0, 123456, tzinfo=UTC)
-    raw = encode_envelope(event_id="e", event="visit.completed", received_at=moment,
-                          payload={"timestamp": 1, "data": {"gfe_id": "g"}},
-                          disposition=Disposition.APPLY)
+    raw = encode_envelope(
+        event_id="e",
+        event="visit.completed",
+        received_at=moment,
+        payload={"timestamp": 1, "data": {"gfe_id": "g"}},
+        disposition=Disposition.APPLY,
+    )
     assert b'"received_at":"2026-11-28T17:00:00.123Z"' in raw
     envelope = decode_envelope(raw)
     assert envelope.disposition is Disposition.APPLY

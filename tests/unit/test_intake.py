@@ -17,15 +17,18 @@ def test_valid_sample_is_accepted():
     assert isinstance(decision, Accepted)
 
 
-@pytest.mark.parametrize(("raw", "reason"), [
-    (b"\xff\xfe", "invalid_utf8"),
-    (b"{not json", "invalid_json"),
-    (b"[1, 2]", "not_an_object"),
-    (b'"text"', "not_an_object"),
-    (nested(33), "too_deep"),
-    (b'{"data": {}}', "missing_event"),
-    (b'{"event": 5}', "missing_event"),
-])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe", "invalid_utf8"),
+        (b"{not json", "invalid_json"),
+        (b"[1, 2]", "not_an_object"),
+        (b'"text"', "not_an_object"),
+        (nested(33), "too_deep"),
+        (b'{"data": {}}', "missing_event"),
+        (b'{"event": 5}', "missing_event"),
+    ],
+)
 def test_step_six_and_seven_refusals_are_400(raw, reason):
     decision = decide(raw, None, NOW)
     assert isinstance(decision, Refused)

@@ -57,8 +57,12 @@ def test_pdf_link_may_be_absent_or_null(pdf):
 
 
 def test_unsuccessful_event_needs_only_the_head():
-    body = {"event": "visit.completed", "timestamp": 1714675200000, "success": False,
-            "data": {"gfe_id": "gfe_1"}}
+    body = {
+        "event": "visit.completed",
+        "timestamp": 1714675200000,
+        "success": False,
+        "data": {"gfe_id": "gfe_1"},
+    }
     event = validate_event(VISIT, body, NOW)
     assert event.success is False
     assert event.event_id == "visit.completed:gfe_1:1714675200000"
@@ -74,11 +78,14 @@ def test_missing_fields_are_listed_by_path_without_values():
     assert "jane" not in str(info.value.fields).lower()
 
 
-@pytest.mark.parametrize(("timestamp", "ok"), [
-    (946_684_799_999, False),           # before 2000
-    (NOW + 24 * 3600 * 1000, True),     # exactly 24 h ahead
-    (NOW + 24 * 3600 * 1000 + 1, False),
-])
+@pytest.mark.parametrize(
+    ("timestamp", "ok"),
+    [
+        (946_684_799_999, False),  # before 2000
+        (NOW + 24 * 3600 * 1000, True),  # exactly 24 h ahead
+        (NOW + 24 * 3600 * 1000 + 1, False),
+    ],
+)
 def test_timestamp_bounds(timestamp, ok):
     if ok:
         validate_event(VISIT, visit(timestamp=timestamp), NOW)

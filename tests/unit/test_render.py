@@ -12,13 +12,20 @@ from sinks.email.settings import EmailSettings
 def envelope(**data) -> Envelope:
     payload = dict(SAMPLES["visit.completed"])
     payload["data"] = dict(payload["data"], **data)
-    return Envelope(event_id="visit.completed:gfe_abc123xyz789:1714675200000",
-                    event="visit.completed", received_at=datetime.now(UTC),
-                    disposition=Disposition.APPLY, payload=payload)
+    return Envelope(
+        event_id="visit.completed:gfe_abc123xyz789:1714675200000",
+        event="visit.completed",
+        received_at=datetime.now(UTC),
+        disposition=Disposition.APPLY,
+        payload=payload,
+    )
 
 
-SETTINGS = EmailSettings(EMAIL_FROM="gfe@clinic.test", to=["front@clinic.test"],
-                         to_by_location={"loc_9": ["loc9@clinic.test"]})
+SETTINGS = EmailSettings(
+    EMAIL_FROM="gfe@clinic.test",
+    to=["front@clinic.test"],
+    to_by_location={"loc_9": ["loc9@clinic.test"]},
+)
 
 
 def text_and_html(outgoing):
@@ -30,25 +37,45 @@ def test_clinic_email_has_patient_location_decisions_and_pdf():
     out = render(envelope(), "clinic", SETTINGS, make_environment(None))
     text, html = text_and_html(out)
     for body in (text, html):
-        assert "Jane Smith" in body and "loc_12345" in body
-        assert "Botox Injection" in body and "Dermal Filler" in body
+        assert "Jane Smith" in body
+        assert "loc_12345" in body
+        assert "Botox Injection" in body
+        assert "Dermal Filler" in body
         assert "https://example-cdn.com/gfe/gfe_abc123xyz789.pdf" in body
     assert out.recipients == ["front@clinic.test"]
     assert "Jane" not in out.message["Subject"]
 
 
 def test_html_is_escaped_and_unicode_renders():
-    out = render(envelope(patient_details={"name": "Zoë <script>x</script>", "first_name": "Zoë",
-                                           "last_name": "Ø", "email": "z@example.test"}),
-                 "clinic", SETTINGS, make_environment(None))
+    out = render(
+        envelope(
+            patient_details={
+                "name": "Zoë <script>x</script>",
+                "first_name": "Zoë",
+                "last_name": "Ø",
+                "email": "z@example.test",
+            }
+        ),
+        "clinic",
+        SETTINGS,
+        make_environment(None),
+    )
     text, html = text_and_html(out)
-    assert "Zoë" in text and "<script>" not in html and "&lt;script&gt;" in html
+    assert "Zoë" in text
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
 
 
-@pytest.mark.parametrize(("link", "shown"), [
-    ("https://a.test/x.pdf", True), ("http://a.test/x.pdf", True),
-    ("javascript:alert(1)", False), ("ftp://a.test/x.pdf", False), (None, False),
-])
+@pytest.mark.parametrize(
+    ("link", "shown"),
+    [
+        ("https://a.test/x.pdf", True),
+        ("http://a.test/x.pdf", True),
+        ("javascript:alert(1)", False),
+        ("ftp://a.test/x.pdf", False),
+        (None, False),
+    ],
+)
 def test_only_http_pdf_links(link, shown):
     assert (safe_pdf_link(link) is not None) is shown
 
@@ -69,7 +96,8 @@ def test_message_id_is_deterministic_per_event_and_kind():
     a = message_id("visit.completed:g:1", "clinic", "x@clinic.test")
     assert a == message_id("visit.completed:g:1", "clinic", "x@clinic.test")
     assert a != message_id("visit.completed:g:1", "patient", "x@clinic.test")
-    assert a.startswith("<visit.completed.g.1.") and a.endswith("@clinic.test>")
+    assert a.startswith("<visit.completed.g.1.")
+    assert a.endswith("@clinic.test>")
 
 
 def test_templates_can_be_overridden(tmp_path: Path):

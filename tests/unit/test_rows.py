@@ -9,9 +9,13 @@ from streams.dlq import SourceMessage
 
 def rec(payload, disposition=Disposition.APPLY, event="visit.completed") -> Record:
     entity = payload["data"].get("gfe_id") or payload["data"].get("treatment_id")
-    envelope = Envelope(event_id=f"{event}:{entity}:{payload['timestamp']}", event=event,
-                        received_at=datetime.now(UTC), disposition=disposition,
-                        payload=payload)
+    envelope = Envelope(
+        event_id=f"{event}:{entity}:{payload['timestamp']}",
+        event=event,
+        received_at=datetime.now(UTC),
+        disposition=disposition,
+        payload=payload,
+    )
     return Record(envelope, SourceMessage("t", 0, 0, None, None, []))
 
 
@@ -25,14 +29,17 @@ def test_sample_visit_rows():
     rows = batch_rows([rec(visit(1714675200000))])
     assert len(rows.events) == 1
     (row,) = rows.visits
-    assert row[0] == "gfe_abc123xyz789" and row[4] == "Jane Smith"
+    assert row[0] == "gfe_abc123xyz789"
+    assert row[4] == "Jane Smith"
     assert row[8] == datetime(2024, 5, 2, 18, 40, tzinfo=UTC)
-    assert sorted(rows.visit_treatments) == sorted([
-        ("gfe_abc123xyz789", "Botox Injection", "requested"),
-        ("gfe_abc123xyz789", "Dermal Filler", "requested"),
-        ("gfe_abc123xyz789", "Botox Injection", "approved"),
-        ("gfe_abc123xyz789", "Dermal Filler", "conditionally_approved"),
-    ])
+    assert sorted(rows.visit_treatments) == sorted(
+        [
+            ("gfe_abc123xyz789", "Botox Injection", "requested"),
+            ("gfe_abc123xyz789", "Dermal Filler", "requested"),
+            ("gfe_abc123xyz789", "Botox Injection", "approved"),
+            ("gfe_abc123xyz789", "Dermal Filler", "conditionally_approved"),
+        ]
+    )
 
 
 def test_only_the_newest_applied_visit_per_entity_in_a_batch_becomes_state():
@@ -42,11 +49,10 @@ def test_only_the_newest_applied_visit_per_entity_in_a_batch_becomes_state():
 
 
 def test_stale_and_unsuccessful_are_recorded_not_applied():
-    failed = {"event": "visit.completed", "timestamp": 9, "success": False,
-              "data": {"gfe_id": "g"}}
-    rows = batch_rows([rec(visit(1), Disposition.STALE),
-                       rec(failed, Disposition.UNSUCCESSFUL)])
-    assert rows.visits == [] and len(rows.events) == 2
+    failed = {"event": "visit.completed", "timestamp": 9, "success": False, "data": {"gfe_id": "g"}}
+    rows = batch_rows([rec(visit(1), Disposition.STALE), rec(failed, Disposition.UNSUCCESSFUL)])
+    assert rows.visits == []
+    assert len(rows.events) == 2
     assert sorted(d for _, d in rows.not_applied) == ["stale", "unsuccessful"]
 
 
@@ -56,7 +62,11 @@ def test_duplicate_treatment_names_collapse_to_one_row_per_decision():
 
 
 def test_treatment_deleted_sets_the_flag():
-    payload = {"event": "treatment.updated", "timestamp": 7, "success": True,
-               "data": {"treatment_id": "t1", "treatment_name": "X", "action": "deleted"}}
+    payload = {
+        "event": "treatment.updated",
+        "timestamp": 7,
+        "success": True,
+        "data": {"treatment_id": "t1", "treatment_name": "X", "action": "deleted"},
+    }
     rows = batch_rows([rec(payload, event="treatment.updated")])
     assert rows.treatments[0][:4] == ("t1", "X", "deleted", True)

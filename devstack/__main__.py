@@ -40,14 +40,14 @@ BANNER = """
 """
 
 
-def up(root: Path, cache: Path) -> int:
+def up(root: Path, cache: Path, ports: Ports) -> int:
     started = time.monotonic()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     _die_with_parent()  # make's death (even SIGKILL) stops us, and so our children
 
-    services = LocalServices(root, cache, Ports())
+    services = LocalServices(root, cache, ports)
     processes: list[ManagedProcess] = []
     try:
         print(f"starting Kafka, PostgreSQL and the SMTP catcher (data in {root}) ...", flush=True)
@@ -66,7 +66,8 @@ def up(root: Path, cache: Path) -> int:
         }
         processes.append(pipeline_process("ingress", ["ingress"], common, services.logs))
         for index, stage in enumerate(["dedupe", *sinks]):
-            stage_env = {**common, "STREAMS_WEB_PORT": str(services.ports.web_base + index)}
+            web_port = services.ports.web_base + index if services.ports.web_base else 0
+            stage_env = {**common, "STREAMS_WEB_PORT": str(web_port)}
             processes.append(
                 pipeline_process(f"worker-{stage}", ["worker", stage], stage_env, services.logs)
             )
@@ -107,8 +108,16 @@ def main() -> None:
     parser.add_argument("command", choices=["up"])
     parser.add_argument("--root", type=Path, default=Path(".data"))
     parser.add_argument("--cache", type=Path, default=Path(".cache"))
+    parser.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="use free ports instead of 9092/5432/1025/8000 (tests)",
+    )
     args = parser.parse_args()
-    sys.exit(up(args.root.resolve(), args.cache.resolve()))
+    ports = Ports.free() if args.free_ports else Ports()
+    if args.free_ports:
+        ports.web_base = 0
+    sys.exit(up(args.root.resolve(), args.cache.resolve(), ports))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,139 @@
+"""Failure paths of the running pipeline: Postgres down, SMTP down, malformed and poisoned
+messages. Nothing acknowledged is lost, nothing is doubled, bad data goes to the DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from events.envelope import Disposition, encode_envelope
+from tests.helpers import read_topic, wait_until
+
+from .conftest import Pipeline
+from .test_pipeline import mails_for, visit
+
+pytestmark = pytest.mark.integration
+
+
+async def dlq(pipeline: Pipeline, stage: str) -> list[dict[str, bytes]]:
+    messages = await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.dlq)
+    return [
+        dict(m.headers) | {"_key": m.key or b""}
+        for m in messages
+        if dict(m.headers).get("stage") == stage.encode()
+    ]
+
+
+async def produce(pipeline: Pipeline, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=pipeline.services.kafka_bootstrap, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in items]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def test_postgres_outage_loses_and_doubles_nothing(pipeline: Pipeline) -> None:
+    run = uuid.uuid4().hex[:6]
+    gfe_ids = [f"gfe_pg_{run}_{i}" for i in range(20)]
+    await pipeline.pg_proxy.down()
+    try:
+        for gfe_id in gfe_ids:
+            assert (await pipeline.post(visit(gfe_id))).status_code == 200
+        await asyncio.sleep(8)  # the writer retries with backoff meanwhile
+        assert (
+            await pipeline.fetch("SELECT 1 FROM gfe_visits WHERE gfe_id = ANY($1::text[])", gfe_ids)
+            == []
+        )
+    finally:
+        await pipeline.pg_proxy.up()
+    await pipeline.wait_rows(
+        "SELECT 1 FROM gfe_visits WHERE gfe_id = ANY($1::text[])", gfe_ids, count=20, timeout=60
+    )
+    events = await pipeline.fetch(
+        "SELECT entity_id FROM spakinect_events WHERE entity_id = ANY($1::text[])", gfe_ids
+    )
+    assert sorted(r["entity_id"] for r in events) == sorted(gfe_ids)
+    assert await dlq(pipeline, "postgres") == []
+
+
+async def test_smtp_outage_delays_emails_and_sends_each_once(pipeline: Pipeline) -> None:
+    gfe_ids = [f"gfe_smtp_{uuid.uuid4().hex[:6]}_{i}" for i in range(3)]
+    await pipeline.smtp_proxy.down()
+    try:
+        for gfe_id in gfe_ids:
+            assert (await pipeline.post(visit(gfe_id))).status_code == 200
+        await pipeline.wait_rows(
+            "SELECT 1 FROM gfe_visits WHERE gfe_id = ANY($1::text[])", gfe_ids, count=3
+        )
+        await asyncio.sleep(5)
+        assert all(mails_for(pipeline, g) == [] for g in gfe_ids)
+    finally:
+        await pipeline.smtp_proxy.up()
+
+    async def all_sent() -> bool:
+        return all(mails_for(pipeline, g) for g in gfe_ids)
+
+    await wait_until(all_sent, 60, "every email after SMTP came back")
+    await asyncio.sleep(2)
+    assert [len(mails_for(pipeline, g)) for g in gfe_ids] == [1, 1, 1]
+    assert await dlq(pipeline, "email") == []
+
+
+async def test_malformed_raw_message_goes_to_the_dlq_and_the_stage_goes_on(
+    pipeline: Pipeline,
+) -> None:
+    key = f"gfe_bad_{uuid.uuid4().hex[:6]}".encode()
+    await produce(pipeline, pipeline.topics.visit_completed, [(key, b"\x00not an envelope")])
+    gfe_id = f"gfe_after_bad_{uuid.uuid4().hex[:6]}"
+    assert (await pipeline.post(visit(gfe_id))).status_code == 200
+    await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id)
+    (headers,) = [h for h in await dlq(pipeline, "dedupe") if h["_key"] == key]
+    assert headers["error_type"] == b"EnvelopeInvalid"
+    assert headers["source_topic"] == pipeline.topics.visit_completed.encode()
+    assert {"error", "source_partition", "source_offset", "attempts"} <= set(headers)
+
+
+async def test_one_poisoned_row_is_dead_lettered_and_the_rest_written(
+    pipeline: Pipeline,
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    items = []
+    for i in range(11):
+        gfe_id = f"gfe_poison_{run}_{i}"
+        body = visit(gfe_id, location_id="loc\x00nul" if i == 5 else "loc_ok")
+        value = encode_envelope(
+            event_id=f"visit.completed:{gfe_id}:{body['timestamp']}",
+            event="visit.completed",
+            received_at=datetime.now(UTC),
+            payload=body,
+            disposition=Disposition.APPLY,
+        )
+        items.append((gfe_id.encode(), value))
+    await produce(pipeline, pipeline.topics.visits, items)
+    await pipeline.wait_rows(
+        "SELECT 1 FROM gfe_visits WHERE gfe_id LIKE $1", f"gfe_poison_{run}_%", count=10
+    )
+    (headers,) = await wait_until(
+        lambda: _dlq_for(pipeline, f"gfe_poison_{run}_5".encode()), 30, "the DLQ message"
+    )
+    assert headers["error_type"] == b"InvalidBatch"
+    assert b"SQLSTATE 22" in headers["error"]
+    assert headers["source_topic"] == pipeline.topics.visits.encode()
+    assert (
+        await pipeline.fetch(
+            "SELECT 1 FROM spakinect_events WHERE entity_id = $1", f"gfe_poison_{run}_5"
+        )
+        == []
+    )
+
+
+async def _dlq_for(pipeline: Pipeline, key: bytes) -> list[dict[str, bytes]]:
+    return [h for h in await dlq(pipeline, "postgres") if h["_key"] == key]

@@ -58,7 +58,8 @@ def test_up_reaches_ready_and_stops_every_child(tmp_path: Path) -> None:
         assert httpx.get(values["INGRESS_URL"] + "/readyz", timeout=5).status_code == 200
         children = psutil.Process(up.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
-        assert "kafka.Kafka" in names and "postgres" in names and "worker dedupe" in names
+        for expected in ("kafka.Kafka", "postgres", "worker dedupe", "worker email", "ingress"):
+            assert expected in names
     finally:
         up.send_signal(signal.SIGTERM)
         code = up.wait(60)

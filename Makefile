@@ -34,6 +34,10 @@ test: venv lint ## Lint, then run every test (integration tests start real local
 test-unit: venv ## Run the unit tests only (no services)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+.PHONY: bench
+bench: venv ## Benchmarks on the real local stack: prints a table, writes bench/results/*.json
+	$(PY) -m bench.e2e_latency
+
 .PHONY: lint
 lint: venv ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .

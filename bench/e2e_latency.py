@@ -1,0 +1,178 @@
+"""End-to-end latency and where duplicates are dropped, on the real local stack.
+
+Starts ``python -m devstack up`` on free ports in a temporary folder, posts N
+distinct visits (plus a share of duplicate deliveries, as the vendor's
+retries would) at a steady rate, waits until every event row is in Postgres,
+then reports envelope ``received_at`` → row ``inserted_at`` (both server
+clocks) and how many duplicates the dedupe stage vs the sinks dropped.
+
+    python -m bench.e2e_latency [--events 200] [--rate 50] [--duplicates 0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from events.samples import SAMPLES
+from events.topics import Topics
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+async def count_topic(bootstrap: str, topic: str) -> int:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        total = 0
+        while batch := await consumer.getmany(timeout_ms=1500):
+            total += sum(len(messages) for messages in batch.values())
+        return total
+    finally:
+        await consumer.stop()
+
+
+async def drive(env: dict[str, str], events: int, rate: float, dup_share: float) -> dict[str, Any]:
+    run = uuid.uuid4().hex[:6]
+    bodies = []
+    for i in range(events):
+        body = copy.deepcopy(SAMPLES["visit.completed"])
+        body["data"]["gfe_id"] = f"gfe_bench_{run}_{i}"
+        bodies.append(body)
+    deliveries = bodies + random.sample(bodies, int(events * dup_share))
+    random.shuffle(deliveries)
+    url = env["INGRESS_URL"] + "/webhooks/visit-completed"
+    statuses: list[int] = []
+    answer_ms: list[float] = []
+    async with httpx.AsyncClient(timeout=15) as client:
+
+        async def post(body: dict[str, Any]) -> None:
+            started = time.perf_counter()
+            response = await client.post(url, json=body)
+            answer_ms.append((time.perf_counter() - started) * 1000)
+            statuses.append(response.status_code)
+
+        tasks = []
+        for body in deliveries:
+            tasks.append(asyncio.create_task(post(body)))
+            await asyncio.sleep(1 / rate)
+        await asyncio.gather(*tasks)
+
+    conn = await asyncpg.connect(env["POSTGRES_DSN"])
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            rows = await conn.fetch(
+                "SELECT EXTRACT(EPOCH FROM inserted_at - received_at) * 1000 AS ms "
+                "FROM spakinect_events WHERE entity_id LIKE $1",
+                f"gfe_bench_{run}_%",
+            )
+            if len(rows) >= events or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+    latencies = [float(r["ms"]) for r in rows]
+    topics = Topics()
+    raw = await count_topic(env["KAFKA_BOOTSTRAP_SERVERS"], topics.visit_completed)
+    clean = await count_topic(env["KAFKA_BOOTSTRAP_SERVERS"], topics.visits)
+    return {
+        "events": events,
+        "deliveries": len(deliveries),
+        "status_200": statuses.count(200),
+        "non_200": len(statuses) - statuses.count(200),
+        "answer_ms_p50": round(percentile(answer_ms, 50), 2),
+        "answer_ms_p99": round(percentile(answer_ms, 99), 2),
+        "rows": len(rows),
+        "e2e_ms_p50": round(statistics.median(latencies), 2) if latencies else None,
+        "e2e_ms_p99": round(percentile(latencies, 99), 2) if latencies else None,
+        "e2e_ms_max": round(max(latencies), 2) if latencies else None,
+        "raw_messages": raw,
+        "clean_messages": clean,
+        "duplicates_dropped_by_dedupe": raw - clean,
+        "duplicates_dropped_by_sinks": clean - len(rows),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=50.0, help="deliveries per second")
+    parser.add_argument("--duplicates", type=float, default=0.2)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "e2e_latency.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="spakinect-bench-") as tmp:
+        root = Path(tmp) / "data"
+        up = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "devstack",
+                "up",
+                "--root",
+                str(root),
+                "--free-ports",
+                "--cache",
+                str(REPO / ".cache"),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "LOG_LEVEL": "WARNING"},
+        )
+        try:
+            while not (root / "stack.env").exists():
+                if up.poll() is not None:
+                    sys.exit("devstack up exited before it was ready")
+                time.sleep(0.5)
+            env = dict(line.split("=", 1) for line in (root / "stack.env").read_text().splitlines())
+            time.sleep(5)  # let the workers join their groups
+            result = asyncio.run(drive(env, args.events, args.rate, args.duplicates))
+        finally:
+            up.send_signal(signal.SIGTERM)
+            up.wait(60)
+    result |= {
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "where": "ingress, 3 workers, Kafka, Postgres, SMTP catcher: all on this host",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    width = max(map(len, result))
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -116,7 +116,7 @@ class ManagedProcess:
             try:
                 if check():
                     return
-            except Exception:  # noqa: S110 - not ready yet, keep polling
+            except Exception:  # noqa: BLE001, S110 - not ready yet, keep polling
                 pass
             time.sleep(0.25)
         raise ServiceError(

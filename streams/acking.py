@@ -26,20 +26,30 @@ async def ack(stream: Any, *events: Any) -> None:
         await stream.ack(event)
 
 
+class PumpFailed(Exception):
+    """The task feeding the queue died; the agent must fail too, so Faust restarts it."""
+
+
+def _checked(item: Any) -> Any:
+    if isinstance(item, PumpFailed):
+        raise item
+    return item
+
+
 async def next_batch(queue: asyncio.Queue[Any], max_items: int, within: float) -> list[Any]:
     """Wait for one item, then gather more until ``max_items`` or ``within`` seconds pass."""
-    batch = [await queue.get()]
+    batch = [_checked(await queue.get())]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while len(batch) < max_items:
         if not queue.empty():
-            batch.append(queue.get_nowait())
+            batch.append(_checked(queue.get_nowait()))
             continue
         remaining = deadline - loop.time()
         if remaining <= 0:
             break
         try:
-            batch.append(await asyncio.wait_for(queue.get(), remaining))
+            batch.append(_checked(await asyncio.wait_for(queue.get(), remaining)))
         except TimeoutError:
             break
     return batch
@@ -55,8 +65,11 @@ async def pumped(stream: Any, maxsize: int) -> AsyncIterator[asyncio.Queue[Any]]
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=maxsize)
 
     async def pump() -> None:
-        async for event in unacked_events(stream):
-            await queue.put(event)
+        try:
+            async for event in unacked_events(stream):
+                await queue.put(event)
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer of the queue
+            await queue.put(PumpFailed(f"stream failed: {type(exc).__name__}"))
 
     task = asyncio.create_task(pump())
     try:

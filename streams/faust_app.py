@@ -18,8 +18,6 @@ log = logging.getLogger(__name__)
 
 def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings) -> faust.App:
     """A Faust app for ``stage``; tables use RocksDB unless STREAMS_STORE=memory."""
-    if kafka.security_protocol != "PLAINTEXT":
-        raise NotImplementedError("TLS/SASL for the Faust workers is not wired yet")
     datadir = streams.state_dir / stage
     datadir.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
@@ -43,7 +41,25 @@ def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings)
         # Our stages ack manually; unacked events stay uncommitted, so shutdown need not wait.
         "stream_wait_empty": False,
     }
+    credentials = broker_credentials(kafka)
+    if credentials is not None:
+        options["broker_credentials"] = credentials
     return faust.App(streams.group_id(stage), **options)
+
+
+def broker_credentials(kafka: KafkaSettings) -> Any:
+    """Faust's form of the same TLS/SASL settings the aiokafka clients get."""
+    if kafka.security_protocol == "PLAINTEXT":
+        return None
+    ssl_context = kafka.client_options().get("ssl_context")
+    if kafka.sasl_mechanism:
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=ssl_context,
+        )
+    return faust.SSLCredentials(ssl_context)
 
 
 def raw_topic(app: faust.App, *names: str) -> Any:

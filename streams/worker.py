@@ -43,5 +43,7 @@ def run_worker(stage: str) -> None:
     app = build_stage(stage)
     asyncio.run(prepare_changelogs(app, load_settings(KafkaSettings)))
     level = load_settings(LogSettings).level.lower()
-    worker = faust.Worker(app, loglevel=level, override_logging=False, redirect_stdouts=False)
+    worker = faust.Worker(
+        app, loglevel=level, override_logging=False, redirect_stdouts=False, quiet=True
+    )
     worker.execute_from_commandline()

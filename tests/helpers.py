@@ -62,7 +62,7 @@ async def wait_group_stable(bootstrap: str, group: str, timeout: float = 60) -> 
         async def stable() -> bool:
             try:
                 (response,) = await admin.describe_consumer_groups([group])
-            except Exception:
+            except Exception:  # noqa: BLE001 - coordinator not ready yet
                 return False
             groups = response.to_object()["groups"]
             return bool(groups) and groups[0].get("state", groups[0].get("group_state")) == "Stable"

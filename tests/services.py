@@ -44,7 +44,7 @@ def _docker_answers() -> bool:
 
         client = docker.from_env(timeout=3)
         return bool(client.ping())
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means "no engine"
         return False
 
 

@@ -63,7 +63,7 @@ class EmailSink:
         for record in batch:
             try:
                 outgoing = render(record.envelope, self.kind, self.email, self.env)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any template error: this record is invalid
                 raise InvalidBatch(
                     f"cannot render the {self.kind} email ({type(exc).__name__})"
                 ) from None

@@ -105,8 +105,10 @@ class Pipeline:
 
 @pytest.fixture(scope="module")
 async def pipeline(
-    services: Services, tmp_path_factory: pytest.TempPathFactory
+    services: Services, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> AsyncIterator[Pipeline]:
+    """A module may set ``PIPELINE_ENV = {...}`` to override settings (e.g. DEDUPE_WINDOW)."""
+    overrides: dict[str, str] = getattr(request.module, "PIPELINE_ENV", {})
     unique = uuid.uuid4().hex[:8]
     tmp = tmp_path_factory.mktemp(f"pipeline-{unique}")
     database = f"test_{unique}"
@@ -124,14 +126,16 @@ async def pipeline(
     direct_dsn = _with_database(services.postgres_dsn, database)
     proxied_dsn = direct_dsn.replace(host_port, f"127.0.0.1:{pg_proxy.port}")
     kafka = KafkaSettings(
-        bootstrap_servers=[services.kafka_bootstrap], topic_prefix=f"t{unique}.", partitions=3
+        bootstrap_servers=[services.kafka_bootstrap],
+        topic_prefix=f"t{unique}.",
+        partitions=int(overrides.get("KAFKA_PARTITIONS", "3")),
     )
     await ensure_topics(kafka)
     await migrate(direct_dsn)
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap,
         "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-        "KAFKA_PARTITIONS": "3",
+        "KAFKA_PARTITIONS": str(kafka.partitions),
         "POSTGRES_DSN": proxied_dsn,
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp_proxy.port),
@@ -145,6 +149,7 @@ async def pipeline(
         "INGRESS_PORT": str(free_port()),
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
+        **overrides,
     }
     pipe = Pipeline(
         services,

@@ -47,7 +47,11 @@ async def test_postgres_outage_loses_and_doubles_nothing(pipeline: Pipeline) -> 
     try:
         for gfe_id in gfe_ids:
             assert (await pipeline.post(visit(gfe_id))).status_code == 200
-        await asyncio.sleep(8)  # the writer retries with backoff meanwhile
+        await asyncio.sleep(4)  # the writer retries with backoff meanwhile
+        # A writer stopped mid-retry must not ack the batch it could not write.
+        await pipeline.stop("postgres")
+        await pipeline.start("postgres")
+        await asyncio.sleep(3)
         assert (
             await pipeline.fetch("SELECT 1 FROM gfe_visits WHERE gfe_id = ANY($1::text[])", gfe_ids)
             == []
@@ -73,7 +77,10 @@ async def test_smtp_outage_delays_emails_and_sends_each_once(pipeline: Pipeline)
         await pipeline.wait_rows(
             "SELECT 1 FROM gfe_visits WHERE gfe_id = ANY($1::text[])", gfe_ids, count=3
         )
-        await asyncio.sleep(5)
+        await asyncio.sleep(3)
+        await pipeline.stop("email")  # stopped mid-retry: nothing acked, nothing lost
+        await pipeline.start("email")
+        await asyncio.sleep(2)
         assert all(mails_for(pipeline, g) == [] for g in gfe_ids)
     finally:
         await pipeline.smtp_proxy.up()

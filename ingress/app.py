@@ -79,18 +79,41 @@ class AccessLog:
             structlog.contextvars.unbind_contextvars("request_id")
 
 
+BODY_MODELS = (VisitCompleted, TreatmentUpdated)
+REF = "#/components/schemas/{model}"
+
+
 def _openapi_body(model: Any, example: dict[str, Any]) -> dict[str, Any]:
+    """The vendor's payload model and documented example for an endpoint's OpenAPI entry.
+
+    Routes read the raw body themselves (the contract's checks come first), so
+    the schema is attached here; :func:`_with_body_schemas` adds the models.
+    """
+    schema = {"$ref": REF.format(model=model.__name__)}
     return {
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {
-                    "schema": model.model_json_schema(ref_template="#/components/schemas/{model}"),
-                    "example": example,
-                }
-            },
+            "content": {"application/json": {"schema": schema, "example": example}},
         }
     }
+
+
+def _with_body_schemas(app: FastAPI) -> None:
+    """Put the payload models (and their nested definitions) into ``components``."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in BODY_MODELS:
+                schema = model.model_json_schema(ref_template=REF)
+                components.update(schema.pop("$defs", {}))
+                components[model.__name__] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -192,6 +215,8 @@ def create_app(
     async def any_event(request: Request, ctx: Ctx) -> Response:
         """Any event, routed by its ``event`` field; unknown types are kept, not lost."""
         return await receive(request, ctx, None)
+
+    _with_body_schemas(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -122,3 +122,31 @@ class TcpProxy:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._writers.difference_update({writer, up_writer})
+
+
+class RecordingPublisher:
+    """An in-memory stand-in for KafkaPublisher (unit tests and fuzzing of the HTTP layer)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.messages: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+
+    @property
+    def last_metadata_ok(self) -> float | None:
+        return None if self.fail else time.monotonic()
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: Any = (), timeout: float
+    ) -> None:
+        from spakinect_pipeline.publisher import PublishFailed
+
+        if self.fail:
+            raise PublishFailed("no ack")
+        self.messages.append((topic, key, value, list(headers)))
+
+    async def refresh_metadata(self, topics: Any, timeout: float = 5.0) -> bool:
+        return True

@@ -38,10 +38,30 @@ def configure_logging(settings: LogSettings) -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    logging.getLogger().handlers[:] = [handler]
+    set_levels(settings.level)
+
+
+# Libraries whose DEBUG/INFO output can carry message payloads (aiokafka logs whole
+# produce requests at DEBUG): capped at WARNING whatever LOG_LEVEL says, since the
+# payloads hold patient names and emails.
+CAPPED_LOGGERS = (
+    "aiokafka",
+    "kafka",
+    "faust",
+    "mode",
+    "asyncpg",
+    "aiosmtplib",
+    "httpx",
+    "httpcore",
+)
+
+
+def set_levels(level: str) -> None:
+    """Root at ``level``; payload-carrying libraries never below WARNING."""
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.level)
+    root.setLevel(level)
     # uvicorn's access log prints query strings (the shared secret may be one); ours doesn't.
     logging.getLogger("uvicorn.access").disabled = True
-    for noisy in ("aiokafka", "kafka", "faust", "mode"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    for name in CAPPED_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -6,7 +6,6 @@ Thin on purpose: the decisions live in :mod:`ingress.auth` and
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -16,11 +15,12 @@ import orjson
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from events.envelope import encode_envelope
+from events.envelope import format_instant
 from events.topics import headers
 from ingress import auth
 from ingress.context import IngressContext
 from ingress.intake import Accepted, Refused, Unrouted, decide
+from ingress.outbound import outbound_for
 from spakinect_pipeline.publisher import PublishFailed
 
 log = logging.getLogger(__name__)
@@ -105,9 +105,7 @@ async def receive(request: Request, ctx: IngressContext, expected_event: str | N
     try:
         if isinstance(decision, Refused):
             return await _keep_refused(ctx, decision, raw, request.url.path)
-        if isinstance(decision, Unrouted):
-            return await _keep_unrouted(ctx, decision, received_at)
-        return await _publish(ctx, decision, received_at)
+        return await _store(ctx, decision, received_at)
     except PublishFailed as exc:
         log.warning("publish failed: %s", exc, extra={"route": request.url.path})
         return error(
@@ -118,54 +116,28 @@ async def receive(request: Request, ctx: IngressContext, expected_event: str | N
         )
 
 
-async def _publish(ctx: IngressContext, accepted: Accepted, received_at: datetime) -> Response:
-    event = accepted.event
-    event_id = event.event_id
-    topic = ctx.topics.raw_for(event.event)
-    assert topic is not None
-    value = encode_envelope(
-        event_id=event_id, event=event.event, received_at=received_at, payload=event.payload
-    )
+async def _store(
+    ctx: IngressContext, decision: Accepted | Unrouted, received_at: datetime
+) -> Response:
+    message = outbound_for(decision, ctx.topics, received_at)
     started = time.perf_counter()
     await ctx.publisher.publish(
-        topic,
-        value,
-        key=event.entity_id.encode(),
-        headers=headers(event=event.event, event_id=event_id),
+        message.topic,
+        message.value,
+        key=message.key,
+        headers=message.headers,
         timeout=ctx.settings.publish_timeout_s,
     )
-    ctx.metrics.publish_seconds.labels(topic).observe(time.perf_counter() - started)
-    ctx.metrics.events.labels(event.event).inc()
-    log.info("event stored", extra={"event_id": event_id, "topic": topic})
-    return Response(
-        orjson.dumps({"received": True, "event_id": event_id}), media_type="application/json"
-    )
-
-
-async def _keep_unrouted(
-    ctx: IngressContext, unrouted: Unrouted, received_at: datetime
-) -> Response:
-    body = orjson.dumps(unrouted.body, option=orjson.OPT_SORT_KEYS)
-    event_id = f"{unrouted.event_name}:sha256-{hashlib.sha256(body).hexdigest()[:32]}"
-    value = encode_envelope(
-        event_id=event_id,
-        event=unrouted.event_name,
-        received_at=received_at,
-        payload=unrouted.body,
-    )
-    await ctx.publisher.publish(
-        ctx.topics.unrouted,
-        value,
-        key=unrouted.event_name.encode(),
-        headers=headers(event=unrouted.event_name, event_id=event_id),
-        timeout=ctx.settings.publish_timeout_s,
-    )
-    ctx.metrics.unrouted.inc()
-    log.info("unrouted event kept", extra={"event_id": event_id})
-    return Response(
-        orjson.dumps({"received": True, "event_id": event_id, "routed": False}),
-        media_type="application/json",
-    )
+    ctx.metrics.publish_seconds.labels(message.topic).observe(time.perf_counter() - started)
+    answer: dict[str, Any] = {"received": True, "event_id": message.event_id}
+    if message.routed:
+        ctx.metrics.events.labels(message.event).inc()
+        log.info("event stored", extra={"event_id": message.event_id, "topic": message.topic})
+    else:
+        ctx.metrics.unrouted.inc()
+        answer["routed"] = False
+        log.info("unrouted event kept", extra={"event_id": message.event_id})
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 async def _keep_refused(ctx: IngressContext, refused: Refused, raw: bytes, route: str) -> Response:
@@ -182,7 +154,7 @@ async def _keep_refused(ctx: IngressContext, refused: Refused, raw: bytes, route
             reason=refused.reason,
             status=str(refused.status),
             route=route,
-            received_at=datetime.now(UTC).isoformat(),
+            received_at=format_instant(datetime.now(UTC)),
             fields=",".join(f["field"] for f in refused.fields),
         ),
         timeout=ctx.settings.publish_timeout_s,

@@ -62,6 +62,17 @@ def _send_sample(args: argparse.Namespace) -> None:
     sys.exit(send_samples(args.url, args.token))
 
 
+def _rejected_replay(args: argparse.Namespace) -> None:
+    from ingress.replay_rejected import replay_rejected
+
+    counts = asyncio.run(replay_rejected(load_settings(KafkaSettings), dry_run=args.dry_run))
+    verb = "would publish" if args.dry_run else "published"
+    print(f"{verb}: {counts['published']}, unrouted: {counts['unrouted']}")
+    for key, count in sorted(counts.items()):
+        if key.startswith("still_refused:"):
+            print(f"still refused ({key.partition(':')[2]}): {count}")
+
+
 def _schemas(args: argparse.Namespace) -> None:
     from events.schemas import write_schemas
 
@@ -90,6 +101,11 @@ def parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--token", default=None, help="shared secret, if the ingress needs one")
     sample.set_defaults(func=_send_sample)
+    rejected = sub.add_parser("rejected", help="bodies the ingress refused (kept on a topic)")
+    rejected_sub = rejected.add_subparsers(dest="action", required=True)
+    replay = rejected_sub.add_parser("replay", help="publish those the models now accept")
+    replay.add_argument("--dry-run", action="store_true", help="count only, publish nothing")
+    replay.set_defaults(func=_rejected_replay)
     schemas = sub.add_parser("schemas", help="export JSON Schemas of the envelope and payloads")
     schemas.add_argument("--out", default="docs/schemas")
     schemas.set_defaults(func=_schemas)

@@ -187,3 +187,28 @@ async def test_kafka_not_acking_in_time_answers_503_within_the_budget(
         elapsed = time.monotonic() - started
     assert response.status_code == 503
     assert 1.0 <= elapsed < settings.publish_timeout_s + 1
+
+
+async def test_rejected_replay_publishes_what_the_models_now_accept(
+    client: httpx.AsyncClient, kafka: KafkaSettings
+) -> None:
+    """A body refused for a reason the models no longer have is recovered by the replay."""
+    from ingress.replay_rejected import replay_rejected
+
+    gfe_id = f"gfe_{uuid.uuid4().hex[:8]}"
+    body = orjson.loads(orjson.dumps(SAMPLES["visit.completed"]))
+    body["data"]["gfe_id"] = gfe_id
+    # Sent to the wrong URL: refused (400, wrong_event) and kept on the rejected topic.
+    response = await client.post("/webhooks/treatment-updated", json=body)
+    assert response.status_code == 400
+    still_bad = await client.post("/webhooks", content=b"{not json", headers=JSON)
+    assert still_bad.status_code == 400
+
+    dry = await replay_rejected(kafka, dry_run=True, idle_s=1)
+    assert dry["published"] >= 1
+    assert dry["still_refused:invalid_json"] >= 1
+    counts = await replay_rejected(kafka, idle_s=1)
+    assert counts["published"] == dry["published"]
+    raw = await read_topic(kafka.bootstrap_servers[0], Topics(kafka.topic_prefix).visit_completed)
+    (message,) = [m for m in raw if m.key == gfe_id.encode()]
+    assert orjson.loads(message.value)["event_id"] == f"visit.completed:{gfe_id}:1714675200000"

@@ -1,0 +1,50 @@
+"""What the ingress writes for a decision, pure: topic, key, envelope bytes, headers.
+
+Shared by the request handler and by ``rejected replay``, so a replayed body
+becomes exactly the message it would have been had it been accepted at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+
+from events.envelope import encode_envelope
+from events.topics import Topics, headers
+from ingress.intake import Accepted, Unrouted
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    event_id: str
+    event: str
+    routed: bool
+
+
+def unrouted_event_id(unrouted: Unrouted) -> str:
+    """Stable for the same body, so the vendor's retries of an unknown event dedupe too."""
+    body = orjson.dumps(unrouted.body, option=orjson.OPT_SORT_KEYS)
+    return f"{unrouted.event_name}:sha256-{hashlib.sha256(body).hexdigest()[:32]}"
+
+
+def outbound_for(decision: Accepted | Unrouted, topics: Topics, received_at: datetime) -> Outbound:
+    """The raw-topic message for an accepted event, or the unrouted one for an unknown type."""
+    if isinstance(decision, Accepted):
+        event = decision.event
+        event_id, name, payload = event.event_id, event.event, event.payload
+        topic, key, routed = topics.raw_for(name), event.entity_id, True
+    else:
+        event_id, name, payload = unrouted_event_id(decision), decision.event_name, decision.body
+        topic, key, routed = topics.unrouted, decision.event_name, False
+    assert topic is not None  # every known event type has a raw topic
+    value = encode_envelope(event_id=event_id, event=name, received_at=received_at, payload=payload)
+    return Outbound(
+        topic, key.encode(), value, headers(event=name, event_id=event_id), event_id, name, routed
+    )

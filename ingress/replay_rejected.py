@@ -1,0 +1,66 @@
+"""``spakinect-pipeline rejected replay``: re-validate kept refused bodies, publish what passes.
+
+Once a schema disagreement with the vendor is fixed (the models accept what
+they refused), this re-reads the whole rejected topic and publishes every body
+the current models accept to its raw topic (or the unrouted one), routed by its
+own ``event`` field, with its original ``received_at``. Re-running is
+harmless: the dedupe stage drops events already published (same ``event_id``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer
+
+from events.topics import Topics
+from ingress.intake import Refused, decide
+from ingress.outbound import outbound_for
+from spakinect_pipeline.config import KafkaSettings
+from spakinect_pipeline.publisher import KafkaPublisher
+
+
+def _received_at(headers: dict[str, bytes]) -> datetime:
+    try:
+        return datetime.fromisoformat(headers["received_at"].decode().replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return datetime.now(UTC)
+
+
+async def replay_rejected(
+    kafka: KafkaSettings, *, dry_run: bool = False, idle_s: float = 2.0
+) -> Counter[str]:
+    """Return counts: ``published``, ``unrouted`` and ``still_refused:<reason>``."""
+    topics = Topics(kafka.topic_prefix)
+    consumer = AIOKafkaConsumer(
+        topics.rejected,
+        **kafka.client_options(),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    publisher = KafkaPublisher(kafka, client_id="spakinect-rejected-replay")
+    counts: Counter[str] = Counter()
+    await consumer.start()
+    try:
+        now_ms = int(time.time() * 1000)
+        while batch := await consumer.getmany(timeout_ms=int(idle_s * 1000)):
+            for messages in batch.values():
+                for message in messages:
+                    headers = {k: v for k, v in message.headers or ()}
+                    decision = decide(message.value or b"", None, now_ms)
+                    if isinstance(decision, Refused):
+                        counts[f"still_refused:{decision.reason}"] += 1
+                        continue
+                    out = outbound_for(decision, topics, _received_at(headers))
+                    counts["published" if out.routed else "unrouted"] += 1
+                    if not dry_run:
+                        await publisher.publish(
+                            out.topic, out.value, key=out.key, headers=out.headers, timeout=30
+                        )
+    finally:
+        await consumer.stop()
+        await publisher.stop()
+    return counts

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 from spakinect_pipeline.config import ConfigError, KafkaSettings, LogSettings, load_settings
 from spakinect_pipeline.logs import configure_logging
@@ -73,6 +74,33 @@ def _rejected_replay(args: argparse.Namespace) -> None:
             print(f"still refused ({key.partition(':')[2]}): {count}")
 
 
+def _dead_letters(args: argparse.Namespace) -> list[Any]:
+    from datetime import UTC, datetime
+
+    from streams.dlq_tools import matches, parse_since, read_dead_letters
+
+    since = parse_since(args.since, datetime.now(UTC))
+    letters = asyncio.run(read_dead_letters(load_settings(KafkaSettings)))
+    return [x for x in letters if matches(x, set(args.event_id or ()), since, args.stage)]
+
+
+def _dlq_list(args: argparse.Namespace) -> None:
+    from streams.dlq_tools import list_rows
+
+    letters = _dead_letters(args)
+    for line in list_rows(letters):
+        print(line)
+    print(f"{len(letters)} dead letter(s)")
+
+
+def _dlq_replay(args: argparse.Namespace) -> None:
+    from streams.dlq_tools import replay
+
+    letters = _dead_letters(args)
+    sent = asyncio.run(replay(load_settings(KafkaSettings), letters, progress=sys.stderr.isatty()))
+    print(f"replayed {sent} of {len(letters)} dead letter(s) to the stages that failed them")
+
+
 def _schemas(args: argparse.Namespace) -> None:
     from events.schemas import write_schemas
 
@@ -106,6 +134,17 @@ def parser() -> argparse.ArgumentParser:
     replay = rejected_sub.add_parser("replay", help="publish those the models now accept")
     replay.add_argument("--dry-run", action="store_true", help="count only, publish nothing")
     replay.set_defaults(func=_rejected_replay)
+    dlq = sub.add_parser("dlq", help="dead letters: list them, replay them to their stage")
+    dlq_sub = dlq.add_subparsers(dest="action", required=True)
+    for name, func, text in (
+        ("list", _dlq_list, "what failed, why and when (no payloads)"),
+        ("replay", _dlq_replay, "re-deliver to the stage that failed"),
+    ):
+        action = dlq_sub.add_parser(name, help=text)
+        action.add_argument("--event-id", action="append", help="only this event (repeatable)")
+        action.add_argument("--since", help="ISO time, or a duration back from now (2h, 7d)")
+        action.add_argument("--stage", choices=STAGE_CHOICES)
+        action.set_defaults(func=func)
     schemas = sub.add_parser("schemas", help="export JSON Schemas of the envelope and payloads")
     schemas.add_argument("--out", default="docs/schemas")
     schemas.set_defaults(func=_schemas)

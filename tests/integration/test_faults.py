@@ -4,6 +4,8 @@ messages. Nothing acknowledged is lost, nothing is doubled, bad data goes to the
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
 from datetime import UTC, datetime
 
@@ -144,3 +146,61 @@ async def test_one_poisoned_row_is_dead_lettered_and_the_rest_written(
 
 async def _dlq_for(pipeline: Pipeline, key: bytes) -> list[dict[str, bytes]]:
     return [h for h in await dlq(pipeline, "postgres") if h["_key"] == key]
+
+
+async def test_poisoned_row_in_100_is_isolated_then_replayed_after_the_fix(
+    pipeline: Pipeline,
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    blocked = f"loc_blocked_{run}"
+    # A database rule the poisoned row breaks (SQLSTATE 23514): the "cause" to fix later.
+    conn_rows = await pipeline.fetch(
+        f"ALTER TABLE gfe_visits ADD CONSTRAINT block_{run} CHECK (location_id <> '{blocked}')"
+    )
+    assert conn_rows == []
+    gfe_ids = [f"gfe_batch_{run}_{i}" for i in range(100)]
+    responses = await asyncio.gather(
+        *(
+            pipeline.post(visit(g, location_id=blocked if i == 37 else "loc_ok"))
+            for i, g in enumerate(gfe_ids)
+        )
+    )
+    assert {r.status_code for r in responses} == {200}
+    await pipeline.wait_rows(
+        "SELECT 1 FROM gfe_visits WHERE gfe_id = ANY($1::text[])", gfe_ids, count=99, timeout=60
+    )
+    poisoned_id = f"visit.completed:{gfe_ids[37]}:1714675200000"
+    (headers,) = await wait_until(
+        lambda: _dlq_for(pipeline, gfe_ids[37].encode()), 30, "the DLQ message"
+    )
+    assert headers["error_type"] == b"InvalidBatch"
+    assert b"23514" in headers["error"]
+
+    listing = await cli(pipeline, "dlq", "list", "--stage", "postgres")
+    assert poisoned_id in listing
+    assert "Jane" not in listing
+    assert "jane.smith" not in listing
+
+    await pipeline.fetch(f"ALTER TABLE gfe_visits DROP CONSTRAINT block_{run}")  # the fix
+    replayed = await cli(pipeline, "dlq", "replay", "--event-id", poisoned_id)
+    assert "replayed 1 of 1" in replayed
+    await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_ids[37])
+    events = await pipeline.fetch(
+        "SELECT 1 FROM spakinect_events WHERE entity_id = ANY($1::text[])", gfe_ids
+    )
+    assert len(events) == 100
+
+
+async def cli(pipeline: Pipeline, *args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "spakinect_pipeline.cli",
+        *args,
+        env={**os.environ, **pipeline.env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    return output.decode()

@@ -1,0 +1,1 @@
+"""Copyable examples for platform teams."""

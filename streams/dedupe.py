@@ -22,6 +22,7 @@ from streams.acking import ack, unacked_events
 from streams.dedupe_logic import Drop, ExpiryIndex, newest_entry, seen_entry, verdict
 from streams.dlq import DeadLetters, SourceMessage
 from streams.faust_app import json_table, raw_topic
+from streams.metrics import StageMetrics
 from streams.settings import StreamsSettings
 from streams.source import source_of
 
@@ -42,7 +43,19 @@ class DedupeStage:
         self.tables = {"seen": self.seen, "newest": self.newest}
         self.index = ExpiryIndex(int(streams.dedupe_window * 1000))
         self.index_stale = True
-        self.counts = {"published": 0, "duplicates": 0, "expired": 0, "dead_lettered": 0}
+        self.counts: dict[str, float] = {
+            "published_apply": 0,
+            "published_stale": 0,
+            "published_unsuccessful": 0,
+            "duplicates": 0,
+            "expired": 0,
+        }
+        self.metrics = StageMetrics(
+            app,
+            "dedupe",
+            lambda: {**self.counts, "dlq_messages": self.dlq.sent},
+            lambda: {"expiry_index_entries": len(self.index)},
+        )
         source = raw_topic(app, self.topics.visit_completed, self.topics.treatment_updated)
         app.agent(source, name="dedupe")(self._agent)
         app.on_partitions_assigned.connect(
@@ -77,7 +90,6 @@ class DedupeStage:
         try:
             envelope = decode_envelope(source.value)
         except EnvelopeInvalid as exc:
-            self.counts["dead_lettered"] += 1
             await self.dlq.send(source, error=str(exc), error_type="EnvelopeInvalid")
             return
         now_ms = int(time.time() * 1000)
@@ -118,7 +130,7 @@ class DedupeStage:
                 log.warning("clean topic write failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
-        self.counts["published"] += 1
+        self.counts[f"published_{disposition.value}"] += 1
         log.info(
             "event published",
             extra={"event_id": envelope.event_id, "disposition": disposition.value},

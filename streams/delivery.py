@@ -42,9 +42,22 @@ class Backoff:
 
 @dataclass
 class DeliveryStats:
+    """What a sink stage did; read by its metrics at scrape time."""
+
     written: int = 0
     retries: int = 0
     dead_lettered: int = 0
+    retrying: bool = False
+
+    def counts(self) -> dict[str, float]:
+        return {
+            "written": self.written,
+            "retries": self.retries,
+            "dead_lettered": self.dead_lettered,
+        }
+
+    def gauges(self) -> dict[str, float]:
+        return {"retrying": float(self.retrying)}
 
 
 async def deliver(
@@ -66,6 +79,7 @@ async def deliver(
             stats.retries += 1
             delay = backoff.next_delay()
             log.warning("%s sink: retryable error (%s); retry in %.1fs", sink.name, exc, delay)
+            stats.retrying = True
             await backoff.sleep(delay)
             continue
         except InvalidBatch as exc:
@@ -81,8 +95,10 @@ async def deliver(
         except Exception:
             stats.retries += 1
             log.exception("%s sink: unclassified error; treating it as retryable", sink.name)
+            stats.retrying = True
             await backoff.wait()
             continue
         backoff.reset()
+        stats.retrying = False
         stats.written += len(batch)
         return

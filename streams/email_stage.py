@@ -26,6 +26,7 @@ from streams.acking import ack, unacked_events
 from streams.delivery import Backoff, DeliveryStats, deliver
 from streams.dlq import DeadLetters
 from streams.faust_app import json_table, raw_topic
+from streams.metrics import StageMetrics
 from streams.settings import StreamsSettings
 from streams.source import source_of
 
@@ -52,12 +53,23 @@ class EmailStage:
         self.stats = DeliveryStats()
         self.backoff = Backoff(maximum=streams.retry_max_backoff_s)
         self.sent = json_table(app, "sent", kafka.partitions)
+        self.already_sent = 0
+        self.metrics = StageMetrics(app, "email", self._counts, self.stats.gauges)
         source = raw_topic(app, topics.visits, topics.retry("email"))
         app.agent(source, name="email-sink")(self._agent)
         app.on_before_shutdown.connect(cast(Any, self._on_shutdown))  # mode types signals loosely
 
     async def _on_shutdown(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         await self.publisher.stop()
+
+    def _counts(self) -> dict[str, float]:
+        sent = {f"sent_{kind}": sink.sent for kind, sink in self.sinks.items()}
+        return {
+            **sent,
+            **self.stats.counts(),
+            "already_sent": self.already_sent,
+            "dlq_messages": self.dlq.sent,
+        }
 
     async def _dead_letter(self, record: Record, exc: BaseException, attempts: int) -> None:
         await self.dlq.send(
@@ -81,6 +93,7 @@ class EmailStage:
         state = dict(self.sent.get(event_id) or {"done": []})
         for kind, sink in self.sinks.items():
             if kind in state["done"]:
+                self.already_sent += 1
                 continue
             dead_before = self.stats.dead_lettered
             await deliver(sink, [record], self._dead_letter, self.backoff, self.stats)

@@ -21,6 +21,7 @@ from streams.acking import ack, next_batch, pumped
 from streams.delivery import Backoff, DeliveryStats, deliver
 from streams.dlq import DeadLetters
 from streams.faust_app import raw_topic
+from streams.metrics import StageMetrics
 from streams.settings import StreamsSettings
 from streams.source import source_of
 
@@ -52,6 +53,7 @@ class BatchSinkStage:
         self.publisher = KafkaPublisher(kafka, client_id=streams.group_id(sink.name))
         self.dlq = DeadLetters(self.publisher, topics.dlq, sink.name)
         self.stats = DeliveryStats()
+        self.metrics = StageMetrics(app, sink.name, self._counts, self.stats.gauges)
         self.backoff = Backoff(maximum=streams.retry_max_backoff_s)
         source = raw_topic(app, topics.visits, topics.treatments, topics.retry(sink.name))
         app.agent(source, name=f"{sink.name}-sink")(self._agent)
@@ -60,6 +62,9 @@ class BatchSinkStage:
     async def _on_shutdown(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         await self.sink.stop()
         await self.publisher.stop()
+
+    def _counts(self) -> dict[str, float]:
+        return {**self.stats.counts(), "dlq_messages": self.dlq.sent}
 
     async def _dead_letter(self, record: Record, exc: BaseException, attempts: int) -> None:
         await self.dlq.send(
@@ -77,6 +82,8 @@ class BatchSinkStage:
                 records = decode_records(events, bad)
                 for source, error in bad:
                     await self.dlq.send(source, error=error, error_type="EnvelopeInvalid")
-                await deliver(self.sink, records, self._dead_letter, self.backoff, self.stats)
+                self.metrics.batch_size.observe(len(records))
+                with self.metrics.write_seconds.time():
+                    await deliver(self.sink, records, self._dead_letter, self.backoff, self.stats)
                 # Only now, after the commit (or the DLQ's ack), do the offsets move.
                 await ack(stream, *events)

@@ -46,17 +46,26 @@ class Pipeline:
     pg_proxy: TcpProxy
     smtp_proxy: TcpProxy
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    web_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def ingress_url(self) -> str:
         return f"http://127.0.0.1:{self.env['INGRESS_PORT']}"
+
+    async def metrics(self, stage: str) -> str:
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.get(f"http://127.0.0.1:{self.web_ports[stage]}/metrics")
+        response.raise_for_status()
+        return response.text
 
     def group(self, stage: str) -> str:
         return f"{self.env['STREAMS_APP_ID']}-{stage}"
 
     async def start(self, name: str) -> None:
         argv = ["ingress"] if name == "ingress" else ["worker", name]
-        process = pipeline_process(f"{name}-{uuid.uuid4().hex[:4]}", argv, self.env, self.logs)
+        self.web_ports[name] = free_port()  # each worker serves /metrics on its own port
+        env = {**self.env, "STREAMS_WEB_PORT": str(self.web_ports[name])}
+        process = pipeline_process(f"{name}-{uuid.uuid4().hex[:4]}", argv, env, self.logs)
         self.processes[name] = process
         process.start()
         if name == "ingress":

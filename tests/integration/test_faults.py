@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -19,6 +20,7 @@ from .conftest import Pipeline
 from .test_pipeline import mails_for, visit
 
 pytestmark = pytest.mark.integration
+OUTAGE_S = 20.0  # Postgres and SMTP are unreachable this long in the outage tests
 
 
 async def dlq(pipeline: Pipeline, stage: str) -> list[dict[str, bytes]]:
@@ -46,6 +48,7 @@ async def test_postgres_outage_loses_and_doubles_nothing(pipeline: Pipeline) -> 
     run = uuid.uuid4().hex[:6]
     gfe_ids = [f"gfe_pg_{run}_{i}" for i in range(20)]
     await pipeline.pg_proxy.down()
+    down_since = time.monotonic()
     try:
         for gfe_id in gfe_ids:
             assert (await pipeline.post(visit(gfe_id))).status_code == 200
@@ -53,7 +56,7 @@ async def test_postgres_outage_loses_and_doubles_nothing(pipeline: Pipeline) -> 
         # A writer stopped mid-retry must not ack the batch it could not write.
         await pipeline.stop("postgres")
         await pipeline.start("postgres")
-        await asyncio.sleep(3)
+        await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_since)))
         assert (
             await pipeline.fetch("SELECT 1 FROM gfe_visits WHERE gfe_id = ANY($1::text[])", gfe_ids)
             == []
@@ -73,6 +76,7 @@ async def test_postgres_outage_loses_and_doubles_nothing(pipeline: Pipeline) -> 
 async def test_smtp_outage_delays_emails_and_sends_each_once(pipeline: Pipeline) -> None:
     gfe_ids = [f"gfe_smtp_{uuid.uuid4().hex[:6]}_{i}" for i in range(3)]
     await pipeline.smtp_proxy.down()
+    down_since = time.monotonic()
     try:
         for gfe_id in gfe_ids:
             assert (await pipeline.post(visit(gfe_id))).status_code == 200
@@ -82,7 +86,7 @@ async def test_smtp_outage_delays_emails_and_sends_each_once(pipeline: Pipeline)
         await asyncio.sleep(3)
         await pipeline.stop("email")  # stopped mid-retry: nothing acked, nothing lost
         await pipeline.start("email")
-        await asyncio.sleep(2)
+        await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_since)))
         assert all(mails_for(pipeline, g) == [] for g in gfe_ids)
     finally:
         await pipeline.smtp_proxy.up()

@@ -215,3 +215,32 @@ async def test_no_visit_was_ever_emailed_twice(pipeline: Pipeline) -> None:
     for name in ("dedupe", "postgres", "email"):
         log_text = "".join(p.read_text() for p in pipeline.logs.glob(f"{name}-*.log"))
         assert "Crashed" not in log_text, f"a {name} agent crashed; see {pipeline.logs}"
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_workers_serve_metrics(pipeline: Pipeline) -> None:
+    gfe_id = f"gfe_metrics_{uuid.uuid4().hex[:6]}"
+    for _ in range(3):
+        assert (await pipeline.post(visit(gfe_id))).status_code == 200
+    await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id)
+    await wait_until(lambda: asyncio.sleep(0, mails_for(pipeline, gfe_id)), 30, "the email")
+
+    dedupe = await pipeline.metrics("dedupe")
+    assert metric(dedupe, "streams_events_total", stage="dedupe", outcome="duplicates") >= 2
+    assert metric(dedupe, "streams_events_total", stage="dedupe", outcome="published_apply") >= 1
+    assert "streams_consumer_lag{" in dedupe
+    postgres = await pipeline.metrics("postgres")
+    assert metric(postgres, "sink_batch_size_count", stage="postgres") >= 1
+    assert metric(postgres, "streams_events_total", stage="postgres", outcome="written") >= 1
+    email = await pipeline.metrics("email")
+    assert metric(email, "streams_events_total", stage="email", outcome="sent_clinic") >= 1
+    for text in (dedupe, postgres, email):
+        assert gfe_id not in text
+        assert "Jane" not in text

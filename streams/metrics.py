@@ -1,0 +1,99 @@
+"""Worker metrics on ``STREAMS_WEB_PORT`` (``GET /metrics``, Prometheus text).
+
+Counters are read at scrape time from what the stages already count (no
+second bookkeeping); histograms are observed where the work happens. Labels
+carry stage, outcome, topic and partition — never ids or patient data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+Counts = Callable[[], Mapping[str, float]]
+MEDIA_TYPE = CONTENT_TYPE_LATEST.split(";", 1)[0]
+
+
+def consumer_lag(app: faust.App) -> Iterator[tuple[str, int, int]]:
+    """(topic, partition, messages not yet committed) for each assigned partition."""
+    try:
+        consumer = app.consumer
+        assigned = consumer.assignment()
+    except Exception:  # noqa: BLE001 - not started or rebalancing: no lag to report now
+        return
+    committed: Mapping[Any, Any] = getattr(consumer, "_committed_offset", {})
+    for tp in sorted(assigned):
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001, S112 - partition metadata not known yet
+            continue
+        if highwater is None:
+            continue
+        done = committed.get(tp) or 0
+        yield tp.topic, tp.partition, max(0, int(highwater) - int(done))
+
+
+class StageCollector(Collector):
+    """Exports a stage's counts and its consumer lag when scraped."""
+
+    def __init__(self, app: faust.App, stage: str, counts: Counts, gauges: Counts) -> None:
+        self.app = app
+        self.stage = stage
+        self.counts = counts
+        self.gauges = gauges
+
+    def collect(self) -> Iterator[Metric]:
+        events = CounterMetricFamily(
+            "streams_events", "Events handled by outcome", labels=["stage", "outcome"]
+        )
+        for outcome, value in self.counts().items():
+            events.add_metric([self.stage, outcome], value)
+        yield events
+        gauges = GaugeMetricFamily(
+            "streams_state", "Current state values of the stage", labels=["stage", "name"]
+        )
+        for name, value in self.gauges().items():
+            gauges.add_metric([self.stage, name], value)
+        yield gauges
+        lag = GaugeMetricFamily(
+            "streams_consumer_lag",
+            "Messages not yet committed",
+            labels=["stage", "topic", "partition"],
+        )
+        for topic, partition, value in consumer_lag(self.app):
+            lag.add_metric([self.stage, topic, str(partition)], value)
+        yield lag
+
+
+class StageMetrics:
+    """One registry per worker process, served by Faust's web server."""
+
+    def __init__(
+        self, app: faust.App, stage: str, counts: Counts, gauges: Counts | None = None
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(StageCollector(app, stage, counts, gauges or dict))
+        self.batch_size = Histogram(
+            "sink_batch_size",
+            "Records per sink write",
+            ["stage"],
+            registry=self.registry,
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+        ).labels(stage)
+        self.write_seconds = Histogram(
+            "sink_write_seconds",
+            "Time to write (and commit) one batch, retries included",
+            ["stage"],
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120),
+        ).labels(stage)
+
+        @app.page("/metrics")
+        async def metrics(web: Any, request: Any) -> Any:
+            # aiohttp wants the media type without its charset; the text is UTF-8 anyway.
+            return web.bytes(generate_latest(self.registry), content_type=MEDIA_TYPE)

@@ -18,10 +18,7 @@ import json
 import os
 import platform
 import random
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -31,6 +28,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from devstack.background import running_stack
 from events.samples import SAMPLES
 from events.topics import Topics
 
@@ -131,36 +129,12 @@ def main() -> None:
     parser.add_argument("--duplicates", type=float, default=0.2)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "e2e_latency.json")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="spakinect-bench-") as tmp:
-        root = Path(tmp) / "data"
-        up = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "devstack",
-                "up",
-                "--root",
-                str(root),
-                "--free-ports",
-                "--cache",
-                str(REPO / ".cache"),
-            ],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "LOG_LEVEL": "WARNING"},
-        )
-        try:
-            while not (root / "stack.env").exists():
-                if up.poll() is not None:
-                    sys.exit("devstack up exited before it was ready")
-                time.sleep(0.5)
-            env = dict(line.split("=", 1) for line in (root / "stack.env").read_text().splitlines())
-            time.sleep(5)  # let the workers join their groups
-            result = asyncio.run(drive(env, args.events, args.rate, args.duplicates))
-        finally:
-            up.send_signal(signal.SIGTERM)
-            up.wait(60)
+    with (
+        tempfile.TemporaryDirectory(prefix="spakinect-bench-") as tmp,
+        running_stack(Path(tmp) / "data", extra_env={"LOG_LEVEL": "WARNING"}) as stack,
+    ):
+        time.sleep(5)  # let the workers join their groups
+        result = asyncio.run(drive(stack.env, args.events, args.rate, args.duplicates))
     result |= {
         "cores": os.cpu_count(),
         "machine": platform.machine(),

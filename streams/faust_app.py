@@ -38,6 +38,8 @@ def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings)
         "web_port": streams.web_port or 6066,
         "web_bind": "127.0.0.1",
         "table_standby_replicas": 0,
+        "broker_session_timeout": streams.session_timeout_s,
+        "broker_heartbeat_interval": min(3.0, streams.session_timeout_s / 3),
         # Our stages ack manually; unacked events stay uncommitted, so shutdown need not wait.
         "stream_wait_empty": False,
     }

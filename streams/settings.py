@@ -28,6 +28,8 @@ class StreamsSettings(BaseSettings):
     batch_max: int = Field(default=500, ge=1, le=10_000)
     batch_within_s: Duration = Field(default=0.05, gt=0, le=10)
     retry_max_backoff_s: Duration = Field(default=30.0, gt=0, le=600)
+    # How soon a crashed worker's partitions (and table state) move to another worker.
+    session_timeout_s: Duration = Field(default=10.0, ge=6, le=300)
 
     @field_validator("sinks")
     @classmethod

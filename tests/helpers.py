@@ -53,8 +53,10 @@ async def read_topic(bootstrap: str, topic: str, idle: float = 1.5) -> list[Any]
         await consumer.stop()
 
 
-async def wait_group_stable(bootstrap: str, group: str, timeout: float = 60) -> None:
-    """Wait until a consumer group has members with partitions assigned."""
+async def wait_group_stable(
+    bootstrap: str, group: str, timeout: float = 60, members: int = 1
+) -> None:
+    """Wait until a consumer group is Stable with ``members`` members."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -65,7 +67,10 @@ async def wait_group_stable(bootstrap: str, group: str, timeout: float = 60) -> 
             except Exception:  # noqa: BLE001 - coordinator not ready yet
                 return False
             groups = response.to_object()["groups"]
-            return bool(groups) and groups[0].get("state", groups[0].get("group_state")) == "Stable"
+            if not groups:
+                return False
+            state = groups[0].get("state", groups[0].get("group_state"))
+            return state == "Stable" and len(groups[0].get("members", [])) == members
 
         await wait_until(stable, timeout, f"consumer group {group} to be Stable", 0.5)
     finally:

@@ -61,8 +61,10 @@ class Pipeline:
     def group(self, stage: str) -> str:
         return f"{self.env['STREAMS_APP_ID']}-{stage}"
 
-    async def start(self, name: str) -> None:
-        argv = ["ingress"] if name == "ingress" else ["worker", name]
+    async def start(self, name: str, stage: str | None = None, members: int = 1) -> None:
+        """Start ``name`` (a stage, or e.g. ``dedupe-2`` with ``stage="dedupe"``)."""
+        stage = stage or name
+        argv = ["ingress"] if stage == "ingress" else ["worker", stage]
         self.web_ports[name] = free_port()  # each worker serves /metrics on its own port
         env = {**self.env, "STREAMS_WEB_PORT": str(self.web_ports[name])}
         process = pipeline_process(f"{name}-{uuid.uuid4().hex[:4]}", argv, env, self.logs)
@@ -76,7 +78,7 @@ class Pipeline:
                 "ingress ready",
             )
         else:
-            await wait_group_stable(self.services.kafka_bootstrap, self.group(name), 90)
+            await wait_group_stable(self.services.kafka_bootstrap, self.group(stage), 90, members)
 
     async def stop(self, name: str) -> None:
         await asyncio.to_thread(self.processes[name].stop, 30)

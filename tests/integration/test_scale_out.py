@@ -1,0 +1,83 @@
+"""Two workers per stage split the partitions; SIGKILL one of each mid-load and the other
+takes over its partitions and table state: no lost row, no doubled row, at most one repeated
+email for the killed email worker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+
+import pytest
+
+from tests.helpers import read_topic, wait_group_stable
+
+from .conftest import Pipeline
+from .test_pipeline import visit
+
+pytestmark = pytest.mark.integration
+PIPELINE_ENV = {"KAFKA_PARTITIONS": "4", "STREAMS_SESSION_TIMEOUT_S": "6"}
+STAGES = ("dedupe", "postgres", "email")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "KNOWN BUG (issue 5): after a worker is SIGKILLed, the surviving Faust worker resumes "
+        "the dead worker's partitions at their end, not at its committed offset: the events "
+        "between the kill and the takeover (~40 of 200) never reach the clean topic. Same with "
+        "Faust's own auto-acks. Remove this marker once failover resumes from the commit."
+    ),
+)
+async def test_killing_one_of_two_workers_per_stage_loses_and_doubles_nothing(
+    pipeline: Pipeline,
+) -> None:
+    await asyncio.gather(*(pipeline.start(f"{s}-2", stage=s, members=2) for s in STAGES))
+    run = uuid.uuid4().hex[:6]
+    gfe_ids = [f"gfe_scale_{run}_{i}" for i in range(200)]
+
+    async def load() -> None:
+        for gfe_id in gfe_ids:
+            assert (await pipeline.post(visit(gfe_id))).status_code == 200
+            await asyncio.sleep(0.02)
+
+    traffic = asyncio.create_task(load())
+    await asyncio.sleep(1.5)
+    await asyncio.gather(*(pipeline.kill(f"{s}-2") for s in STAGES))  # mid-load, mid-batch
+    await traffic
+    for stage in STAGES:  # the survivor owns every partition once the dead member expires
+        await wait_group_stable(pipeline.services.kafka_bootstrap, pipeline.group(stage), 60, 1)
+
+    rows = await pipeline.wait_rows(
+        "SELECT entity_id FROM spakinect_events WHERE entity_id = ANY($1::text[])",
+        gfe_ids,
+        count=200,
+        timeout=90,
+    )
+    assert sorted(r["entity_id"] for r in rows) == sorted(gfe_ids)  # none lost, none doubled
+    visits = await pipeline.fetch(
+        "SELECT 1 FROM gfe_visits WHERE gfe_id = ANY($1::text[])", gfe_ids
+    )
+    assert len(visits) == 200
+
+    async def all_emailed() -> bool:
+        subjects = Counter(str(m["Subject"]) for m in pipeline.mails())
+        return all(any(f"visit {g} at" in s for s in subjects) for g in gfe_ids)
+
+    from tests.helpers import wait_until
+
+    await wait_until(all_emailed, 90, "an email for every visit")
+    per_visit = Counter(
+        g for m in pipeline.mails() for g in gfe_ids if f"visit {g} at" in str(m["Subject"])
+    )
+    assert sum(count - 1 for count in per_visit.values()) <= 1  # one killed email worker
+
+    # The dedupe state moved with the partitions: re-deliveries are still dropped.
+    before = len(await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.visits))
+    for gfe_id in gfe_ids[:40]:
+        assert (await pipeline.post(visit(gfe_id))).status_code == 200
+    sentinel = f"gfe_scale_{run}_sentinel"
+    assert (await pipeline.post(visit(sentinel))).status_code == 200
+    await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", sentinel)
+    after = len(await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.visits))
+    assert after == before + 1

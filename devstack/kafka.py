@@ -22,6 +22,18 @@ LOG4J2 = Path(__file__).parent / "kafka" / "log4j2.properties"
 KAFKA_VERSION = "4.1.1"
 
 
+def new_cluster_id() -> str:
+    """A Kafka cluster id (base64url UUID) that never starts with '-'.
+
+    Kafka's own ``Uuid.randomUuid`` skips those too: the storage tool's
+    argument parser would read ``-t -abc...`` as an option (1 start in 64).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def ensure_jars(cache_dir: Path) -> Path:
     """Resolve the broker's jars with Maven into ``cache_dir``; return the libs folder."""
     libs = (cache_dir / f"kafka-{KAFKA_VERSION}" / "libs").resolve()
@@ -138,7 +150,7 @@ class KafkaBroker:
             return
         id_file = self.data_dir / "cluster.id"
         if not id_file.exists():
-            id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+            id_file.write_text(new_cluster_id())
         cluster_id = id_file.read_text().strip()
         result = subprocess.run(
             self._java(

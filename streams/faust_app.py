@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError
 
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.topic_admin import changelog_config, ensure_topics
+from streams.faust_consumer import PipelineApp
 from streams.settings import StreamsSettings
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings)
     credentials = broker_credentials(kafka)
     if credentials is not None:
         options["broker_credentials"] = credentials
-    return faust.App(streams.group_id(stage), **options)
+    return PipelineApp(streams.group_id(stage), **options)
 
 
 def broker_credentials(kafka: KafkaSettings) -> Any:

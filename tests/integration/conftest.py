@@ -66,7 +66,13 @@ class Pipeline:
         stage = stage or name
         argv = ["ingress"] if stage == "ingress" else ["worker", stage]
         self.web_ports[name] = free_port()  # each worker serves /metrics on its own port
-        env = {**self.env, "STREAMS_WEB_PORT": str(self.web_ports[name])}
+        env = {
+            **self.env,
+            "STREAMS_WEB_PORT": str(self.web_ports[name]),
+            # Each member its own state, as on separate hosts: moved state must come from
+            # the changelog, not from the other member's RocksDB files.
+            "STREAMS_STATE_DIR": str(Path(self.env["STREAMS_STATE_DIR"]) / name),
+        }
         process = pipeline_process(f"{name}-{uuid.uuid4().hex[:4]}", argv, env, self.logs)
         self.processes[name] = process
         process.start()

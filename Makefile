@@ -35,8 +35,16 @@ test-unit: venv ## Run the unit tests only (no services)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: venv ## Benchmarks on the real local stack: prints a table, writes bench/results/*.json
-	$(PY) -m bench.e2e_latency
+bench: venv bench-tools ## Benchmarks on the real local stack: prints tables, writes bench/results/*.json
+	$(PY) -m bench.ingress_throughput
+	$(PY) -m bench.e2e_latency --events 30000 --rate 500
+
+.PHONY: bench-tools
+bench-tools: ## Install the native load generators (wrk, hey) if missing (Debian, as root)
+	@command -v wrk >/dev/null && command -v hey >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq wrk hey; \
+	  else echo "make bench needs wrk and hey: sudo apt-get install wrk hey" >&2; exit 1; fi; }
 
 .PHONY: lint
 lint: venv ## ruff (lint + format check) and mypy --strict

@@ -14,9 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import json
-import os
-import platform
 import random
 import statistics
 import tempfile
@@ -28,16 +25,10 @@ from typing import Any
 import asyncpg
 import httpx
 
+from bench.report import REPO, machine, percentile, write_report
 from devstack.background import running_stack
 from events.samples import SAMPLES
 from events.topics import Topics
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 async def count_topic(bootstrap: str, topic: str) -> int:
@@ -135,17 +126,8 @@ def main() -> None:
     ):
         time.sleep(5)  # let the workers join their groups
         result = asyncio.run(drive(stack.env, args.events, args.rate, args.duplicates))
-    result |= {
-        "cores": os.cpu_count(),
-        "machine": platform.machine(),
-        "where": "ingress, 3 workers, Kafka, Postgres, SMTP catcher: all on this host",
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    width = max(map(len, result))
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    print(f"written to {args.out}")
+    result |= machine({"all": "ingress, 3 workers, Kafka, Postgres, SMTP catcher: any core"})
+    write_report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -244,3 +244,20 @@ def create_app(
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def serve(app: FastAPI, settings: IngressSettings) -> None:
+    """Run the app the way production does: uvloop, httptools, our own access log."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=int(settings.publish_timeout_s) + 5,
+    )

@@ -15,25 +15,12 @@ STAGE_CHOICES = ("dedupe", "postgres", "email")
 
 
 def _ingress(args: argparse.Namespace) -> None:
-    import uvicorn
-
-    from ingress.app import create_app
+    from ingress.app import create_app, serve
     from ingress.settings import IngressSettings
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_settings(IngressSettings, **overrides)
-    app = create_app(settings, load_settings(KafkaSettings))
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=int(settings.publish_timeout_s) + 5,
-    )
+    serve(create_app(settings, load_settings(KafkaSettings)), settings)
 
 
 def _worker(args: argparse.Namespace) -> None:

@@ -1,0 +1,50 @@
+"""The real ingress app with publishing replaced by a no-op: the HTTP stack's ceiling.
+
+Run exactly as ``spakinect-pipeline ingress`` runs the real one (uvicorn,
+uvloop, httptools, no access log), so the two differ only in the publish.
+
+    python -m bench.noop_ingress --port 8001
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ingress.app import create_app, serve
+from ingress.settings import IngressSettings
+from spakinect_pipeline.config import KafkaSettings, load_settings
+from spakinect_pipeline.publisher import Headers
+
+
+class NoopPublisher:
+    """Acknowledges every message at once without sending it anywhere."""
+
+    last_metadata_ok: float | None = None
+
+    async def start(self) -> None:
+        self.last_metadata_ok = time.monotonic()
+
+    async def stop(self) -> None: ...
+
+    async def publish(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: Headers = (), timeout: float
+    ) -> None:
+        return None
+
+    async def refresh_metadata(self, topics: list[str], timeout: float = 5.0) -> bool:
+        self.last_metadata_ok = time.monotonic()
+        return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    settings = load_settings(IngressSettings, port=args.port)
+    app = create_app(settings, load_settings(KafkaSettings), publisher=NoopPublisher())
+    serve(app, settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Native load generators (wrk, hey): a Python client would be the bottleneck."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _pinned(argv: list[str], cpu: int | None) -> list[str]:
+    return ["taskset", "-c", str(cpu), *argv] if cpu is not None else argv
+
+
+def _lua_string(data: bytes) -> str:
+    return "[==[" + data.decode() + "]==]"
+
+
+def wrk(
+    url: str, body: bytes, seconds: float, connections: int, cpu: int | None, workdir: Path
+) -> dict[str, float]:
+    """Closed loop: as many POSTs as ``connections`` keep-alive connections can do."""
+    script = workdir / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {_lua_string(body)}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        'wrk.headers["User-Agent"] = "Spakinect-Webhook/1.0"\n'
+    )
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script)]
+    out = subprocess.run(
+        _pinned([*argv, url], cpu), capture_output=True, text=True, check=True
+    ).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    def latency(pct: str) -> float:
+        match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not match:
+            raise ValueError(f"no {pct}% latency in wrk output:\n{out}")
+        return float(match[1]) * _UNITS[match[2]]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    if not rps:
+        raise ValueError(f"no Requests/sec in wrk output:\n{out}")
+    return {
+        "rps": float(rps[1]),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "non_2xx": float(non_2xx[1]) if non_2xx else 0.0,
+        "socket_errors": float(sum(int(n) for n in re.findall(r"\d+", errors[0])) if errors else 0),
+    }
+
+
+def hey(
+    url: str, body: bytes, seconds: float, rate: int, cpu: int | None, workdir: Path
+) -> dict[str, float]:
+    """Open-ish loop: ``rate`` req/s offered by 50 workers each limited to rate/50."""
+    workers = 50
+    payload = workdir / "body.json"
+    payload.write_bytes(body)
+    argv = [
+        "hey", "-z", f"{seconds:g}s", "-c", str(workers), "-q", f"{rate / workers:g}",
+        "-m", "POST", "-T", "application/json", "-D", str(payload), url,
+    ]  # fmt: skip
+    out = subprocess.run(_pinned(argv, cpu), capture_output=True, text=True, check=True).stdout
+    return parse_hey(out)
+
+
+def parse_hey(out: str) -> dict[str, float]:
+    def latency(pct: str) -> float:
+        match = re.search(rf"{pct}%% in ([\d.]+) secs".replace("%%", "%"), out)
+        if not match:
+            raise ValueError(f"no {pct}% latency in hey output:\n{out}")
+        return float(match[1]) * 1000
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    ok = re.search(r"\[200\]\s+(\d+) responses", out)
+    total = sum(int(n) for n in re.findall(r"\[\d+\]\s+(\d+) responses", out))
+    if not rps:
+        raise ValueError(f"no Requests/sec in hey output:\n{out}")
+    return {
+        "rps": float(rps[1]),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "non_2xx": float(total - (int(ok[1]) if ok else 0)),
+    }

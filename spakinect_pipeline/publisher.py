@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -24,6 +25,14 @@ from spakinect_pipeline.config import KafkaSettings
 log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    value: bytes
+    key: bytes | None
+    headers: Headers = ()
 
 
 class PublishFailed(Exception):
@@ -100,16 +109,34 @@ class KafkaPublisher:
         timeout: float,
     ) -> None:
         """Write one message and wait for the leader and its in-sync replicas to ack it."""
+        await self.publish_many([Message(topic, value, key, headers)], timeout=timeout)
+
+    async def publish_many(self, messages: Sequence[Message], *, timeout: float) -> None:
+        """Write messages in order and wait for every ack: one round trip for a batch.
+
+        Enqueued one after the other, so messages with the same key keep their
+        order; any failure fails the whole call (the caller retries all of it).
+        """
         try:
             async with asyncio.timeout(timeout):
                 producer = await self._ensure_producer()
-                ack = await producer.send(topic, value, key=key, headers=list(headers))
-                await ack
+                acks = [
+                    await producer.send(m.topic, m.value, key=m.key, headers=list(m.headers))
+                    for m in messages
+                ]
+                results = await asyncio.gather(*acks, return_exceptions=True)
         except TimeoutError as exc:
             raise PublishFailed(f"no ack from Kafka within {timeout:g}s") from exc
         except (KafkaError, OSError) as exc:
             await self._recreate(exc)
             raise PublishFailed(f"Kafka refused the write ({type(exc).__name__})") from exc
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await self._recreate(failures[0])
+            raise PublishFailed(
+                f"Kafka refused {len(failures)} of {len(messages)} write(s) "
+                f"({type(failures[0]).__name__})"
+            )
 
     async def _recreate(self, cause: BaseException) -> None:
         """Drop a producer whose idempotent state may be broken; the next publish makes one."""

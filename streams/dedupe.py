@@ -14,12 +14,12 @@ from typing import Any, cast
 
 import faust
 
-from events.envelope import Disposition, EnvelopeInvalid, decode_envelope, reencode
+from events.envelope import Disposition, Envelope, EnvelopeInvalid, decode_envelope, reencode
 from events.topics import Topics, headers
 from spakinect_pipeline.config import KafkaSettings
-from spakinect_pipeline.publisher import KafkaPublisher, PublishFailed
-from streams.acking import ack, unacked_events
-from streams.dedupe_logic import Drop, ExpiryIndex, newest_entry, seen_entry, verdict
+from spakinect_pipeline.publisher import KafkaPublisher, Message, PublishFailed
+from streams.acking import ack, next_batch, pumped
+from streams.dedupe_logic import Drop, ExpiryIndex, newest_entry, plan_batch, seen_entry
 from streams.dlq import DeadLetters, SourceMessage
 from streams.faust_app import json_table, raw_topic
 from streams.metrics import StageMetrics
@@ -28,6 +28,7 @@ from streams.source import source_of
 
 log = logging.getLogger(__name__)
 SWEEP_LIMIT = 200
+BATCH_MAX = 500
 
 
 class DedupeStage:
@@ -70,70 +71,103 @@ class DedupeStage:
         await self.publisher.stop()
 
     async def _agent(self, stream: Any) -> None:
-        async for event in unacked_events(stream):
+        # Natural batching: whatever has arrived while the previous batch was published.
+        async with pumped(stream, BATCH_MAX) as queue:
+            while True:
+                events = await next_batch(queue, BATCH_MAX, within=0)
+                try:
+                    await self.handle_batch(stream, events)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("dedupe batch failed; retrying its events one by one")
+                    for event in events:
+                        await self._handle_alone(stream, event)
+                await ack(stream, *events)
+
+    async def _handle_alone(self, stream: Any, event: Any) -> None:
+        try:
+            await self.handle_batch(stream, [event])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("dedupe failed for a message; dead-lettering it")
+            await self.dlq.send(
+                source_of(event),
+                error="unexpected error in the dedupe stage",
+                error_type=type(exc).__name__,
+            )
+
+    async def handle_batch(self, stream: Any, events: list[Any]) -> None:
+        """Decide a batch, publish what passes in one round trip, then record it as seen."""
+        now_ms = int(time.time() * 1000)
+        decoded: list[tuple[Any, SourceMessage, Envelope]] = []
+        for event in events:
             source = source_of(event)
             try:
-                await self.handle(source)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("dedupe failed for a message; dead-lettering it")
-                await self.dlq.send(
-                    source,
-                    error="unexpected error in the dedupe stage",
-                    error_type=type(exc).__name__,
-                )
-            await ack(stream, event)
+                decoded.append((event, source, decode_envelope(source.value)))
+            except EnvelopeInvalid as exc:
+                await self.dlq.send(source, error=str(exc), error_type="EnvelopeInvalid")
+        # Faust's RocksDB store reads and writes the partition of the current event.
+        swept: set[int] = set()
+        in_seen: dict[str, dict[str, Any] | None] = {}
+        in_newest: dict[str, int | None] = {}
+        for event, source, envelope in decoded:
+            stream._set_current_event(event)
+            if source.partition not in swept:
+                self._sweep(source.partition, now_ms)
+                swept.add(source.partition)
+            in_seen[envelope.event_id] = self.seen.get(envelope.event_id)
+            in_newest[envelope.entity_id] = self._newest_ts(envelope.entity_id)
+        verdicts = plan_batch([e for _, _, e in decoded], in_seen.get, in_newest.get)
+        passed = []
+        for (event, source, envelope), decision in zip(decoded, verdicts, strict=True):
+            if isinstance(decision, Drop):
+                self.counts["duplicates"] += 1
+                log.debug("duplicate dropped", extra={"event_id": envelope.event_id})
+            else:
+                passed.append((event, source, envelope, decision))
+        await self._publish_clean([(envelope, decision) for _, _, envelope, decision in passed])
+        for event, source, envelope, decision in passed:
+            stream._set_current_event(event)
+            self._record(envelope, decision, source.partition, now_ms)
 
-    async def handle(self, source: SourceMessage) -> None:
-        """Process one raw message (must run inside the agent: table writes need the event)."""
-        try:
-            envelope = decode_envelope(source.value)
-        except EnvelopeInvalid as exc:
-            await self.dlq.send(source, error=str(exc), error_type="EnvelopeInvalid")
-            return
-        now_ms = int(time.time() * 1000)
-        self._sweep(source.partition, now_ms)
-        newest = self.newest.get(envelope.entity_id)
-        decision = verdict(
-            self.seen.get(envelope.event_id), newest["ts"] if newest else None, envelope
-        )
-        if isinstance(decision, Drop):
-            self.counts["duplicates"] += 1
-            log.debug("duplicate dropped", extra={"event_id": envelope.event_id})
-            return
-        await self._publish_clean(envelope, decision, source)
-        self._record(envelope, decision, source.partition, now_ms)
+    def _newest_ts(self, entity_id: str) -> int | None:
+        newest = self.newest.get(entity_id)
+        return int(newest["ts"]) if newest else None
 
-    async def _publish_clean(
-        self, envelope: Any, disposition: Disposition, source: SourceMessage
-    ) -> None:
-        topic = self.topics.clean_for(envelope.event)
-        if topic is None:
-            raise ValueError(f"no clean topic for event type {envelope.event!r}")
-        value = reencode(envelope, disposition)
-        message_headers = headers(
-            event=envelope.event, event_id=envelope.event_id, disposition=disposition.value
-        )
+    async def _publish_clean(self, decided: list[tuple[Envelope, Disposition]]) -> None:
+        """Publish to the clean topics until acked; Kafka down pauses the stage, loses nothing."""
+        if not decided:
+            return
+        messages = [self._clean_message(envelope, disposition) for envelope, disposition in decided]
         delay = 0.2
         while True:
             try:
-                await self.publisher.publish(
-                    topic,
-                    value,
-                    key=envelope.entity_id.encode(),
-                    headers=message_headers,
-                    timeout=10,
-                )
+                await self.publisher.publish_many(messages, timeout=10)
                 break
             except PublishFailed as exc:
                 log.warning("clean topic write failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
-        self.counts[f"published_{disposition.value}"] += 1
-        log.info(
-            "event published",
-            extra={"event_id": envelope.event_id, "disposition": disposition.value},
+        for envelope, disposition in decided:
+            self.counts[f"published_{disposition.value}"] += 1
+            log.info(
+                "event published",
+                extra={"event_id": envelope.event_id, "disposition": disposition.value},
+            )
+
+    def _clean_message(self, envelope: Envelope, disposition: Disposition) -> Message:
+        topic = self.topics.clean_for(envelope.event)
+        if topic is None:
+            raise ValueError(f"no clean topic for event type {envelope.event!r}")
+        return Message(
+            topic,
+            reencode(envelope, disposition),
+            key=envelope.entity_id.encode(),
+            headers=headers(
+                event=envelope.event, event_id=envelope.event_id, disposition=disposition.value
+            ),
         )
 
     def _record(self, envelope: Any, disposition: Disposition, partition: int, now_ms: int) -> None:

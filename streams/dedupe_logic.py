@@ -13,6 +13,7 @@ tables do not expire keys restored from the changelog, faust-streaming #385).
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,34 @@ def verdict(seen: dict[str, Any] | None, newest_ts: int | None, envelope: Envelo
     if newest_ts is not None and envelope.timestamp < newest_ts:
         return Disposition.STALE
     return Disposition.APPLY
+
+
+def plan_batch(
+    envelopes: Sequence[Envelope],
+    seen: Callable[[str], dict[str, Any] | None],
+    newest_ts: Callable[[str], int | None],
+) -> list[Verdict]:
+    """Verdicts for a batch in order, as if each event had been recorded before the next.
+
+    ``seen``/``newest_ts`` read the tables; what earlier events of the same
+    batch would have written is overlaid, so a duplicate or an older event
+    inside one batch is caught like one in separate batches.
+    """
+    pending_seen: dict[str, dict[str, Any]] = {}
+    pending_newest: dict[str, int] = {}
+    out: list[Verdict] = []
+    for envelope in envelopes:
+        event_id, entity_id = envelope.event_id, envelope.entity_id
+        entry = pending_seen[event_id] if event_id in pending_seen else seen(event_id)
+        newest = pending_newest[entity_id] if entity_id in pending_newest else newest_ts(entity_id)
+        decision = verdict(entry, newest, envelope)
+        out.append(decision)
+        if isinstance(decision, Drop):
+            continue
+        pending_seen[event_id] = {"ok": envelope.success}
+        if decision is Disposition.APPLY and envelope.success:
+            pending_newest[entity_id] = envelope.timestamp
+    return out
 
 
 def seen_entry(envelope: Envelope, partition: int, now_ms: int) -> dict[str, Any]:

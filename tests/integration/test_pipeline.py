@@ -116,6 +116,33 @@ async def test_ten_deliveries_concurrently_again_and_after_restart_give_one_of_e
     assert len(mails_for(pipeline, gfe_id)) == 1
 
 
+async def test_duplicates_waiting_in_every_partition_are_dropped_in_one_batch(
+    pipeline: Pipeline,
+) -> None:
+    """Dedupe decides whole batches: each event must be checked in its own partition's state."""
+    run = uuid.uuid4().hex[:6]
+    gfe_ids = [f"gfe_batch_{run}_{i}" for i in range(40)]
+    responses = await asyncio.gather(*(pipeline.post(visit(g)) for g in gfe_ids * 2))
+    assert {r.status_code for r in responses} == {200}
+    await pipeline.wait_rows(
+        "SELECT 1 FROM spakinect_events WHERE entity_id = ANY($1::text[])", gfe_ids, count=40
+    )
+    await pipeline.stop("dedupe")  # the next deliveries wait in the raw topic: one big batch
+    again = await asyncio.gather(*(pipeline.post(visit(g)) for g in gfe_ids * 2))
+    assert {r.status_code for r in again} == {200}
+    sentinel = f"gfe_batch_{run}_sentinel"
+    assert (await pipeline.post(visit(sentinel))).status_code == 200
+    await pipeline.start("dedupe")
+    await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", sentinel)
+    clean = [
+        m
+        for m in await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.visits)
+        if m.key.decode() in set(gfe_ids)
+    ]
+    assert sorted(m.key.decode() for m in clean) == sorted(gfe_ids)
+    assert {m.partition for m in clean} == {0, 1, 2}
+
+
 @pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
 async def test_treatment_updates_in_any_order_end_in_the_newest_state(
     pipeline: Pipeline, order: tuple[int, ...]

@@ -34,6 +34,10 @@ test: venv lint ## Lint, then run every test (integration tests start real local
 test-unit: venv ## Run the unit tests only (no services)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+.PHONY: chaos
+chaos: venv ## Fault injection (Kafka, worker, Postgres, SMTP, ingress killed under load): counts, chaos/results/*.json
+	$(PY) -m chaos.run --scenario all --events 5000 --rate 100
+
 .PHONY: bench
 bench: venv bench-tools ## Benchmarks on the real local stack: prints tables, writes bench/results/*.json
 	$(PY) -m bench.ingress_throughput

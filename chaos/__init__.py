@@ -1,0 +1,1 @@
+"""Fault injection: load plus one fault per run, then count what was acknowledged and kept."""

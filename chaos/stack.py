@@ -1,0 +1,89 @@
+"""The real stack as separate processes, each of which a scenario can kill and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+from devstack.process import ManagedProcess, free_port
+from devstack.stack import LocalServices, Ports, pipeline_process, prepare_pipeline, wait_http
+
+STAGES = ("dedupe", "postgres", "email")
+CLINIC = "clinic@chaos.test"
+
+
+class ChaosStack:
+    """Kafka, Postgres, SMTP catcher, ingress and one worker per stage under ``root``."""
+
+    def __init__(self, root: Path, cache: Path) -> None:
+        ports = Ports.free()
+        self.services = LocalServices(root, cache, ports)
+        self.root = root
+        self.ingress_url = f"http://127.0.0.1:{ports.ingress}"
+        self.env = {
+            **self.services.env(),
+            "INGRESS_ALLOW_UNAUTHENTICATED": "true",
+            "INGRESS_PORT": str(ports.ingress),
+            "EMAIL_TO": CLINIC,
+            "EMAIL_FROM": "gfe@chaos.test",
+            "STREAMS_RETRY_MAX_BACKOFF_S": "2",
+            "LOG_LEVEL": "WARNING",
+            "LOG_FORMAT": "json",
+        }
+        self.processes: dict[str, ManagedProcess] = {}
+
+    @property
+    def dsn(self) -> str:
+        return self.services.postgres.dsn
+
+    def start(self) -> None:
+        self.services.start()
+        prepare_pipeline(self.env)
+        self._spawn("ingress")
+        for stage in STAGES:
+            self._spawn(stage)
+        wait_http(self.processes["ingress"], f"{self.ingress_url}/readyz")
+
+    def _spawn(self, name: str) -> None:
+        argv = ["ingress"] if name == "ingress" else ["worker", name]
+        env = {
+            **self.env,
+            "STREAMS_STATE_DIR": str(self.root / "state" / name),
+            "STREAMS_WEB_PORT": str(free_port()),
+        }
+        process = pipeline_process(name, argv, env, self.services.logs)
+        process.start()
+        self.processes[name] = process
+
+    async def kill(self, name: str) -> None:
+        """SIGKILL a pipeline process or a service (kafka, postgres, smtp)."""
+        if name == "kafka":
+            self.services.kafka.kill()
+        elif name == "postgres":
+            self.services.postgres.kill()
+        elif name == "smtp":
+            self.services.smtp.kill()
+        else:
+            self.processes[name].kill()
+
+    async def restart(self, name: str) -> None:
+        if name == "kafka":
+            await asyncio.to_thread(self.services.kafka.start)
+        elif name == "postgres":
+            await asyncio.to_thread(self.services.postgres.start)
+        elif name == "smtp":
+            await asyncio.to_thread(self.services.smtp.start)
+        else:
+            self._spawn(name)
+            if name == "ingress":
+                await asyncio.to_thread(
+                    wait_http, self.processes["ingress"], f"{self.ingress_url}/readyz"
+                )
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            process.stop(grace=20)
+        self.services.stop()

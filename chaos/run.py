@@ -29,6 +29,8 @@ import asyncpg
 from bench.report import REPO, machine, write_report
 from chaos.stack import CLINIC, ChaosStack
 from chaos.vendor import ANSWER_TIMEOUT_S, Vendor
+from devstack.kafka_cluster import KafkaCluster
+from events.topics import Topics
 
 DRAIN_TIMEOUT_S = 300.0
 
@@ -38,6 +40,8 @@ class Scenario:
     kills: tuple[str, ...]
     down_s: float
     email_worker_crashes: int = 0
+    brokers: int = 1
+    min_load_s: float = 0.0  # the cluster's faults take ~2 min: the load must last as long
 
 
 SCENARIOS = {
@@ -46,7 +50,10 @@ SCENARIOS = {
     "postgres": Scenario(("postgres",), 5),
     "smtp": Scenario(("smtp",), 20),
     "ingress": Scenario(("ingress",), 1),
+    # The busiest raw partition's leader SIGKILLed 5 times, then two of three brokers down.
+    "cluster": Scenario((), 10, brokers=3, min_load_s=150),
 }
+LEADER_KILLS = 5
 
 
 async def _rows(dsn: str, prefix: str) -> tuple[set[str], int]:
@@ -74,8 +81,10 @@ def _emails(mail_dir: Path, prefix: str) -> Counter[str]:
     return sent
 
 
-async def _inject(stack: ChaosStack, scenario: Scenario, at: float) -> float:
+async def _inject(stack: ChaosStack, scenario: Scenario, at: float, spans: list[float]) -> float:
     await asyncio.sleep(at)
+    if stack.cluster is not None:
+        return await _cluster_faults(stack.cluster, scenario, spans)
     for name in scenario.kills:
         await stack.kill(name)
     await asyncio.sleep(scenario.down_s)
@@ -84,12 +93,48 @@ async def _inject(stack: ChaosStack, scenario: Scenario, at: float) -> float:
     return time.monotonic()
 
 
+async def _cluster_faults(cluster: KafkaCluster, scenario: Scenario, spans: list[float]) -> float:
+    topic = Topics().visit_completed
+    busiest = await cluster.busiest_partition(topic)
+    for _ in range(LEADER_KILLS):
+        leader = await cluster.leader(topic, busiest)
+        if leader in cluster.brokers:
+            await asyncio.to_thread(cluster.kill, leader)
+            await asyncio.sleep(2)
+            await asyncio.to_thread(cluster.restart, leader)
+        await asyncio.sleep(2)
+    down = sorted(cluster.brokers)[:2]
+    for node in down:
+        await asyncio.to_thread(cluster.kill, node)
+    spans.append(time.monotonic())  # from here only one broker: fewer in-sync replicas than 2
+    await asyncio.sleep(scenario.down_s)
+    spans.append(time.monotonic())
+    for node in down:
+        cluster.launch(node)
+    for node in down:
+        await asyncio.to_thread(cluster.brokers[node].wait_ready)
+    return time.monotonic()
+
+
+def _acked_while_below_min_isr(timeline: list[tuple[float, float, int]], spans: list[float]) -> int:
+    """2xx answers to requests sent and answered while two of three brokers were down."""
+    if len(spans) < 2:
+        return 0
+    down, up = spans
+    return sum(
+        1
+        for sent, answered, status in timeline
+        if sent >= down and answered <= up and 200 <= status < 300
+    )
+
+
 async def _drive(stack: ChaosStack, scenario: Scenario, events: int, rate: float) -> dict[str, Any]:
     prefix = f"gfe_chaos_{uuid.uuid4().hex[:6]}_"
     gfe_ids = [f"{prefix}{i}" for i in range(events)]
     vendor = Vendor(stack.ingress_url + "/webhooks/visit-completed")
     load_s = events * 1.2 / rate
-    fault = asyncio.create_task(_inject(stack, scenario, 0.3 * load_s))
+    spans: list[float] = []
+    fault = asyncio.create_task(_inject(stack, scenario, 0.3 * load_s, spans))
     await vendor.run(gfe_ids, rate)
     fault_ended = await fault
     acked = vendor.log.acked
@@ -124,6 +169,19 @@ async def _drive(stack: ChaosStack, scenario: Scenario, events: int, rate: float
         "visits_without_email": sum(1 for g in visits if not mails[g]),
         "visits_with_extra_emails": sum(1 for g in visits if mails[g] > 1),
         "drained_s_after_fault": round(drained_s, 1),
+        **(
+            {
+                "leader_kills": LEADER_KILLS,
+                "answers_while_two_brokers_down": sum(
+                    1
+                    for sent, answered, _ in vendor.log.timeline
+                    if len(spans) == 2 and sent >= spans[0] and answered <= spans[1]
+                ),
+                "acked_below_min_isr": _acked_while_below_min_isr(vendor.log.timeline, spans),
+            }
+            if stack.cluster is not None
+            else {}
+        ),
     }
 
 
@@ -140,6 +198,8 @@ def failures(result: dict[str, Any], scenario: Scenario) -> list[str]:
         problems.append(f"an answer took {result['slowest_answer_s']} s")
     if result["visits_without_email"]:
         problems.append(f"{result['visits_without_email']} visits without their email")
+    if result.get("acked_below_min_isr"):
+        problems.append(f"{result['acked_below_min_isr']} 2xx while two of three brokers were down")
     if result["visits_with_extra_emails"] > scenario.email_worker_crashes:
         problems.append(f"{result['visits_with_extra_emails']} visits emailed more than once")
     return problems
@@ -148,10 +208,12 @@ def failures(result: dict[str, Any], scenario: Scenario) -> list[str]:
 def run(name: str, events: int, rate: float) -> dict[str, Any]:
     scenario = SCENARIOS[name]
     with tempfile.TemporaryDirectory(prefix=f"spakinect-chaos-{name}-") as tmp:
-        stack = ChaosStack(Path(tmp), REPO / ".cache")
+        stack = ChaosStack(Path(tmp), REPO / ".cache", brokers=scenario.brokers)
         try:
             stack.start()
             time.sleep(8)  # let the workers join their groups before the load
+            if scenario.min_load_s:
+                rate = min(rate, events * 1.2 / scenario.min_load_s)
             result = asyncio.run(_drive(stack, scenario, events, rate))
         finally:
             stack.stop()

@@ -6,6 +6,7 @@ import asyncio
 import signal
 from pathlib import Path
 
+from devstack.kafka_cluster import KafkaCluster
 from devstack.process import ManagedProcess, free_port
 from devstack.stack import LocalServices, Ports, pipeline_process, prepare_pipeline, wait_http
 
@@ -16,9 +17,11 @@ CLINIC = "clinic@chaos.test"
 class ChaosStack:
     """Kafka, Postgres, SMTP catcher, ingress and one worker per stage under ``root``."""
 
-    def __init__(self, root: Path, cache: Path) -> None:
+    def __init__(self, root: Path, cache: Path, brokers: int = 1) -> None:
+        """``brokers=3``: a KRaft cluster (replication 3, min ISR 2) instead of one node."""
         ports = Ports.free()
         self.services = LocalServices(root, cache, ports)
+        self.cluster = KafkaCluster(root, root / "logs", cache) if brokers == 3 else None
         self.root = root
         self.ingress_url = f"http://127.0.0.1:{ports.ingress}"
         self.env = {
@@ -28,9 +31,16 @@ class ChaosStack:
             "EMAIL_TO": CLINIC,
             "EMAIL_FROM": "gfe@chaos.test",
             "STREAMS_RETRY_MAX_BACKOFF_S": "2",
+            "EMAIL_RATE_LIMIT_PER_MIN": "100000",  # counts, not the clinic's mail limits
             "LOG_LEVEL": "WARNING",
             "LOG_FORMAT": "json",
         }
+        if self.cluster:
+            self.env |= {
+                "KAFKA_BOOTSTRAP_SERVERS": self.cluster.bootstrap_servers,
+                "KAFKA_REPLICATION_FACTOR": "3",
+                "KAFKA_MIN_INSYNC_REPLICAS": "2",
+            }
         self.processes: dict[str, ManagedProcess] = {}
 
     @property
@@ -38,7 +48,9 @@ class ChaosStack:
         return self.services.postgres.dsn
 
     def start(self) -> None:
-        self.services.start()
+        self.services.start(kafka=self.cluster is None)
+        if self.cluster:
+            self.cluster.start()
         prepare_pipeline(self.env)
         self._spawn("ingress")
         for stage in STAGES:
@@ -86,4 +98,6 @@ class ChaosStack:
             process.send_signal(signal.SIGTERM)
         for process in self.processes.values():
             process.stop(grace=20)
+        if self.cluster:
+            self.cluster.stop()
         self.services.stop()

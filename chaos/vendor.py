@@ -29,6 +29,7 @@ class VendorLog:
 
     statuses: list[int] = field(default_factory=list)  # -1: no answer (refused, timeout)
     seconds: list[float] = field(default_factory=list)
+    timeline: list[tuple[float, float, int]] = field(default_factory=list)  # sent, answered, status
     acked: set[str] = field(default_factory=set)
     deliveries: int = 0
 
@@ -52,8 +53,10 @@ class Vendor:
                     status = response.status_code
                 except httpx.HTTPError:
                     status = -1
+                answered = time.monotonic()
                 self.log.statuses.append(status)
-                self.log.seconds.append(time.monotonic() - started)
+                self.log.seconds.append(answered - started)
+                self.log.timeline.append((started, answered, status))
                 if 200 <= status < 300:
                     self.log.acked.add(gfe_id)
                     return

@@ -88,7 +88,12 @@ class KafkaBroker:
         controller_port: int = 9093,
         partitions: int = 6,
         heap: str = "768m",
+        node_id: int = 1,
+        voters: dict[int, int] | None = None,
     ) -> None:
+        """``voters`` (node id -> controller port) makes it one node of a static quorum."""
+        self.node_id = node_id
+        self.voters = voters
         self.data_dir = data_dir
         self.logs_dir = logs_dir
         self.cache_dir = cache_dir
@@ -103,10 +108,20 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     def _properties(self) -> Path:
+        replicas = "3" if self.voters else "1"
+        quorum = (
+            {
+                "controller.quorum.voters": ",".join(
+                    f"{node}@127.0.0.1:{port}" for node, port in sorted(self.voters.items())
+                )
+            }
+            if self.voters
+            else {"controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}"}
+        )
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            **quorum,
             "listeners": (
                 f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
             ),
@@ -117,12 +132,14 @@ class KafkaBroker:
             "log.dirs": str(self.data_dir / "log"),
             "num.partitions": str(self.partitions),
             "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": "1",
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": "2" if self.voters else "1",
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": "2" if self.voters else "1",
+            "default.replication.factor": replicas,
+            "min.insync.replicas": "2" if self.voters else "1",
             "group.initial.rebalance.delay.ms": "0",
             "log.flush.interval.messages": "9223372036854775807",
         }
@@ -157,7 +174,7 @@ class KafkaBroker:
                 libs,
                 "kafka.tools.StorageTool",
                 "format",
-                "--standalone",
+                *(() if self.voters else ("--standalone",)),
                 "-t",
                 cluster_id,
                 "-c",
@@ -172,17 +189,28 @@ class KafkaBroker:
             raise ServiceError(f"kafka storage format failed:\n{result.stdout}\n{result.stderr}")
 
     def start(self, timeout: float = 90.0) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self, cluster_id: str | None = None) -> None:
+        """Start the process without waiting (a quorum member needs its peers to be ready)."""
         libs = ensure_jars(self.cache_dir)
         ensure_dir(self.data_dir)
         ensure_dir(self.logs_dir)
+        if cluster_id and not (self.data_dir / "cluster.id").exists():
+            (self.data_dir / "cluster.id").write_text(cluster_id)
         props = self._properties()
         self._format(libs, props)
+        name = f"kafka-{self.node_id}" if self.voters else "kafka"
         self.process = ManagedProcess(
-            "kafka",
+            name,
             self._java(libs, "kafka.Kafka", str(props), heap=self.heap),
-            self.logs_dir / "kafka.out",
+            self.logs_dir / f"{name}.out",
         )
         self.process.start()
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        assert self.process is not None, "launch() first"
         self.process.wait_ready(
             lambda: port_open("127.0.0.1", self.port) and self._metadata_ok(),
             timeout,

@@ -73,7 +73,8 @@ class LocalServices:
             self.logs / "smtp.log",
         )
 
-    def start(self) -> None:
+    def start(self, kafka: bool = True) -> None:
+        """Start the services (``kafka=False``: the caller brings its own, e.g. a cluster)."""
         started: list[str] = []
         try:
             self.smtp.start()
@@ -85,7 +86,8 @@ class LocalServices:
             started.append("smtp")
             self.postgres.start()
             started.append("postgres")
-            self.kafka.start()
+            if kafka:
+                self.kafka.start()
         except BaseException:
             self.stop()
             raise
@@ -130,7 +132,11 @@ def prepare_pipeline(env: dict[str, str]) -> None:
     from spakinect_pipeline.config import KafkaSettings
     from spakinect_pipeline.topic_admin import ensure_topics
 
-    kafka = KafkaSettings(bootstrap_servers=[env["KAFKA_BOOTSTRAP_SERVERS"]])
+    kafka = KafkaSettings(
+        bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"].split(","),
+        replication_factor=int(env.get("KAFKA_REPLICATION_FACTOR", "1")),
+        min_insync_replicas=int(env.get("KAFKA_MIN_INSYNC_REPLICAS", "1")),
+    )
     asyncio.run(ensure_topics(kafka))
     asyncio.run(migrate(env["POSTGRES_DSN"]))
 

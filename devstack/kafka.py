@@ -108,7 +108,8 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     def _properties(self) -> Path:
-        replicas = "3" if self.voters else "1"
+        replicas = str(min(3, len(self.voters))) if self.voters else "1"
+        min_isr = str(max(1, int(replicas) - 1))
         quorum = (
             {
                 "controller.quorum.voters": ",".join(
@@ -135,11 +136,11 @@ class KafkaBroker:
             "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "10",
             "transaction.state.log.replication.factor": replicas,
-            "transaction.state.log.min.isr": "2" if self.voters else "1",
+            "transaction.state.log.min.isr": min_isr,
             "share.coordinator.state.topic.replication.factor": replicas,
-            "share.coordinator.state.topic.min.isr": "2" if self.voters else "1",
+            "share.coordinator.state.topic.min.isr": min_isr,
             "default.replication.factor": replicas,
-            "min.insync.replicas": "2" if self.voters else "1",
+            "min.insync.replicas": min_isr,
             "group.initial.rebalance.delay.ms": "0",
             "log.flush.interval.messages": "9223372036854775807",
         }

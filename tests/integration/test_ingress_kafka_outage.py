@@ -29,6 +29,7 @@ from .test_ingress import client_for
 
 pytestmark = pytest.mark.integration
 BUDGET_S = 2.0
+RECOVERY_S = 8.0
 
 
 @pytest.fixture
@@ -78,13 +79,14 @@ async def test_kafka_killed_and_restarted_mid_traffic(broker: KafkaBroker) -> No
                 await asyncio.sleep(0.05)
             await asyncio.gather(*tasks)
 
-        load = asyncio.create_task(traffic(30))
+        load = asyncio.create_task(traffic(36))
         await asyncio.sleep(4)
         killed_at = time.monotonic() - started
         await asyncio.to_thread(broker.kill)
         await asyncio.sleep(6)
         restarted_at = time.monotonic() - started
         await asyncio.to_thread(broker.start)
+        ready_at = time.monotonic() - started  # the broker answers metadata again
         await load
 
     statuses = Counter(status for _, status, _, _ in outcomes)
@@ -96,13 +98,15 @@ async def test_kafka_killed_and_restarted_mid_traffic(broker: KafkaBroker) -> No
     print(
         f"\nkafka outage: {dict(statuses)} over {len(outcomes)} requests, slowest "
         f"{slowest:.2f}s, killed at {killed_at:.1f}s, restart began at {restarted_at:.1f}s, "
-        f"first 200 after it at {recovered}s"
+        f"broker ready at {ready_at:.1f}s, first 200 after the restart at {recovered}s"
     )
     assert set(statuses) <= {200, 503}, statuses
     assert slowest < BUDGET_S + 1
     assert statuses[503] > 0  # the outage was real
-    tail = [status for sent, status, _, _ in outcomes if sent > restarted_at + 12]
-    assert tail, "no traffic after the restart"
+    # Recovery is the ingress's job once the broker answers again (its own start-up time
+    # varies with the machine's load): from then on, a few seconds to reconnect at most.
+    tail = [status for sent, status, _, _ in outcomes if sent > ready_at + RECOVERY_S]
+    assert len(tail) > 20, "too little traffic after the recovery window"
     assert set(tail) == {200}, f"not recovered: {Counter(tail)}"
 
     acked = {gfe_id for _, status, _, gfe_id in outcomes if status == 200}

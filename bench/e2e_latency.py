@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import random
 import statistics
 import tempfile
@@ -27,7 +26,7 @@ import httpx
 
 from bench.report import REPO, machine, percentile, write_report
 from devstack.background import running_stack
-from events.samples import SAMPLES
+from events.samples import sample_visit
 from events.topics import Topics
 
 
@@ -53,11 +52,7 @@ async def count_topic(bootstrap: str, topic: str) -> int:
 
 async def drive(env: dict[str, str], events: int, rate: float, dup_share: float) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
-    bodies = []
-    for i in range(events):
-        body = copy.deepcopy(SAMPLES["visit.completed"])
-        body["data"]["gfe_id"] = f"gfe_bench_{run}_{i}"
-        bodies.append(body)
+    bodies = [sample_visit(f"gfe_bench_{run}_{i}") for i in range(events)]
     deliveries = bodies + random.sample(bodies, int(events * dup_share))
     random.shuffle(deliveries)
     url = env["INGRESS_URL"] + "/webhooks/visit-completed"

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 
-from events.samples import SAMPLES
+from events.samples import sample_visit
 
 ANSWER_TIMEOUT_S = 10.0  # the vendor's own limit
-
-
-def visit(gfe_id: str) -> dict[str, Any]:
-    body = copy.deepcopy(SAMPLES["visit.completed"])
-    body["data"]["gfe_id"] = gfe_id
-    body["data"]["pdf_link"] = f"https://example-cdn.com/gfe/{gfe_id}.pdf"
-    return body
 
 
 @dataclass
@@ -42,7 +33,7 @@ class Vendor:
 
     async def deliver(self, client: httpx.AsyncClient, gfe_id: str) -> None:
         """One delivery: retried with capped, jittered backoff until a 2xx."""
-        body = visit(gfe_id)
+        body = sample_visit(gfe_id)
         backoff = 0.2
         async with self._slots:
             self.log.deliveries += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 SAMPLES: dict[str, dict[str, Any]] = {
@@ -37,3 +38,11 @@ SAMPLES: dict[str, dict[str, Any]] = {
         },
     },
 }
+
+
+def sample_visit(gfe_id: str, timestamp: int = 1714675200000, **data: Any) -> dict[str, Any]:
+    """The vendor's visit sample for another visit: its id, PDF link and any ``data`` fields."""
+    body = copy.deepcopy(SAMPLES["visit.completed"])
+    body["timestamp"] = timestamp
+    body["data"].update(gfe_id=gfe_id, pdf_link=f"https://example-cdn.com/gfe/{gfe_id}.pdf", **data)
+    return body

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import itertools
 import uuid
 
 import pytest
 
 from events.samples import SAMPLES
+from events.samples import sample_visit as visit
 from tests.helpers import read_topic, wait_until
 
 from .conftest import Pipeline
 
 pytestmark = pytest.mark.integration
-
-
-def visit(gfe_id: str, timestamp: int = 1714675200000, **data: object) -> dict[str, object]:
-    body = copy.deepcopy(SAMPLES["visit.completed"])
-    body["timestamp"] = timestamp
-    body["data"].update(gfe_id=gfe_id, pdf_link=f"https://example-cdn.com/gfe/{gfe_id}.pdf", **data)
-    return body
 
 
 def mails_for(pipeline: Pipeline, gfe_id: str) -> list[object]:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import email
-import email.policy
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ from bench.report import REPO, machine, write_report
 from chaos.stack import CLINIC, ChaosStack
 from chaos.vendor import ANSWER_TIMEOUT_S, Vendor
 from devstack.kafka_cluster import KafkaCluster
+from devstack.smtp_catcher import read_mails
 from events.topics import Topics
 
 DRAIN_TIMEOUT_S = 300.0
@@ -70,12 +69,8 @@ async def _rows(dsn: str, prefix: str) -> tuple[set[str], int]:
 
 def _emails(mail_dir: Path, prefix: str) -> Counter[str]:
     sent: Counter[str] = Counter()
-    for path in mail_dir.glob("*.eml"):
-        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        if CLINIC not in str(message.get("X-Envelope-To", "")):
-            continue
-        subject = str(message.get("Subject", ""))
-        for word in subject.split():
+    for message in read_mails(mail_dir, CLINIC):
+        for word in str(message.get("Subject", "")).split():
             if word.startswith(prefix):
                 sent[word] += 1
     return sent

@@ -9,14 +9,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email
+import email.policy
 import os
 import signal
 import uuid
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+
+def read_mails(mail_dir: Path, to: str) -> list[EmailMessage]:
+    """The messages saved in ``mail_dir`` for recipient ``to`` (tests, chaos runs)."""
+    found = []
+    for path in sorted(mail_dir.glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        if to in str(message.get("X-Envelope-To", "")):
+            found.append(message)
+    return found
 
 
 class SaveToFolder:

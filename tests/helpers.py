@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email
-import email.policy
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -75,16 +71,6 @@ async def wait_group_stable(
         await wait_until(stable, timeout, f"consumer group {group} to be Stable", 0.5)
     finally:
         await admin.close()
-
-
-def mails(mail_dir: Path, to: str) -> list[EmailMessage]:
-    """Messages the SMTP catcher saved for recipient ``to``."""
-    found = []
-    for path in sorted(mail_dir.glob("*.eml")):
-        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        if to in str(message.get("X-Envelope-To", "")):
-            found.append(message)  # type: ignore[arg-type]
-    return found
 
 
 class TcpProxy:

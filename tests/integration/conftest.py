@@ -19,12 +19,13 @@ import httpx
 import pytest
 
 from devstack.process import ManagedProcess, free_port
+from devstack.smtp_catcher import read_mails
 from devstack.stack import http_ok, pipeline_process
 from events.topics import Topics
 from sinks.postgres.migrate import migrate
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.topic_admin import ensure_topics
-from tests.helpers import TcpProxy, mails, wait_group_stable, wait_until
+from tests.helpers import TcpProxy, wait_group_stable, wait_until
 from tests.services import Services
 
 STAGES = ("dedupe", "postgres", "email")
@@ -117,7 +118,7 @@ class Pipeline:
 
     def mails(self) -> list[Any]:
         assert self.services.mail_dir is not None, "MAIL_DIR is needed to read sent mail"
-        return mails(self.services.mail_dir, self.clinic)
+        return read_mails(self.services.mail_dir, self.clinic)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,10 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from devstack.smtp_catcher import read_mails
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.topic_admin import ensure_topics
-from tests.helpers import mails, read_topic, wait_until
+from tests.helpers import read_topic, wait_until
 from tests.services import Services
 
 pytestmark = pytest.mark.integration
@@ -55,6 +56,6 @@ async def test_smtp_catcher_saves_each_message(services: Services) -> None:
     message.set_content("body")
     await aiosmtplib.send(message, hostname=services.smtp_host, port=services.smtp_port)
     (saved,) = await wait_until(
-        lambda: asyncio.sleep(0, mails(services.mail_dir, to)), 10, "the saved .eml"
+        lambda: asyncio.sleep(0, read_mails(services.mail_dir, to)), 10, "the saved .eml"
     )
     assert saved["Subject"] == "hello"

@@ -24,7 +24,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.report import REPO, machine, percentile, write_report
+from bench.report import machine, percentile, write_report
+from devstack import REPO
 from devstack.background import running_stack
 from events.samples import sample_visit
 from events.topics import Topics

@@ -26,8 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.report import REPO, machine, median, write_report
+from bench.report import machine, median, write_report
 from bench.tools import hey, wrk
+from devstack import REPO
 from devstack.kafka import KafkaBroker
 from devstack.process import ManagedProcess, free_port
 from devstack.stack import wait_http

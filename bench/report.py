@@ -9,8 +9,6 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def median(values: list[float]) -> float:
     return float(statistics.median(values))

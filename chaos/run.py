@@ -24,9 +24,10 @@ from typing import Any
 
 import asyncpg
 
-from bench.report import REPO, machine, write_report
+from bench.report import machine, write_report
 from chaos.stack import CLINIC, ChaosStack
 from chaos.vendor import ANSWER_TIMEOUT_S, Vendor
+from devstack import REPO
 from devstack.kafka_cluster import KafkaCluster
 from devstack.smtp_catcher import read_mails
 from events.topics import Topics

@@ -2,3 +2,7 @@
 
 Used by ``make up`` and by the integration tests' fixture layer.
 """
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent  # the checkout: .cache/, bench/results/, ...

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-REPO = Path(__file__).resolve().parent.parent
+from devstack import REPO
 
 
 @dataclass

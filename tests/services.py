@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from devstack import REPO
 
 
 @dataclass(frozen=True)

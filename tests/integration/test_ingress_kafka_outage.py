@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from devstack import REPO
 from devstack.kafka import KafkaBroker
 from devstack.process import free_port
 from events.samples import SAMPLES
@@ -23,7 +24,6 @@ from ingress.settings import IngressSettings
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.topic_admin import ensure_topics
 from tests.helpers import read_topic
-from tests.services import REPO
 
 from .test_ingress import client_for
 

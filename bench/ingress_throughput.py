@@ -62,13 +62,7 @@ def run(seconds: float, rounds: int, rate: int, connections: int) -> dict[str, A
     body = json.dumps(SAMPLES["visit.completed"]).encode()
     with tempfile.TemporaryDirectory(prefix="spakinect-bench-ingress-") as tmp:
         root = Path(tmp)
-        broker = KafkaBroker(
-            root / "kafka",
-            root / "logs",
-            REPO / ".cache",
-            port=free_port(),
-            controller_port=free_port(),
-        )
+        broker = KafkaBroker.on_free_ports(root)
         broker.start()
         servers: dict[str, ManagedProcess] = {}
         try:

@@ -14,8 +14,10 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
-from devstack.process import ManagedProcess, ServiceError, ensure_dir, port_open
+from devstack import REPO
+from devstack.process import ManagedProcess, ServiceError, ensure_dir, free_port, port_open
 
 POM = Path(__file__).parent / "kafka" / "pom.xml"
 LOG4J2 = Path(__file__).parent / "kafka" / "log4j2.properties"
@@ -102,6 +104,18 @@ class KafkaBroker:
         self.partitions = partitions
         self.heap = heap
         self.process: ManagedProcess | None = None
+
+    @classmethod
+    def on_free_ports(cls, root: Path, **options: Any) -> KafkaBroker:
+        """A broker of its own under ``root`` (data, logs) on free ports, jars from the cache."""
+        return cls(
+            root / "kafka",
+            root / "logs",
+            REPO / ".cache",
+            port=free_port(),
+            controller_port=free_port(),
+            **options,
+        )
 
     @property
     def bootstrap_servers(self) -> str:

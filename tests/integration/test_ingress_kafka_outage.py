@@ -14,9 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from devstack import REPO
 from devstack.kafka import KafkaBroker
-from devstack.process import free_port
 from events.samples import SAMPLES
 from events.topics import Topics
 from ingress.app import create_app
@@ -35,14 +33,7 @@ RECOVERY_S = 8.0
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[KafkaBroker]:
     """A broker of its own, so killing it cannot disturb other tests."""
-    broker = KafkaBroker(
-        tmp_path / "kafka",
-        tmp_path / "logs",
-        REPO / ".cache",
-        port=free_port(),
-        controller_port=free_port(),
-        partitions=2,
-    )
+    broker = KafkaBroker.on_free_ports(tmp_path, partitions=2)
     broker.start()
     try:
         yield broker

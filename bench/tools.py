@@ -35,18 +35,22 @@ def wrk(
     return parse_wrk(out)
 
 
+def _find(pattern: str, out: str, what: str, tool: str) -> re.Match[str]:
+    """A figure the report must hold: a missing one is an error, never a zero."""
+    match = re.search(pattern, out, re.M)
+    if not match:
+        raise ValueError(f"no {what} in {tool} output:\n{out}")
+    return match
+
+
 def parse_wrk(out: str) -> dict[str, float]:
     def latency(pct: str) -> float:
-        match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        if not match:
-            raise ValueError(f"no {pct}% latency in wrk output:\n{out}")
+        match = _find(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, f"{pct}% latency", "wrk")
         return float(match[1]) * _UNITS[match[2]]
 
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    rps = _find(r"Requests/sec:\s+([\d.]+)", out, "Requests/sec", "wrk")
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
-    if not rps:
-        raise ValueError(f"no Requests/sec in wrk output:\n{out}")
     return {
         "rps": float(rps[1]),
         "p50_ms": latency("50"),
@@ -73,16 +77,11 @@ def hey(
 
 def parse_hey(out: str) -> dict[str, float]:
     def latency(pct: str) -> float:
-        match = re.search(rf"{pct}%% in ([\d.]+) secs".replace("%%", "%"), out)
-        if not match:
-            raise ValueError(f"no {pct}% latency in hey output:\n{out}")
-        return float(match[1]) * 1000
+        return float(_find(rf"{pct}% in ([\d.]+) secs", out, f"{pct}% latency", "hey")[1]) * 1000
 
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    rps = _find(r"Requests/sec:\s+([\d.]+)", out, "Requests/sec", "hey")
     ok = re.search(r"\[200\]\s+(\d+) responses", out)
     total = sum(int(n) for n in re.findall(r"\[\d+\]\s+(\d+) responses", out))
-    if not rps:
-        raise ValueError(f"no Requests/sec in hey output:\n{out}")
     return {
         "rps": float(rps[1]),
         "p50_ms": latency("50"),

@@ -46,20 +46,15 @@ class RewindingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     async def _seek_to_committed_or_start(self) -> dict[Any, int | None]:
         client = self._ensure_consumer()
+        consumer = cast("StrictConsumer", self.consumer)
         committed: dict[Any, int | None] = dict(await client.seek_to_committed())
-        fresh = [
-            tp
-            for tp, offset in committed.items()
-            if not offset and not self.consumer._is_changelog_tp(tp)
-        ]
+        streams = {tp: o for tp, o in committed.items() if not consumer._is_changelog_tp(tp)}
+        fresh = [tp for tp, offset in streams.items() if not offset]
         if fresh:
             await client.seek_to_beginning(*fresh)
             for tp in fresh:
-                committed[tp] = await client.position(tp)
-        consumer = cast("StrictConsumer", self.consumer)
-        consumer.note_start_offsets(
-            {tp: o for tp, o in committed.items() if not consumer._is_changelog_tp(tp)}
-        )
+                committed[tp] = streams[tp] = await client.position(tp)
+        consumer.note_start_offsets(streams)
         return committed
 
 

@@ -8,7 +8,14 @@ from pathlib import Path
 
 from devstack.kafka_cluster import KafkaCluster
 from devstack.process import ManagedProcess, free_port
-from devstack.stack import LocalServices, Ports, pipeline_process, prepare_pipeline, wait_http
+from devstack.stack import (
+    LocalServices,
+    Ports,
+    pipeline_process,
+    prepare_pipeline,
+    stage_argv,
+    wait_http,
+)
 
 STAGES = ("dedupe", "postgres", "email")
 CLINIC = "clinic@chaos.test"
@@ -58,13 +65,12 @@ class ChaosStack:
         wait_http(self.processes["ingress"], f"{self.ingress_url}/readyz")
 
     def _spawn(self, name: str) -> None:
-        argv = ["ingress"] if name == "ingress" else ["worker", name]
         env = {
             **self.env,
             "STREAMS_STATE_DIR": str(self.root / "state" / name),
             "STREAMS_WEB_PORT": str(free_port()),
         }
-        process = pipeline_process(name, argv, env, self.services.logs)
+        process = pipeline_process(name, stage_argv(name), env, self.services.logs)
         process.start()
         self.processes[name] = process
 

@@ -22,6 +22,7 @@ from devstack.stack import (
     elapsed,
     pipeline_process,
     prepare_pipeline,
+    stage_argv,
     wait_http,
 )
 
@@ -64,12 +65,12 @@ def up(root: Path, cache: Path, ports: Ports) -> int:
             "STREAMS_STATE_DIR": str(root / "state"),
             "EMAIL_TO": os.environ.get("EMAIL_TO", "clinic@example.test"),
         }
-        processes.append(pipeline_process("ingress", ["ingress"], common, services.logs))
+        processes.append(pipeline_process("ingress", stage_argv("ingress"), common, services.logs))
         for index, stage in enumerate(["dedupe", *sinks]):
             web_port = services.ports.web_base + index if services.ports.web_base else 0
             stage_env = {**common, "STREAMS_WEB_PORT": str(web_port)}
             processes.append(
-                pipeline_process(f"worker-{stage}", ["worker", stage], stage_env, services.logs)
+                pipeline_process(f"worker-{stage}", stage_argv(stage), stage_env, services.logs)
             )
         for process in processes:
             process.start()

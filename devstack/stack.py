@@ -108,6 +108,11 @@ class LocalServices:
         }
 
 
+def stage_argv(stage: str) -> list[str]:
+    """The ``spakinect-pipeline`` arguments that run ``stage`` (the ingress or a worker)."""
+    return ["ingress"] if stage == "ingress" else ["worker", stage]
+
+
 def pipeline_process(name: str, argv: list[str], env: dict[str, str], logs: Path) -> ManagedProcess:
     """A ``spakinect-pipeline`` subcommand as a child process, logging to ``logs/<name>.log``."""
     return ManagedProcess(

@@ -20,7 +20,7 @@ import pytest
 
 from devstack.process import ManagedProcess, free_port
 from devstack.smtp_catcher import read_mails
-from devstack.stack import http_ok, pipeline_process
+from devstack.stack import http_ok, pipeline_process, stage_argv
 from events.topics import Topics
 from sinks.postgres.migrate import migrate
 from spakinect_pipeline.config import KafkaSettings
@@ -65,7 +65,6 @@ class Pipeline:
     async def start(self, name: str, stage: str | None = None, members: int = 1) -> None:
         """Start ``name`` (a stage, or e.g. ``dedupe-2`` with ``stage="dedupe"``)."""
         stage = stage or name
-        argv = ["ingress"] if stage == "ingress" else ["worker", stage]
         self.web_ports[name] = free_port()  # each worker serves /metrics on its own port
         env = {
             **self.env,
@@ -74,7 +73,8 @@ class Pipeline:
             # the changelog, not from the other member's RocksDB files.
             "STREAMS_STATE_DIR": str(Path(self.env["STREAMS_STATE_DIR"]) / name),
         }
-        process = pipeline_process(f"{name}-{uuid.uuid4().hex[:4]}", argv, env, self.logs)
+        unique_name = f"{name}-{uuid.uuid4().hex[:4]}"
+        process = pipeline_process(unique_name, stage_argv(stage), env, self.logs)
         self.processes[name] = process
         process.start()
         if name == "ingress":

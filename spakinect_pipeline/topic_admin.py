@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from events.topics import Topics
@@ -22,11 +23,23 @@ def topic_config(kafka: KafkaSettings) -> dict[str, str]:
     }
 
 
-def changelog_config(kafka: KafkaSettings) -> dict[str, str]:
-    """Table changelogs are compacted: the latest value per key is the state."""
+def changelog_config(kafka: KafkaSettings, window_s: float) -> dict[str, str]:
+    """Table changelogs are compacted, soon enough to stay near one window of entries.
+
+    Kafka compacts only closed segments (by default 1 GiB or 7 days) and keeps
+    tombstones for 24 h, so with its defaults the changelog of a short dedupe
+    window grows for days. Here segments roll, and tombstones go, a tenth of
+    the window after they are written (1 s to 1 day), and a log is cleaned once
+    a tenth of it is dirty. A tombstone removed before a restoring worker read
+    it is harmless: the stage drops restored entries older than the window.
+    """
+    step_ms = round(min(max(window_s / 10, 1.0), 86_400.0) * 1000)
     return {
         "cleanup.policy": "compact",
         "min.insync.replicas": str(min(kafka.min_insync_replicas, kafka.replication_factor)),
+        "segment.ms": str(step_ms),
+        "delete.retention.ms": str(step_ms),
+        "min.cleanable.dirty.ratio": "0.1",
     }
 
 
@@ -60,5 +73,44 @@ async def ensure_topics(
                 raise for_code(code)(f"cannot create topic {name}")
         log.info("created topics: %s", ", ".join(missing))
         return missing
+    finally:
+        await admin.close()
+
+
+DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs v1+ config_source of a per-topic override
+
+
+async def align_topic_configs(
+    kafka: KafkaSettings, names: list[str], config: dict[str, str]
+) -> list[str]:
+    """Set ``config`` on existing topics where it differs; return the names changed.
+
+    For topics created before a setting changed (a new ``DEDUPE_WINDOW``, an
+    upgrade). Other per-topic overrides an operator set are kept: Kafka's
+    AlterConfigs replaces the whole set, so it is sent merged.
+    """
+    admin = AIOKafkaAdminClient(**kafka.client_options(), request_timeout_ms=15_000)
+    await admin.start()
+    try:
+        resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+        changed: list[str] = []
+        for response in await admin.describe_configs(resources):
+            for code, _message, _type, name, entries, *_ in response.resources:
+                if code != 0:
+                    raise for_code(code)(f"cannot describe topic {name}")
+                overrides = {
+                    entry[0]: entry[1] for entry in entries if entry[3] == DYNAMIC_TOPIC_CONFIG
+                }
+                if any(overrides.get(key) != value for key, value in config.items()):
+                    merged = overrides | config
+                    resource = ConfigResource(ConfigResourceType.TOPIC, name, merged)
+                    for altered in await admin.alter_configs([resource]):
+                        for alter_code, *_ in altered.resources:
+                            if alter_code != 0:
+                                raise for_code(alter_code)(f"cannot alter topic {name}")
+                    changed.append(name)
+        if changed:
+            log.info("updated topic configs: %s", ", ".join(changed))
+        return changed
     finally:
         await admin.close()

@@ -41,7 +41,8 @@ def build_stage(stage: str) -> faust.App:
 def run_worker(stage: str) -> None:
     """Run until SIGTERM/SIGINT (Faust's worker handles the signals and the drain)."""
     app = build_stage(stage)
-    asyncio.run(prepare_changelogs(app, load_settings(KafkaSettings)))
+    window_s = load_settings(StreamsSettings).dedupe_window
+    asyncio.run(prepare_changelogs(app, load_settings(KafkaSettings), window_s))
     level = load_settings(LogSettings).level.lower()
     worker = faust.Worker(
         app, loglevel=level, override_logging=False, redirect_stdouts=False, quiet=True

@@ -62,3 +62,13 @@ def test_secret_values_never_appear_in_errors(monkeypatch):
     with pytest.raises(ConfigError) as info:
         load_settings(IngressSettings)
     assert "hunter" not in str(info.value)
+
+
+def test_changelog_compaction_follows_the_dedupe_window_within_bounds() -> None:
+    from spakinect_pipeline.topic_admin import changelog_config
+
+    kafka = KafkaSettings()
+    assert changelog_config(kafka, 60)["segment.ms"] == "6000"
+    assert changelog_config(kafka, 5)["segment.ms"] == "1000"  # at least a second
+    assert changelog_config(kafka, 30 * 86400)["delete.retention.ms"] == "86400000"  # a day at most
+    assert changelog_config(kafka, 60)["cleanup.policy"] == "compact"

@@ -1,0 +1,47 @@
+"""Changelog topics get (and keep) compaction settings derived from the dedupe window."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from spakinect_pipeline.config import KafkaSettings
+from spakinect_pipeline.topic_admin import align_topic_configs, changelog_config, ensure_topics
+from tests.services import Services
+
+pytestmark = pytest.mark.integration
+
+
+async def topic_overrides(kafka: KafkaSettings, name: str) -> dict[str, str]:
+    admin = AIOKafkaAdminClient(**kafka.client_options())
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+        [(_code, _msg, _type, _name, entries, *_)] = response.resources
+        return {entry[0]: entry[1] for entry in entries if entry[3] == 1}
+    finally:
+        await admin.close()
+
+
+async def test_changelogs_are_created_compacting_within_the_window_and_realigned(
+    services: Services,
+) -> None:
+    kafka = KafkaSettings(bootstrap_servers=[services.kafka_bootstrap], partitions=1)
+    name = f"test-admin-{uuid.uuid4().hex[:6]}-seen-changelog"
+    await ensure_topics(kafka, [name], changelog_config(kafka, window_s=60))
+    created = await topic_overrides(kafka, name)
+    assert created["cleanup.policy"] == "compact"
+    assert created["segment.ms"] == created["delete.retention.ms"] == "6000"
+
+    # An operator's own override survives when a new window changes ours.
+    await align_topic_configs(kafka, [name], {"retention.bytes": "1073741824"})
+    changed = await align_topic_configs(kafka, [name], changelog_config(kafka, window_s=7 * 86400))
+    assert changed == [name]
+    aligned = await topic_overrides(kafka, name)
+    assert aligned["segment.ms"] == str(int(7 * 86400 * 1000 / 10))
+    assert aligned["delete.retention.ms"] == aligned["segment.ms"]
+    assert aligned["retention.bytes"] == "1073741824"
+    assert await align_topic_configs(kafka, [name], changelog_config(kafka, 7 * 86400)) == []

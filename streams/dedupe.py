@@ -115,7 +115,8 @@ class DedupeStage:
         for event, source, envelope in decoded:
             stream._set_current_event(event)
             if source.partition not in swept:
-                self._sweep(source.partition, now_ms)
+                # At least as many as this batch can add (two per event), so the sweep keeps up.
+                self._sweep(source.partition, now_ms, SWEEP_LIMIT + 2 * len(events))
                 swept.add(source.partition)
             in_seen[envelope.event_id] = self.seen.get(envelope.event_id)
             in_newest[envelope.entity_id] = self._newest_ts(envelope.entity_id)
@@ -189,13 +190,11 @@ class DedupeStage:
         self.index_stale = False
         log.info("dedupe expiry index rebuilt", extra={"entries": len(self.index)})
 
-    def _sweep(self, partition: int, now_ms: int) -> None:
+    def _sweep(self, partition: int, now_ms: int, limit: int) -> None:
         """Tombstone this partition's entries older than the window."""
         if self.index_stale:
             self._rebuild_index()
-        for at, name, key in self.index.expired(partition, now_ms, SWEEP_LIMIT):
-            table = self.tables[name]
-            current = table.get(key)
-            if isinstance(current, dict) and current.get("at") == at:
-                del table[key]
-                self.counts["expired"] += 1
+        for _at, name, key in self.index.expired(partition, now_ms, limit):
+            # The index holds each key's current write, so no read is needed to confirm it.
+            del self.tables[name][key]
+            self.counts["expired"] += 1

@@ -88,29 +88,36 @@ def newest_entry(envelope: Envelope, partition: int, now_ms: int) -> dict[str, A
 class ExpiryIndex:
     """Which (table, key) entries of each partition are older than the window.
 
-    A min-heap per partition of ``(at, table, key)``. An entry rewritten later
-    (a newer ``at``) is pushed again; the stale heap item is skipped by
-    comparing with the current ``at`` the caller passes in ``current_at``.
+    A min-heap per partition of ``(at, table, key)`` plus each entry's current
+    ``at``: an entry rewritten later is pushed again and its older heap item
+    is skipped, so the stage can tombstone what :meth:`expired` returns
+    without reading the table first, and ``len()`` is the entries held.
     """
 
     def __init__(self, window_ms: int) -> None:
         self.window_ms = window_ms
         self._heaps: dict[int, list[tuple[int, str, str]]] = {}
+        self._current: dict[tuple[str, str], int] = {}
 
     def add(self, partition: int, at: int, table: str, key: str) -> None:
         heapq.heappush(self._heaps.setdefault(partition, []), (at, table, key))
+        self._current[(table, key)] = at
 
     def clear(self) -> None:
         self._heaps.clear()
+        self._current.clear()
 
     def __len__(self) -> int:
-        return sum(len(heap) for heap in self._heaps.values())
+        return len(self._current)
 
     def expired(self, partition: int, now_ms: int, limit: int = 1000) -> list[tuple[int, str, str]]:
-        """Pop up to ``limit`` items of ``partition`` whose ``at`` is outside the window."""
+        """Pop up to ``limit`` current entries of ``partition`` older than the window."""
         heap = self._heaps.get(partition)
         out: list[tuple[int, str, str]] = []
         cutoff = now_ms - self.window_ms
         while heap and heap[0][0] < cutoff and len(out) < limit:
-            out.append(heapq.heappop(heap))
+            at, table, key = heapq.heappop(heap)
+            if self._current.get((table, key)) == at:
+                del self._current[(table, key)]
+                out.append((at, table, key))
         return out

@@ -67,6 +67,16 @@ def test_expiry_index_pops_only_entries_outside_the_window_per_partition():
     assert len(index) == 1
 
 
+def test_expiry_index_skips_an_entry_rewritten_inside_the_window():
+    index = ExpiryIndex(window_ms=100)
+    index.add(0, 10, "newest", "gfe_1")
+    index.add(0, 90, "newest", "gfe_1")  # the same key written again later
+    assert len(index) == 1
+    assert index.expired(0, now_ms=150) == []  # its first write is outside, the entry is not
+    assert index.expired(0, now_ms=191) == [(90, "newest", "gfe_1")]
+    assert len(index) == 0
+
+
 def test_a_batch_catches_duplicates_and_older_events_among_its_own_events():
     batch = [env(ts=2000), env(ts=2000), env(ts=1000), env(ts=9, success=False), env(ts=9)]
     decisions = plan_batch(batch, lambda _: None, lambda _: None)

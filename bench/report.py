@@ -30,10 +30,12 @@ def machine(where: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def write_report(result: dict[str, Any], out: Path) -> None:
+def write_report(result: dict[str, Any], out: Path, unprinted: tuple[str, ...] = ()) -> None:
+    """Write ``result`` as JSON and print it, except bulky keys such as time series."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    width = max(map(len, result))
-    for key, value in result.items():
+    shown = {key: value for key, value in result.items() if key not in unprinted}
+    width = max(map(len, shown))
+    for key, value in shown.items():
         print(f"{key:<{width}}  {value}")
     print(f"written to {out}")

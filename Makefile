@@ -39,9 +39,19 @@ chaos: venv ## Fault injection (Kafka, worker, Postgres, SMTP, ingress killed un
 	$(PY) -m chaos.run --scenario all --events 5000 --rate 100
 
 .PHONY: bench
-bench: venv bench-tools ## Benchmarks on the real local stack: prints tables, writes bench/results/*.json
+bench: venv bench-tools ## All benchmarks on the real local stack (~45 min): tables, bench/results/*.json
 	$(PY) -m bench.ingress_throughput
 	$(PY) -m bench.e2e_latency --events 30000 --rate 500
+	$(PY) -m bench.pipeline_throughput --events 200000 --duplicates 0.2
+	$(PY) -m bench.state_bound --events 1000000 --window 60
+
+.PHONY: bench-pipeline
+bench-pipeline: venv ## Drain 200k preloaded events into Postgres: ours vs aiokafka+COPY vs Quix Streams
+	$(PY) -m bench.pipeline_throughput --events 200000 --duplicates 0.2
+
+.PHONY: bench-state
+bench-state: venv ## 1M distinct events through a dedupe worker, DEDUPE_WINDOW=60s: RSS, entries, changelog
+	$(PY) -m bench.state_bound --events 1000000 --window 60
 
 .PHONY: bench-tools
 bench-tools: ## Install the native load generators (wrk, hey) if missing (Debian, as root)

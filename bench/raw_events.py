@@ -45,7 +45,7 @@ def with_duplicates(
 ) -> list[Message]:
     """``total`` messages of which ``duplicate_share`` repeat an earlier one (vendor retries).
 
-    Each repeat follows its original within ``2,000`` messages, as a retry would.
+    Each repeat follows its original within 2,000 other originals, as a retry would.
     """
     rng = random.Random(seed)
     distinct = total - round(total * duplicate_share)

@@ -151,6 +151,11 @@ def summarise(series: list[dict[str, Any]], events: int, window: float) -> dict[
     return {
         "events": events,
         "handled": end["handled"],
+        # Entries scale with the rate; per event handled in the last window they should not.
+        "entries_per_window_event": {
+            "at_window_fill": per_window_event(handling, filled, window),
+            "at_end": per_window_event(handling, end, window),
+        },
         "window_s": window,
         "events_per_s": round(end["handled"] / max(0.1, end["t_s"] - first_t), 1),
         "events_per_s_after_fill": round(
@@ -162,6 +167,13 @@ def summarise(series: list[dict[str, Any]], events: int, window: float) -> dict[
         "max_after_fill": {k: max(p[k] for p in after_fill) for k in keys},
         "series": series,
     }
+
+
+def per_window_event(series: list[dict[str, Any]], at: dict[str, Any], window: float) -> float:
+    """Entries held at ``at`` per event handled in the window before it (2 per distinct visit)."""
+    before = [p for p in series if p["t_s"] <= at["t_s"] - window]
+    handled = at["handled"] - (before[-1]["handled"] if before else 0)
+    return round(at["entries"] / handled, 3) if handled else 0.0
 
 
 def main() -> None:

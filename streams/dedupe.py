@@ -19,7 +19,7 @@ from events.topics import Topics, headers
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher, Message, PublishFailed
 from streams.acking import ack, next_batch, pumped
-from streams.dedupe_logic import Drop, ExpiryIndex, newest_entry, plan_batch, seen_entry
+from streams.dedupe_logic import Drop, Entry, ExpiryIndex, entity_key, plan_batch
 from streams.dlq import DeadLetters, SourceMessage
 from streams.faust_app import json_table, raw_topic
 from streams.metrics import StageMetrics
@@ -39,10 +39,12 @@ class DedupeStage:
         self.topics = Topics(kafka.topic_prefix)
         self.publisher = KafkaPublisher(kafka, client_id=streams.group_id("dedupe"), linger_ms=2)
         self.dlq = DeadLetters(self.publisher, self.topics.dlq, "dedupe")
-        self.seen = json_table(app, "seen", kafka.partitions)
-        self.newest = json_table(app, "newest", kafka.partitions)
-        self.tables = {"seen": self.seen, "newest": self.newest}
-        self.index = ExpiryIndex(int(streams.dedupe_window * 1000))
+        # One entry per entity; the first release kept "seen" and "newest" tables, whose
+        # changelogs are simply no longer read (their state only caught duplicates early).
+        self.entities = json_table(app, "entities", kafka.partitions)
+        self.tables = {"entities": self.entities}
+        self.window_ms = int(streams.dedupe_window * 1000)
+        self.index = ExpiryIndex(self.window_ms)
         self.index_stale = True
         self.counts: dict[str, float] = {
             "published_apply": 0,
@@ -110,32 +112,36 @@ class DedupeStage:
                 await self.dlq.send(source, error=str(exc), error_type="EnvelopeInvalid")
         # Faust's RocksDB store reads and writes the partition of the current event.
         swept: set[int] = set()
-        in_seen: dict[str, dict[str, Any] | None] = {}
-        in_newest: dict[str, int | None] = {}
+        entries: dict[str, Entry | None] = {}
+        owner: dict[str, Any] = {}
         for event, source, envelope in decoded:
             stream._set_current_event(event)
             if source.partition not in swept:
-                # At least as many as this batch can add (two per event), so the sweep keeps up.
-                self._sweep(source.partition, now_ms, SWEEP_LIMIT + 2 * len(events))
+                # At least as many as this batch can add, so the sweep keeps up.
+                self._sweep(source.partition, now_ms, SWEEP_LIMIT + len(events))
                 swept.add(source.partition)
-            in_seen[envelope.event_id] = self.seen.get(envelope.event_id)
-            in_newest[envelope.entity_id] = self._newest_ts(envelope.entity_id)
-        verdicts = plan_batch([e for _, _, e in decoded], in_seen.get, in_newest.get)
+            key = entity_key(envelope)
+            if key not in entries:
+                entries[key] = self.entities.get(key)
+                owner[key] = event
+        plan = plan_batch(
+            [(envelope, source.partition) for _, source, envelope in decoded],
+            entries.__getitem__,
+            now_ms=now_ms,
+            window_ms=self.window_ms,
+        )
         passed = []
-        for (event, source, envelope), decision in zip(decoded, verdicts, strict=True):
+        for (_, _, envelope), decision in zip(decoded, plan.verdicts, strict=True):
             if isinstance(decision, Drop):
                 self.counts["duplicates"] += 1
                 log.debug("duplicate dropped", extra={"event_id": envelope.event_id})
             else:
-                passed.append((event, source, envelope, decision))
-        await self._publish_clean([(envelope, decision) for _, _, envelope, decision in passed])
-        for event, source, envelope, decision in passed:
-            stream._set_current_event(event)
-            self._record(envelope, decision, source.partition, now_ms)
-
-    def _newest_ts(self, entity_id: str) -> int | None:
-        newest = self.newest.get(entity_id)
-        return int(newest["ts"]) if newest else None
+                passed.append((envelope, decision))
+        await self._publish_clean(passed)
+        for key, entry in plan.entries.items():
+            stream._set_current_event(owner[key])
+            self.entities[key] = entry
+            self.index.add(entry["p"], entry["at"], "entities", key)
 
     async def _publish_clean(self, decided: list[tuple[Envelope, Disposition]]) -> None:
         """Publish to the clean topics until acked; Kafka down pauses the stage, loses nothing."""
@@ -170,15 +176,6 @@ class DedupeStage:
                 event=envelope.event, event_id=envelope.event_id, disposition=disposition.value
             ),
         )
-
-    def _record(self, envelope: Any, disposition: Disposition, partition: int, now_ms: int) -> None:
-        self.seen[envelope.event_id] = seen_entry(envelope, partition, now_ms)
-        self.index.add(partition, now_ms, "seen", envelope.event_id)
-        if disposition is Disposition.APPLY:
-            entry = newest_entry(envelope, partition, now_ms)
-            if entry is not None:
-                self.newest[envelope.entity_id] = entry
-                self.index.add(partition, now_ms, "newest", envelope.entity_id)
 
     def _rebuild_index(self) -> None:
         """After a rebalance or restart, index what the tables hold (restored entries too)."""

@@ -1,13 +1,18 @@
 """The dedupe stage's decisions, pure: duplicate or not, which disposition, what expires.
 
-State per partition (kept in Faust tables, changelog-backed):
+State per partition, one Faust table entry per entity (``"{event}:{entity_id}"``,
+changelog-backed)::
 
-* ``seen[event_id] = {"at": ms first seen, "ok": success, "p": partition}``
-* ``newest[entity_id] = {"ts": newest successful timestamp, "at": ms, "p": partition}``
+    {"p": partition, "at": ms last written, "ts": newest applied timestamp or None,
+     "seen": {"<timestamp>": [ms first seen, success]}}
 
-Both are bounded by the dedupe window: :class:`ExpiryIndex` says which keys
-are older than the window, so the stage can tombstone them itself (windowed
-tables do not expire keys restored from the changelog, faust-streaming #385).
+The ``event_id`` is ``"{event}:{entity_id}:{timestamp}"``, so an entity's entry
+holds every event id of it seen in the window: one table read and at most one
+write per entity per batch, one tombstone when it expires. Seen timestamps
+older than the window are pruned whenever the entry is written, and
+:class:`ExpiryIndex` says which entries were last written before the window, so
+the stage can tombstone them itself (windowed tables do not expire keys
+restored from the changelog, faust-streaming #385).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from events.envelope import Disposition, Envelope
+
+Entry = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,43 +53,74 @@ def verdict(seen: dict[str, Any] | None, newest_ts: int | None, envelope: Envelo
     return Disposition.APPLY
 
 
+def entity_key(envelope: Envelope) -> str:
+    """The table key of the entity an event is about (its event type included)."""
+    return f"{envelope.event}:{envelope.entity_id}"
+
+
+def seen_in(entry: Entry | None, envelope: Envelope) -> dict[str, Any] | None:
+    """What the entry remembers of this very event (same ``event_id``), if anything."""
+    item = (entry or {}).get("seen", {}).get(str(envelope.timestamp))
+    return None if item is None else {"at": item[0], "ok": bool(item[1])}
+
+
+def newest_in(entry: Entry | None) -> int | None:
+    ts = (entry or {}).get("ts")
+    return None if ts is None else int(ts)
+
+
+def with_event(
+    entry: Entry | None,
+    envelope: Envelope,
+    decision: Disposition,
+    *,
+    partition: int,
+    now_ms: int,
+    window_ms: int,
+) -> Entry:
+    """The entity's entry after recording a passed event; seen items older than the window go."""
+    cutoff = now_ms - window_ms
+    seen = {ts: item for ts, item in (entry or {}).get("seen", {}).items() if item[0] >= cutoff}
+    seen[str(envelope.timestamp)] = [now_ms, envelope.success]
+    newest = newest_in(entry)
+    if decision is Disposition.APPLY:
+        newest = envelope.timestamp if newest is None else max(newest, envelope.timestamp)
+    return {"p": partition, "at": now_ms, "ts": newest, "seen": seen}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """A batch's verdicts in order, and each touched entity's entry once they are recorded."""
+
+    verdicts: list[Verdict]
+    entries: dict[str, Entry]
+
+
 def plan_batch(
-    envelopes: Sequence[Envelope],
-    seen: Callable[[str], dict[str, Any] | None],
-    newest_ts: Callable[[str], int | None],
-) -> list[Verdict]:
-    """Verdicts for a batch in order, as if each event had been recorded before the next.
+    events: Sequence[tuple[Envelope, int]],
+    entry_of: Callable[[str], Entry | None],
+    *,
+    now_ms: int,
+    window_ms: int,
+) -> BatchPlan:
+    """Decide ``(envelope, partition)`` pairs in order, as if each were recorded before the next.
 
-    ``seen``/``newest_ts`` read the tables; what earlier events of the same
-    batch would have written is overlaid, so a duplicate or an older event
-    inside one batch is caught like one in separate batches.
+    ``entry_of`` reads the table; what earlier events of the same batch would
+    have written is overlaid, so a duplicate or an older event inside one batch
+    is caught like one in separate batches.
     """
-    pending_seen: dict[str, dict[str, Any]] = {}
-    pending_newest: dict[str, int] = {}
-    out: list[Verdict] = []
-    for envelope in envelopes:
-        event_id, entity_id = envelope.event_id, envelope.entity_id
-        entry = pending_seen[event_id] if event_id in pending_seen else seen(event_id)
-        newest = pending_newest[entity_id] if entity_id in pending_newest else newest_ts(entity_id)
-        decision = verdict(entry, newest, envelope)
-        out.append(decision)
-        if isinstance(decision, Drop):
-            continue
-        pending_seen[event_id] = {"ok": envelope.success}
-        if decision is Disposition.APPLY and envelope.success:
-            pending_newest[entity_id] = envelope.timestamp
-    return out
-
-
-def seen_entry(envelope: Envelope, partition: int, now_ms: int) -> dict[str, Any]:
-    return {"at": now_ms, "ok": envelope.success, "p": partition}
-
-
-def newest_entry(envelope: Envelope, partition: int, now_ms: int) -> dict[str, Any] | None:
-    """The entity's new newest timestamp, or None when this event does not advance it."""
-    if not envelope.success:
-        return None
-    return {"ts": envelope.timestamp, "at": now_ms, "p": partition}
+    pending: dict[str, Entry] = {}
+    verdicts: list[Verdict] = []
+    for envelope, partition in events:
+        key = entity_key(envelope)
+        entry = pending[key] if key in pending else entry_of(key)
+        decision = verdict(seen_in(entry, envelope), newest_in(entry), envelope)
+        verdicts.append(decision)
+        if not isinstance(decision, Drop):
+            pending[key] = with_event(
+                entry, envelope, decision, partition=partition, now_ms=now_ms, window_ms=window_ms
+            )
+    return BatchPlan(verdicts, pending)
 
 
 class ExpiryIndex:

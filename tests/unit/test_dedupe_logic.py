@@ -7,11 +7,28 @@ from events.envelope import Disposition, Envelope
 from streams.dedupe_logic import (
     Drop,
     ExpiryIndex,
-    newest_entry,
+    entity_key,
+    newest_in,
     plan_batch,
-    seen_entry,
+    seen_in,
     verdict,
+    with_event,
 )
+
+WINDOW = 60_000
+
+
+def recorded(*envelopes: Envelope, now_ms: int = 1) -> dict:
+    """The entity entry after ``envelopes`` were recorded as applied, in order."""
+    entry = None
+    for envelope in envelopes:
+        decision = Disposition.APPLY if envelope.success else Disposition.UNSUCCESSFUL
+        entry = with_event(entry, envelope, decision, partition=0, now_ms=now_ms, window_ms=WINDOW)
+    return entry
+
+
+def plan(batch, entry_of=lambda _: None):
+    return plan_batch([(e, 0) for e in batch], entry_of, now_ms=1, window_ms=WINDOW)
 
 
 def env(ts: int = 1000, success: bool = True, gfe: str = "g1") -> Envelope:
@@ -33,15 +50,16 @@ def test_first_event_applies():
 
 
 def test_same_event_again_is_dropped():
-    first = env()
-    assert isinstance(verdict(seen_entry(first, 0, 1), 1000, env()), Drop)
+    entry = recorded(env())
+    assert isinstance(verdict(seen_in(entry, env()), newest_in(entry), env()), Drop)
 
 
 def test_success_is_never_dropped_because_of_an_earlier_failure():
     failed = env(success=False)
     assert verdict(None, None, failed) is Disposition.UNSUCCESSFUL
-    assert verdict(seen_entry(failed, 0, 1), None, env()) is Disposition.APPLY
-    assert isinstance(verdict(seen_entry(failed, 0, 1), None, failed), Drop)
+    entry = recorded(failed)
+    assert verdict(seen_in(entry, env()), newest_in(entry), env()) is Disposition.APPLY
+    assert isinstance(verdict(seen_in(entry, failed), newest_in(entry), failed), Drop)
 
 
 def test_older_than_newest_is_stale_equal_or_newer_applies():
@@ -51,8 +69,25 @@ def test_older_than_newest_is_stale_equal_or_newer_applies():
 
 
 def test_failures_do_not_advance_the_newest_timestamp():
-    assert newest_entry(env(success=False), 0, 1) is None
-    assert newest_entry(env(ts=5), 2, 9) == {"ts": 5, "at": 9, "p": 2}
+    assert newest_in(recorded(env(success=False))) is None
+    entry = with_event(None, env(ts=5), Disposition.APPLY, partition=2, now_ms=9, window_ms=WINDOW)
+    assert entry == {"p": 2, "at": 9, "ts": 5, "seen": {"5": [9, True]}}
+    assert newest_in(recorded(env(ts=5), env(ts=7, success=False))) == 5
+
+
+def test_an_entity_entry_keeps_only_the_event_ids_seen_within_the_window():
+    old = with_event(None, env(ts=1), Disposition.APPLY, partition=0, now_ms=0, window_ms=100)
+    kept = with_event(old, env(ts=2), Disposition.APPLY, partition=0, now_ms=100, window_ms=100)
+    assert set(kept["seen"]) == {"1", "2"}  # the first is exactly one window old
+    later = with_event(kept, env(ts=3), Disposition.APPLY, partition=0, now_ms=101, window_ms=100)
+    assert set(later["seen"]) == {"2", "3"}
+    assert later["ts"] == 3
+
+
+def test_entities_of_different_event_types_never_share_an_entry():
+    visit = env(gfe="x1")
+    treatment = visit.model_copy(update={"event": "treatment.updated"})
+    assert entity_key(visit) != entity_key(treatment)
 
 
 def test_expiry_index_pops_only_entries_outside_the_window_per_partition():
@@ -79,7 +114,7 @@ def test_expiry_index_skips_an_entry_rewritten_inside_the_window():
 
 def test_a_batch_catches_duplicates_and_older_events_among_its_own_events():
     batch = [env(ts=2000), env(ts=2000), env(ts=1000), env(ts=9, success=False), env(ts=9)]
-    decisions = plan_batch(batch, lambda _: None, lambda _: None)
+    decisions = plan(batch).verdicts
     assert decisions[0] is Disposition.APPLY
     assert isinstance(decisions[1], Drop)
     assert decisions[2] is Disposition.STALE
@@ -87,15 +122,23 @@ def test_a_batch_catches_duplicates_and_older_events_among_its_own_events():
     assert decisions[4] is Disposition.STALE  # the failure did not drop it; 2000 is newer
 
 
-def test_a_batch_reads_the_tables_for_what_earlier_batches_recorded():
-    recorded = env(ts=5000, gfe="g2")
-    decisions = plan_batch(
+def test_a_batch_reads_the_table_for_what_earlier_batches_recorded():
+    entry = recorded(env(ts=5000, gfe="g2"))
+    decisions = plan(
         [env(ts=5000, gfe="g2"), env(ts=4000, gfe="g2"), env(ts=1, gfe="g3")],
-        lambda event_id: seen_entry(recorded, 0, 1) if event_id == recorded.event_id else None,
-        lambda entity: 5000 if entity == "g2" else None,
-    )
+        lambda key: entry if key == "visit.completed:g2" else None,
+    ).verdicts
     assert isinstance(decisions[0], Drop)
     assert decisions[1:] == [Disposition.STALE, Disposition.APPLY]
+
+
+def test_a_batch_plans_one_write_per_entity_it_touched():
+    result = plan([env(ts=1), env(ts=1), env(ts=2), env(ts=3, gfe="g2")])
+    assert set(result.entries) == {"visit.completed:g1", "visit.completed:g2"}
+    assert set(result.entries["visit.completed:g1"]["seen"]) == {"1", "2"}
+    assert (
+        plan([env(ts=1)], lambda _: recorded(env(ts=1))).entries == {}
+    )  # duplicates write nothing
 
 
 events_strategy = st.lists(
@@ -106,29 +149,42 @@ events_strategy = st.lists(
 @given(events_strategy, st.integers(1, 12))
 def test_batching_decides_exactly_like_one_event_at_a_time(spec, size):
     envelopes = [env(ts=ts, success=ok, gfe=gfe) for gfe, ts, ok in spec]
-    seen: dict[str, dict] = {}
-    newest: dict[str, int] = {}
-
-    def record(envelope, decision):
-        seen[envelope.event_id] = seen_entry(envelope, 0, 1)
-        entry = newest_entry(envelope, 0, 1) if decision is Disposition.APPLY else None
-        if entry:
-            newest[envelope.entity_id] = entry["ts"]
-
+    table: dict[str, dict] = {}
     one_by_one = []
     for envelope in envelopes:
-        decision = verdict(seen.get(envelope.event_id), newest.get(envelope.entity_id), envelope)
-        one_by_one.append(decision)
-        if not isinstance(decision, Drop):
-            record(envelope, decision)
-    seen.clear()
-    newest.clear()
+        result = plan([envelope], table.get)
+        one_by_one.extend(result.verdicts)
+        table.update(result.entries)
+    table.clear()
     batched = []
     for start in range(0, len(envelopes), size):
-        chunk = envelopes[start : start + size]
-        decisions = plan_batch(chunk, seen.get, newest.get)
-        batched.extend(decisions)
-        for envelope, decision in zip(chunk, decisions, strict=True):
-            if not isinstance(decision, Drop):
-                record(envelope, decision)
+        result = plan(envelopes[start : start + size], table.get)
+        batched.extend(result.verdicts)
+        table.update(result.entries)
     assert batched == one_by_one
+
+
+@given(events_strategy)
+def test_one_at_a_time_follows_the_rules(spec):
+    """Duplicate = same event_id already passed (a failure never hides a success); stale = older."""
+    envelopes = [env(ts=ts, success=ok, gfe=gfe) for gfe, ts, ok in spec]
+    table: dict[str, dict] = {}
+    passed: dict[str, bool] = {}
+    newest: dict[str, int] = {}
+    for envelope in envelopes:
+        result = plan([envelope], table.get)
+        table.update(result.entries)
+        decision = result.verdicts[0]
+        before = passed.get(envelope.event_id)
+        if before is not None and (before or not envelope.success):
+            assert isinstance(decision, Drop)
+            continue
+        assert not isinstance(decision, Drop)
+        passed[envelope.event_id] = envelope.success
+        if not envelope.success:
+            assert decision is Disposition.UNSUCCESSFUL
+        elif envelope.timestamp < newest.get(envelope.entity_id, 0):
+            assert decision is Disposition.STALE
+        else:
+            assert decision is Disposition.APPLY
+            newest[envelope.entity_id] = envelope.timestamp

@@ -30,6 +30,8 @@ class StreamsSettings(BaseSettings):
     retry_max_backoff_s: Duration = Field(default=30.0, gt=0, le=600)
     # How soon a crashed worker's partitions (and table state) move to another worker.
     session_timeout_s: Duration = Field(default=10.0, ge=6, le=300)
+    # How long a requested stop may take before the process exits anyway (Kafka unreachable).
+    shutdown_timeout_s: Duration = Field(default=30.0, ge=1, le=600)
 
     @field_validator("sinks")
     @classmethod

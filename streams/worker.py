@@ -7,6 +7,11 @@ finished and acked or left unacked (and repeated by the next owner).
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
+import threading
+from typing import Any
 
 import faust
 
@@ -19,6 +24,39 @@ from streams.email_stage import EmailStage
 from streams.faust_app import create_faust_app, prepare_changelogs
 from streams.settings import STAGES, StreamsSettings
 from streams.sink_stage import BatchSinkStage
+
+log = logging.getLogger(__name__)
+
+
+class BoundedStopWorker(faust.Worker):
+    """Faust's worker, except that a requested stop ends the process within a budget.
+
+    With Kafka unreachable, Faust's shutdown waits for its consumer and
+    producer to stop, which never happens: a SIGTERM during an outage would
+    leave the process hanging until something SIGKILLs it. Exiting anyway
+    loses nothing, since events are acked only after their work is done; the
+    partitions' next owner repeats what was not.
+    """
+
+    def __init__(self, app: faust.App, *, shutdown_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self._watchdog: threading.Timer | None = None
+
+    def _schedule_shutdown(self, sig: signal.Signals) -> None:  # mode's hook for SIGTERM/INT
+        super()._schedule_shutdown(sig)
+        if self._watchdog is None:
+            self._watchdog = threading.Timer(self.shutdown_timeout_s, self._give_up)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+    def _give_up(self) -> None:
+        log.error(
+            "shutdown did not finish in %.0fs (is Kafka reachable?); exiting without it",
+            self.shutdown_timeout_s,
+        )
+        logging.shutdown()
+        os._exit(1)
 
 
 def build_stage(stage: str) -> faust.App:
@@ -41,10 +79,15 @@ def build_stage(stage: str) -> faust.App:
 def run_worker(stage: str) -> None:
     """Run until SIGTERM/SIGINT (Faust's worker handles the signals and the drain)."""
     app = build_stage(stage)
-    window_s = load_settings(StreamsSettings).dedupe_window
-    asyncio.run(prepare_changelogs(app, load_settings(KafkaSettings), window_s))
+    streams = load_settings(StreamsSettings)
+    asyncio.run(prepare_changelogs(app, load_settings(KafkaSettings), streams.dedupe_window))
     level = load_settings(LogSettings).level.lower()
-    worker = faust.Worker(
-        app, loglevel=level, override_logging=False, redirect_stdouts=False, quiet=True
+    worker = BoundedStopWorker(
+        app,
+        shutdown_timeout_s=streams.shutdown_timeout_s,
+        loglevel=level,
+        override_logging=False,
+        redirect_stdouts=False,
+        quiet=True,
     )
     worker.execute_from_commandline()

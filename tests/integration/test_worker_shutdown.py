@@ -1,0 +1,71 @@
+"""A worker asked to stop while Kafka is unreachable still exits, within its shutdown budget."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devstack.kafka import KafkaBroker
+from devstack.process import free_port
+from devstack.stack import pipeline_process, stage_argv
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.integration
+SHUTDOWN_S = 5
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[KafkaBroker]:
+    """A broker of its own, so killing it cannot disturb other tests."""
+    broker = KafkaBroker.on_free_ports(tmp_path, partitions=1)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+async def test_sigterm_with_kafka_gone_exits_within_the_shutdown_budget(
+    broker: KafkaBroker, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "KAFKA_PARTITIONS": "1",
+        "STREAMS_STATE_DIR": str(tmp_path / "state"),
+        "STREAMS_WEB_PORT": str(port),
+        "STREAMS_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S),
+    }
+    worker = pipeline_process("dedupe", stage_argv("dedupe"), env, tmp_path / "logs")
+
+    async def consuming() -> bool:
+        """Its partitions are assigned: the lag gauge has a sample."""
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+                response = await client.get(f"http://127.0.0.1:{port}/metrics")
+        except httpx.HTTPError:
+            return False
+        return "streams_consumer_lag{" in response.text
+
+    async def exited() -> bool:
+        return not worker.alive()
+
+    worker.start()
+    try:
+        await wait_until(consuming, 90, "the worker consuming its partitions")
+        broker.kill()
+        await asyncio.sleep(2)  # the worker notices: its connections are gone
+        asked = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        await wait_until(exited, SHUTDOWN_S + 15, "the worker to exit")
+        took = time.monotonic() - asked
+        assert took < SHUTDOWN_S + 10, f"took {took:.1f}s"
+        assert "did not finish" in worker.log_tail(50)
+    finally:
+        worker.stop(grace=1, sig=signal.SIGKILL)

@@ -8,13 +8,15 @@ database and the time until every distinct event's row is there is taken:
 - (a) ours: the dedupe worker and the Postgres worker (two processes);
 - (b) the raw limit (:mod:`bench.raw_limit`): aiokafka + COPY, no Faust;
 - (c) the peer (:mod:`bench.quix_peer`): the same job in Quix Streams, its
-  state for dedupe, in its own venv (``.venv-quix``, made on first use).
+  state for dedupe, in its own venv (``.venv-quix``, made on first use);
+- with ``--baseline REF``, also ours as of git ``REF`` (``ours_baseline``),
+  for before/after figures measured side by side.
 
 Reported per variant: wall time from process start, events/s over it, and
 rows/s between the first and the last row (start-up excluded); ratios a/b
 and a/c; and whether the three databases hold the same rows.
 
-    python -m bench.pipeline_throughput [--events 200000] [--duplicates 0.2]
+    python -m bench.pipeline_throughput [--events 200000] [--duplicates 0.2] [--baseline REF]
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from spakinect_pipeline.topic_admin import ensure_topics
 QUIX_VENV = REPO / ".venv-quix"
 QUIX_REQUIREMENTS = REPO / "bench" / "quix-requirements.txt"
 VARIANTS = ("ours", "raw_limit", "quix")
+BASELINE = "ours_baseline"
 
 
 def quix_python() -> Path:
@@ -58,6 +61,16 @@ def quix_python() -> Path:
         subprocess.run([*pip, "-r", str(QUIX_REQUIREMENTS)], check=True)
         stamp.touch()
     return python
+
+
+def checkout(ref: str, into: Path) -> Path:
+    """The tree of git ``ref`` (no history) in ``into``: the baseline's code."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", ref], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 def database_dsn(dsn: str, name: str) -> str:
@@ -108,15 +121,18 @@ def processes_for(variant: str, env: dict[str, str], dsn: str, root: Path) -> li
     logs = root / "logs"
     group = f"bench-{variant}-{uuid.uuid4().hex[:6]}"
     bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
-    if variant == "ours":
+    if variant in ("ours", BASELINE):
+        # The baseline runs from its own tree: first on sys.path, before this checkout.
+        tree = root / "baseline" if variant == BASELINE else REPO
         stage_env = {
             **env,
             "POSTGRES_DSN": dsn,
             "STREAMS_APP_ID": group,
             "STREAMS_STATE_DIR": str(root / "state" / group),
             "LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(tree),
         }
-        return [
+        processes = [
             pipeline_process(
                 f"{group}-{stage}",
                 stage_argv(stage),
@@ -125,6 +141,9 @@ def processes_for(variant: str, env: dict[str, str], dsn: str, root: Path) -> li
             )
             for stage in ("dedupe", "postgres")
         ]
+        for process in processes:
+            process.cwd = tree
+        return processes
     args = ["--bootstrap", bootstrap, "--dsn", dsn, "--group", group]
     if variant == "raw_limit":
         return [
@@ -167,7 +186,12 @@ def run_variant(
     }
 
 
-def run(root: Path, events: int, duplicates: float, variants: list[str]) -> dict[str, Any]:
+def run(
+    root: Path, events: int, duplicates: float, variants: list[str], baseline: str | None
+) -> dict[str, Any]:
+    if baseline:
+        checkout(baseline, root / "baseline")
+        variants = [*variants, BASELINE]
     services = LocalServices(root, REPO / ".cache", Ports.free())
     services.start()
     try:
@@ -188,13 +212,18 @@ def run(root: Path, events: int, duplicates: float, variants: list[str]) -> dict
             print(variant, results[variant], flush=True)
     finally:
         services.stop()
-    return {"events": len(messages), "distinct": distinct, **results, **ratios(results)}
+    figures = {"events": len(messages), "distinct": distinct, "baseline": baseline}
+    return figures | results | ratios(results)
 
 
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     ours = results.get("ours")
-    for other, name in (("raw_limit", "a_over_b"), ("quix", "a_over_c")):
+    for other, name in (
+        ("raw_limit", "a_over_b"),
+        ("quix", "a_over_c"),
+        (BASELINE, "after_over_before"),
+    ):
         if ours and other in results:
             out[name] = round(ours["events_per_s"] / results[other]["events_per_s"], 3)
             out[f"{name}_steady"] = round(
@@ -210,6 +239,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--duplicates", type=float, default=0.2)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--baseline", help="also run ours as of this git ref (before/after)")
     parser.add_argument(
         "--out", type=Path, default=REPO / "bench" / "results" / "pipeline_throughput.json"
     )
@@ -219,7 +249,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variant(s) {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     with tempfile.TemporaryDirectory(prefix="spakinect-bench-pipeline-") as tmp:
-        result = run(Path(tmp), args.events, args.duplicates, variants)
+        result = run(Path(tmp), args.events, args.duplicates, variants, args.baseline)
     result |= machine({"all": "Kafka, Postgres, then each variant's processes in turn: any core"})
     write_report(result, args.out)
 

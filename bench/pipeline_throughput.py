@@ -3,7 +3,10 @@
 ``--events`` raw visit events (``--duplicates`` of them vendor retries) are
 preloaded into the raw topic of a local broker. Then, one after the other on
 the same broker and Postgres, each variant drains the topic into its own
-database and the time until every distinct event's row is there is taken:
+database and the time until every distinct event's row is there is taken.
+Each variant has topics of its own (``KAFKA_TOPIC_PREFIX``), preloaded just
+before it starts: shared clean topics would hand a later run of ours the
+earlier run's deduped events.
 
 - (a) ours: the dedupe worker and the Postgres worker (two processes);
 - (b) the raw limit (:mod:`bench.raw_limit`): aiokafka + COPY, no Faust;
@@ -29,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +121,10 @@ async def wait_rows(dsn: str, expected: int, timeout: float) -> dict[str, Any]:
         await conn.close()
 
 
+def prefix_of(variant: str) -> str:
+    return f"bench-{variant.replace('_', '-')}."
+
+
 def processes_for(variant: str, env: dict[str, str], dsn: str, root: Path) -> list[ManagedProcess]:
     logs = root / "logs"
     group = f"bench-{variant}-{uuid.uuid4().hex[:6]}"
@@ -128,6 +136,7 @@ def processes_for(variant: str, env: dict[str, str], dsn: str, root: Path) -> li
             **env,
             "POSTGRES_DSN": dsn,
             "STREAMS_APP_ID": group,
+            "KAFKA_TOPIC_PREFIX": prefix_of(variant),
             "STREAMS_STATE_DIR": str(root / "state" / group),
             "LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(tree),
@@ -144,7 +153,8 @@ def processes_for(variant: str, env: dict[str, str], dsn: str, root: Path) -> li
         for process in processes:
             process.cwd = tree
         return processes
-    args = ["--bootstrap", bootstrap, "--dsn", dsn, "--group", group]
+    topic = Topics(prefix_of(variant)).visit_completed
+    args = ["--bootstrap", bootstrap, "--dsn", dsn, "--group", group, "--topic", topic]
     if variant == "raw_limit":
         return [
             ManagedProcess(
@@ -162,6 +172,27 @@ def processes_for(variant: str, env: dict[str, str], dsn: str, root: Path) -> li
             cwd=REPO,
         )
     ]
+
+
+async def open_group_coordinator(kafka: KafkaSettings, timeout: float = 60) -> None:
+    """Have Kafka create ``__consumer_offsets`` now, not in the first variant's time."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(**kafka.client_options())
+    await admin.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                await admin.find_coordinator("bench-warm-up")
+                return
+            except KafkaError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
 
 
 def run_variant(
@@ -197,16 +228,20 @@ def run(
     try:
         env = services.env()
         kafka = KafkaSettings(bootstrap_servers=[env["KAFKA_BOOTSTRAP_SERVERS"]])
-        topics = Topics()
-        asyncio.run(ensure_topics(kafka))
-        messages = with_duplicates(topics.visit_completed, uuid.uuid4().hex[:6], events, duplicates)
+        messages = with_duplicates("", uuid.uuid4().hex[:6], events, duplicates)
         distinct = len({m.key for m in messages})
-        began = time.monotonic()
-        asyncio.run(preload(kafka, messages))
-        took = time.monotonic() - began
-        print(f"preloaded {len(messages):,} events ({distinct:,} distinct) in {took:.0f}s")
+        asyncio.run(open_group_coordinator(kafka))
         results: dict[str, Any] = {}
         for variant in variants:
+            topics = Topics(prefix_of(variant))
+            asyncio.run(ensure_topics(kafka, topics.all()))
+            began = time.monotonic()
+            mine = [replace(m, topic=topics.visit_completed) for m in messages]
+            asyncio.run(preload(kafka, mine))
+            took = time.monotonic() - began
+            print(
+                f"{variant}: preloaded {len(mine):,} events ({distinct:,} distinct) in {took:.0f}s"
+            )
             dsn = asyncio.run(create_database(services.postgres.dsn, f"bench_{variant}"))
             results[variant] = run_variant(variant, env, dsn, root, distinct, len(messages))
             print(variant, results[variant], flush=True)

@@ -39,7 +39,7 @@ chaos: venv ## Fault injection (Kafka, worker, Postgres, SMTP, ingress killed un
 	$(PY) -m chaos.run --scenario all --events 5000 --rate 100
 
 .PHONY: bench
-bench: venv bench-tools ## All benchmarks on the real local stack (~45 min): tables, bench/results/*.json
+bench: venv bench-tools ## All benchmarks on the real local stack (~40 min): tables, bench/results/*.json
 	$(PY) -m bench.ingress_throughput
 	$(PY) -m bench.e2e_latency --events 30000 --rate 500
 	$(PY) -m bench.pipeline_throughput --events 200000 --duplicates 0.2

@@ -41,6 +41,7 @@ import asyncpg
 from bench.raw_events import preload, with_duplicates
 from bench.report import machine, write_report
 from devstack import REPO
+from devstack.postgres import create_database
 from devstack.process import ManagedProcess, free_port
 from devstack.stack import LocalServices, Ports, pipeline_process, stage_argv
 from events.topics import Topics
@@ -75,22 +76,6 @@ def checkout(ref: str, into: Path) -> Path:
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
-
-
-def database_dsn(dsn: str, name: str) -> str:
-    base, _, _ = dsn.rpartition("/")
-    return f"{base}/{name}"
-
-
-async def create_database(admin_dsn: str, name: str) -> str:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = database_dsn(admin_dsn, name)
-    await migrate(dsn)
-    return dsn
 
 
 async def row_counts(dsn: str) -> dict[str, int]:
@@ -243,6 +228,7 @@ def run(
                 f"{variant}: preloaded {len(mine):,} events ({distinct:,} distinct) in {took:.0f}s"
             )
             dsn = asyncio.run(create_database(services.postgres.dsn, f"bench_{variant}"))
+            asyncio.run(migrate(dsn))
             results[variant] = run_variant(variant, env, dsn, root, distinct, len(messages))
             print(variant, results[variant], flush=True)
     finally:

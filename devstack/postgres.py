@@ -52,6 +52,24 @@ def _system_user(data_dir: Path, socket_dir: Path) -> str | None:
     return user
 
 
+def with_database(dsn: str, name: str) -> str:
+    """The same server's DSN for database ``name``."""
+    base, _, _ = dsn.rpartition("/")
+    return f"{base}/{name}"
+
+
+async def create_database(admin_dsn: str, name: str) -> str:
+    """Create database ``name`` on the server of ``admin_dsn``; return its DSN."""
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return with_database(admin_dsn, name)
+
+
 class LocalPostgres:
     """One PostgreSQL server with its data in ``data_dir`` and log in ``logs_dir``."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,8 @@ import asyncpg
 import httpx
 import pytest
 
+from devstack.kafka import KafkaBroker
+from devstack.postgres import create_database
 from devstack.process import ManagedProcess, free_port
 from devstack.smtp_catcher import read_mails
 from devstack.stack import http_ok, pipeline_process, stage_argv
@@ -31,9 +33,15 @@ from tests.services import Services
 STAGES = ("dedupe", "postgres", "email")
 
 
-def _with_database(dsn: str, database: str) -> str:
-    base, _, _ = dsn.rpartition("/")
-    return f"{base}/{database}"
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[KafkaBroker]:
+    """A broker of its own (not the session's), so killing it cannot disturb other tests."""
+    broker = KafkaBroker.on_free_ports(tmp_path, partitions=2)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @dataclass
@@ -129,19 +137,13 @@ async def pipeline(
     overrides: dict[str, str] = getattr(request.module, "PIPELINE_ENV", {})
     unique = uuid.uuid4().hex[:8]
     tmp = tmp_path_factory.mktemp(f"pipeline-{unique}")
-    database = f"test_{unique}"
-    admin = await asyncpg.connect(services.postgres_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{database}"')
-    finally:
-        await admin.close()
+    direct_dsn = await create_database(services.postgres_dsn, f"test_{unique}")
     host_port = services.postgres_dsn.split("@", 1)[1].split("/", 1)[0]
     pg_host, _, pg_port = host_port.rpartition(":")
     pg_proxy = TcpProxy(pg_host, int(pg_port))
     smtp_proxy = TcpProxy(services.smtp_host, services.smtp_port)
     await pg_proxy.up()
     await smtp_proxy.up()
-    direct_dsn = _with_database(services.postgres_dsn, database)
     proxied_dsn = direct_dsn.replace(host_port, f"127.0.0.1:{pg_proxy.port}")
     kafka = KafkaSettings(
         bootstrap_servers=[services.kafka_bootstrap],

@@ -7,8 +7,6 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import orjson
@@ -28,17 +26,6 @@ from .test_ingress import client_for
 pytestmark = pytest.mark.integration
 BUDGET_S = 2.0
 RECOVERY_S = 8.0
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[KafkaBroker]:
-    """A broker of its own, so killing it cannot disturb other tests."""
-    broker = KafkaBroker.on_free_ports(tmp_path, partitions=2)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 async def test_kafka_killed_and_restarted_mid_traffic(broker: KafkaBroker) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,17 +17,6 @@ from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 SHUTDOWN_S = 5
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[KafkaBroker]:
-    """A broker of its own, so killing it cannot disturb other tests."""
-    broker = KafkaBroker.on_free_ports(tmp_path, partitions=1)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 async def test_sigterm_with_kafka_gone_exits_within_the_shutdown_budget(

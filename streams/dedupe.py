@@ -42,7 +42,6 @@ class DedupeStage:
         # One entry per entity; the first release kept "seen" and "newest" tables, whose
         # changelogs are simply no longer read (their state only caught duplicates early).
         self.entities = json_table(app, "entities", kafka.partitions)
-        self.tables = {"entities": self.entities}
         self.window_ms = int(streams.dedupe_window * 1000)
         self.index = ExpiryIndex(self.window_ms)
         self.index_stale = True
@@ -141,7 +140,7 @@ class DedupeStage:
         for key, entry in plan.entries.items():
             stream._set_current_event(owner[key])
             self.entities[key] = entry
-            self.index.add(entry["p"], entry["at"], "entities", key)
+            self.index.add(entry["p"], entry["at"], key)
 
     async def _publish_clean(self, decided: list[tuple[Envelope, Disposition]]) -> None:
         """Publish to the clean topics until acked; Kafka down pauses the stage, loses nothing."""
@@ -178,12 +177,11 @@ class DedupeStage:
         )
 
     def _rebuild_index(self) -> None:
-        """After a rebalance or restart, index what the tables hold (restored entries too)."""
+        """After a rebalance or restart, index what the table holds (restored entries too)."""
         self.index.clear()
-        for name, table in self.tables.items():
-            for key, value in table.items():
-                if isinstance(value, dict) and "at" in value and "p" in value:
-                    self.index.add(int(value["p"]), int(value["at"]), name, key)
+        for key, value in self.entities.items():
+            if isinstance(value, dict) and "at" in value and "p" in value:
+                self.index.add(int(value["p"]), int(value["at"]), key)
         self.index_stale = False
         log.info("dedupe expiry index rebuilt", extra={"entries": len(self.index)})
 
@@ -191,7 +189,7 @@ class DedupeStage:
         """Tombstone this partition's entries older than the window."""
         if self.index_stale:
             self._rebuild_index()
-        for _at, name, key in self.index.expired(partition, now_ms, limit):
+        for key in self.index.expired(partition, now_ms, limit):
             # The index holds each key's current write, so no read is needed to confirm it.
-            del self.tables[name][key]
+            del self.entities[key]
             self.counts["expired"] += 1

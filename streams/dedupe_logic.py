@@ -124,22 +124,22 @@ def plan_batch(
 
 
 class ExpiryIndex:
-    """Which (table, key) entries of each partition are older than the window.
+    """Which entries of each partition were last written before the window.
 
-    A min-heap per partition of ``(at, table, key)`` plus each entry's current
-    ``at``: an entry rewritten later is pushed again and its older heap item
-    is skipped, so the stage can tombstone what :meth:`expired` returns
-    without reading the table first, and ``len()`` is the entries held.
+    A min-heap per partition of ``(at, key)`` plus each key's current ``at``:
+    a key rewritten later is pushed again and its older heap item is skipped,
+    so the stage can tombstone what :meth:`expired` returns without reading
+    the table first, and ``len()`` is the entries held.
     """
 
     def __init__(self, window_ms: int) -> None:
         self.window_ms = window_ms
-        self._heaps: dict[int, list[tuple[int, str, str]]] = {}
-        self._current: dict[tuple[str, str], int] = {}
+        self._heaps: dict[int, list[tuple[int, str]]] = {}
+        self._current: dict[str, int] = {}
 
-    def add(self, partition: int, at: int, table: str, key: str) -> None:
-        heapq.heappush(self._heaps.setdefault(partition, []), (at, table, key))
-        self._current[(table, key)] = at
+    def add(self, partition: int, at: int, key: str) -> None:
+        heapq.heappush(self._heaps.setdefault(partition, []), (at, key))
+        self._current[key] = at
 
     def clear(self) -> None:
         self._heaps.clear()
@@ -148,14 +148,14 @@ class ExpiryIndex:
     def __len__(self) -> int:
         return len(self._current)
 
-    def expired(self, partition: int, now_ms: int, limit: int = 1000) -> list[tuple[int, str, str]]:
-        """Pop up to ``limit`` current entries of ``partition`` older than the window."""
+    def expired(self, partition: int, now_ms: int, limit: int = 1000) -> list[str]:
+        """Pop up to ``limit`` current keys of ``partition`` last written before the window."""
         heap = self._heaps.get(partition)
-        out: list[tuple[int, str, str]] = []
+        out: list[str] = []
         cutoff = now_ms - self.window_ms
         while heap and heap[0][0] < cutoff and len(out) < limit:
-            at, table, key = heapq.heappop(heap)
-            if self._current.get((table, key)) == at:
-                del self._current[(table, key)]
-                out.append((at, table, key))
+            at, key = heapq.heappop(heap)
+            if self._current.get(key) == at:
+                del self._current[key]
+                out.append(key)
         return out

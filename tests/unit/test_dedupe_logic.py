@@ -92,23 +92,23 @@ def test_entities_of_different_event_types_never_share_an_entry():
 
 def test_expiry_index_pops_only_entries_outside_the_window_per_partition():
     index = ExpiryIndex(window_ms=100)
-    index.add(0, 10, "seen", "a")
-    index.add(0, 150, "seen", "b")
-    index.add(1, 10, "seen", "c")
-    assert index.expired(0, now_ms=200) == [(10, "seen", "a")]
+    index.add(0, 10, "a")
+    index.add(0, 150, "b")
+    index.add(1, 10, "c")
+    assert index.expired(0, now_ms=200) == ["a"]
     assert index.expired(0, now_ms=200) == []
     assert index.expired(1, now_ms=109) == []
-    assert index.expired(1, now_ms=111) == [(10, "seen", "c")]
+    assert index.expired(1, now_ms=111) == ["c"]
     assert len(index) == 1
 
 
 def test_expiry_index_skips_an_entry_rewritten_inside_the_window():
     index = ExpiryIndex(window_ms=100)
-    index.add(0, 10, "newest", "gfe_1")
-    index.add(0, 90, "newest", "gfe_1")  # the same key written again later
+    index.add(0, 10, "gfe_1")
+    index.add(0, 90, "gfe_1")  # the same key written again later
     assert len(index) == 1
     assert index.expired(0, now_ms=150) == []  # its first write is outside, the entry is not
-    assert index.expired(0, now_ms=191) == [(90, "newest", "gfe_1")]
+    assert index.expired(0, now_ms=191) == ["gfe_1"]
     assert len(index) == 0
 
 

@@ -2,10 +2,10 @@
 
 Runs in its own venv (``.venv-quix``, ``bench/quix-requirements.txt``) with
 the repository on ``PYTHONPATH``. One Quix application reads the raw visit
-topic, decides each event with our pure :func:`~streams.dedupe_logic.verdict`
-against Quix's own (RocksDB, changelogged) state per key — the event ids seen
-and the newest timestamp of the entity, as our dedupe stage keeps them — drops
-duplicates and hands the rest, with their disposition, to a Quix
+topic, decides each event with our pure :func:`~streams.dedupe_logic.plan_batch`
+against Quix's own (RocksDB, changelogged) state per key — the same entity
+entry our dedupe stage keeps: event ids seen in the window and the newest
+timestamp — drops duplicates and hands the rest, with their disposition, to a Quix
 ``BatchingSink`` that writes them with our Postgres sink (one transaction per
 partition batch, newer-only apply). Quix's own PostgreSQL sink writes one
 table of its own shape, so it cannot do the newer-only apply.
@@ -17,29 +17,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from typing import Any
 
-from quixstreams import Application, State
+from quixstreams import Application, State, message_context
 from quixstreams.sinks import BatchingSink, SinkBatch
 
-from events.envelope import Disposition, decode_envelope
+from events.envelope import decode_envelope
 from events.topics import Topics
 from sinks.base import Record
 from sinks.postgres.writer import PostgresSink
-from streams.dedupe_logic import Drop, verdict
+from streams.dedupe_logic import Drop, entity_key, plan_batch
 from streams.dlq import SourceMessage
+from streams.settings import StreamsSettings
+
+# DEDUPE_WINDOW's default, which ours runs with in this benchmark.
+WINDOW_MS = int(StreamsSettings.model_fields["dedupe_window"].default * 1000)
 
 
 def decide(value: bytes, state: State) -> Any:
     """The envelope with its disposition, or None for a duplicate (filtered out next)."""
     envelope = decode_envelope(value)
-    seen = state.get(f"seen:{envelope.event_id}")
-    decision = verdict(seen, state.get("newest"), envelope)
+    plan = plan_batch(
+        [(envelope, message_context().partition)],
+        lambda _key: state.get("entry"),  # Quix state is per message key: the entity
+        now_ms=int(time.time() * 1000),
+        window_ms=WINDOW_MS,
+    )
+    decision = plan.verdicts[0]
     if isinstance(decision, Drop):
         return None
-    state.set(f"seen:{envelope.event_id}", {"ok": envelope.success})
-    if decision is Disposition.APPLY:
-        state.set("newest", envelope.timestamp)
+    state.set("entry", plan.entries[entity_key(envelope)])
     return envelope.model_copy(update={"disposition": decision})
 
 

@@ -213,7 +213,7 @@ def run(
     try:
         env = services.env()
         kafka = KafkaSettings(bootstrap_servers=[env["KAFKA_BOOTSTRAP_SERVERS"]])
-        messages = with_duplicates("", uuid.uuid4().hex[:6], events, duplicates)
+        messages = with_duplicates(Topics(), uuid.uuid4().hex[:6], events, duplicates)
         distinct = len({m.key for m in messages})
         asyncio.run(open_group_coordinator(kafka))
         results: dict[str, Any] = {}

@@ -1,8 +1,9 @@
 """Raw-topic messages exactly as the ingress writes them, for benchmarks that start after it.
 
 The state and pipeline-throughput benchmarks measure the stages behind the
-ingress, so they preload the raw topic directly: same key (gfe_id), value
-(envelope bytes) and headers as :mod:`ingress.outbound` produces.
+ingress, so they preload the raw topic directly, with the messages the
+ingress's own pure path (:func:`ingress.intake.decide`, then
+:func:`ingress.outbound.outbound_for`) makes of the vendor's sample.
 """
 
 from __future__ import annotations
@@ -12,36 +13,37 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from itertools import islice
 
-from events.envelope import encode_envelope
-from events.payloads import make_event_id
+import orjson
+
 from events.samples import sample_visit
-from events.topics import headers
+from events.topics import Topics
+from ingress.intake import Accepted, decide
+from ingress.outbound import outbound_for
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher, Message
 
 VISIT = "visit.completed"
 
 
-def visit_message(topic: str, gfe_id: str, timestamp: int = 1714675200000) -> Message:
-    """One raw visit.completed message for ``gfe_id``."""
-    event_id = make_event_id(VISIT, gfe_id, timestamp)
-    value = encode_envelope(
-        event_id=event_id,
-        event=VISIT,
-        received_at=datetime.now(UTC),
-        payload=sample_visit(gfe_id, timestamp),
-    )
-    return Message(topic, value, gfe_id.encode(), headers(event=VISIT, event_id=event_id))
+def visit_message(topics: Topics, gfe_id: str, timestamp: int = 1714675200000) -> Message:
+    """One raw visit.completed message for ``gfe_id``, as the ingress would publish it."""
+    now = datetime.now(UTC)
+    body = orjson.dumps(sample_visit(gfe_id, timestamp))
+    decision = decide(body, VISIT, int(now.timestamp() * 1000))
+    if not isinstance(decision, Accepted):
+        raise ValueError(f"the ingress would not accept the sample: {decision!r}")
+    out = outbound_for(decision, topics, now)
+    return Message(out.topic, out.value, out.key, out.headers)
 
 
-def distinct_visits(topic: str, run: str, count: int) -> Iterator[Message]:
+def distinct_visits(topics: Topics, run: str, count: int) -> Iterator[Message]:
     """``count`` visits with distinct gfe_ids ``gfe_<run>_<n>``, generated lazily."""
     for n in range(count):
-        yield visit_message(topic, f"gfe_{run}_{n}")
+        yield visit_message(topics, f"gfe_{run}_{n}")
 
 
 def with_duplicates(
-    topic: str, run: str, total: int, duplicate_share: float, seed: int = 7
+    topics: Topics, run: str, total: int, duplicate_share: float, seed: int = 7
 ) -> list[Message]:
     """``total`` messages of which ``duplicate_share`` repeat an earlier one (vendor retries).
 
@@ -49,7 +51,7 @@ def with_duplicates(
     """
     rng = random.Random(seed)
     distinct = total - round(total * duplicate_share)
-    originals = list(distinct_visits(topic, run, distinct))
+    originals = list(distinct_visits(topics, run, distinct))
     placed = [(float(i), message) for i, message in enumerate(originals)]
     placed += [
         (i + rng.uniform(0.5, 2000), originals[i])

@@ -92,7 +92,7 @@ def run(root: Path, events: int, window: float, every: float) -> dict[str, Any]:
         asyncio.run(ensure_topics(kafka))
         began = time.monotonic()
         run_id = uuid.uuid4().hex[:6]
-        asyncio.run(preload(kafka, distinct_visits(topics.visit_completed, run_id, events)))
+        asyncio.run(preload(kafka, distinct_visits(topics, run_id, events)))
         preload_s = time.monotonic() - began
         print(f"preloaded {events:,} events in {preload_s:.0f}s", flush=True)
         port = free_port()

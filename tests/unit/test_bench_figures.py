@@ -5,10 +5,11 @@ from __future__ import annotations
 from bench.pipeline_throughput import ratios
 from bench.raw_events import with_duplicates
 from bench.state_bound import summarise
+from events.topics import Topics
 
 
 def test_preloaded_events_repeat_a_share_of_earlier_ones_after_their_original() -> None:
-    messages = with_duplicates("raw", "t", total=10_000, duplicate_share=0.2)
+    messages = with_duplicates(Topics(), "t", total=10_000, duplicate_share=0.2)
     keys = [m.key for m in messages]
     assert len(keys) == 10_000
     assert len(set(keys)) == 8_000

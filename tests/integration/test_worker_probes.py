@@ -34,8 +34,9 @@ from tests.services import Services
 
 pytestmark = pytest.mark.integration
 STAGES = ("dedupe", "postgres", "email")
-# A probe's whole answer: its checks run concurrently, each awaited CHECK_TIMEOUT_S at most.
-ANSWER_WITHIN_S = CHECK_TIMEOUT_S + 1.0
+# A probe's whole answer once the worker runs: its checks run concurrently, each awaited
+# CHECK_TIMEOUT_S at most; the rest is slack for this shared, loaded host.
+ANSWER_WITHIN_S = CHECK_TIMEOUT_S + 1.5
 
 
 @dataclass
@@ -51,13 +52,17 @@ class Workers:
             response = await client.get(f"http://127.0.0.1:{self.ports[stage]}{path}")
         return response.status_code, response.json(), time.monotonic() - began
 
-    async def wait_status(self, stage: str, status: int, timeout: float) -> dict[str, Any]:
+    async def wait_status(
+        self, stage: str, status: int, timeout: float, *, bounded: bool = True
+    ) -> dict[str, Any]:
+        """Poll /readyz until ``status``; each answer within the bound unless starting up."""
+
         async def answered() -> dict[str, Any] | None:
             try:
                 code, body, took = await self.get(stage, "/readyz")
             except httpx.HTTPError:
                 return None
-            assert took < ANSWER_WITHIN_S, f"/readyz took {took:.2f}s"
+            assert not bounded or took < ANSWER_WITHIN_S, f"/readyz took {took:.2f}s"
             return body if code == status else None
 
         body: dict[str, Any] = await wait_until(answered, timeout, f"{stage} /readyz {status}", 0.5)
@@ -112,7 +117,9 @@ async def workers(
         running.processes[stage] = process
         process.start()
     try:
-        await asyncio.gather(*(running.wait_status(stage, 200, 90) for stage in STAGES))
+        await asyncio.gather(
+            *(running.wait_status(stage, 200, 90, bounded=False) for stage in STAGES)
+        )
         yield running
     finally:
         await asyncio.gather(*(asyncio.to_thread(p.stop, 30) for p in running.processes.values()))

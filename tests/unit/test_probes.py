@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
-from streams.probes import Assignment, BoundedCheck, CheckFailed, decide
+from streams.probes import CHECK_TIMEOUT_S, Assignment, BoundedCheck, CheckFailed, decide
 
 ASSIGNED = Assignment(rebalances=1, rebalancing=False, partitions=3)
 
@@ -108,3 +109,31 @@ async def test_failures_show_their_class_never_an_arbitrary_message(
         raise error
 
     assert await BoundedCheck(failing).failure() == shown
+
+
+async def test_a_worker_serves_its_probes_and_names_what_it_cannot_reach(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from devstack.process import free_port
+    from streams.worker import build_stage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STREAMS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")  # nothing there
+    monkeypatch.setenv("POSTGRES_DSN", f"postgresql://pipeline@127.0.0.1:{free_port()}/none")
+    app = build_stage("postgres")
+    async with TestClient(TestServer(app.web.web_app)) as client:
+        health = await client.get("/healthz")
+        assert (health.status, await health.json()) == (200, {"status": "ok"})
+        began = time.monotonic()
+        ready = await client.get("/readyz")
+        assert time.monotonic() - began < 2 * CHECK_TIMEOUT_S
+        body = await ready.json()
+        assert ready.status == 503
+        assert set(body["problems"]) == {"kafka", "postgres", "assignment"}
+        assert body["problems"]["postgres"] == "postgres: ConnectionRefusedError"
+        await app.crash(RuntimeError("agent died"))
+        crashed = await client.get("/healthz")
+        assert (crashed.status, await crashed.json()) == (503, {"status": "crashed"})

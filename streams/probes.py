@@ -54,6 +54,8 @@ class Assignment:
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
+    """The answer of ``/readyz``: its status, and a body that names every failed part."""
+
     ready: bool
     body: dict[str, Any] = field(default_factory=dict)
 

@@ -27,11 +27,11 @@ up: venv ## Run the whole pipeline on real local services (foreground; Ctrl-C st
 	$(PY) -m devstack up
 
 .PHONY: test
-test: venv lint ## Lint, then run every test (integration tests start real local services)
+test: venv lint k8s-tools ## Lint, then run every test (integration tests start real local services)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: venv ## Run the unit tests only (no services)
+test-unit: venv k8s-tools ## Run the unit tests only (no services)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: chaos
@@ -59,6 +59,13 @@ bench-tools: ## Install the native load generators (wrk, hey) if missing (Debian
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && apt-get install -y -qq wrk hey; \
 	  else echo "make bench needs wrk and hey: sudo apt-get install wrk hey" >&2; exit 1; fi; }
+
+.PHONY: k8s-tools
+k8s-tools: ## Install kubectl if missing, to render deploy/k8s (Debian, as root)
+	@command -v kubectl >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && { apt-get install -y -qq kubectl || apt-get install -y -qq kubernetes-client; }; \
+	  else echo "the manifest tests need kubectl: sudo apt-get install kubernetes-client" >&2; exit 1; fi; }
 
 .PHONY: lint
 lint: venv ## ruff (lint + format check) and mypy --strict

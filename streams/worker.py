@@ -15,6 +15,7 @@ from typing import Any
 
 import faust
 
+from events.topics import Topics
 from sinks.email.settings import EmailSettings, SmtpSettings
 from sinks.postgres.settings import PostgresSettings
 from sinks.postgres.writer import PostgresSink
@@ -22,6 +23,7 @@ from spakinect_pipeline.config import KafkaSettings, LogSettings, load_settings
 from streams.dedupe import DedupeStage
 from streams.email_stage import EmailStage
 from streams.faust_app import create_faust_app, prepare_changelogs
+from streams.probes import add_probes, postgres_check, smtp_check
 from streams.settings import STAGES, StreamsSettings
 from streams.sink_stage import BatchSinkStage
 
@@ -66,13 +68,20 @@ def build_stage(stage: str) -> faust.App:
     streams = load_settings(StreamsSettings)
     kafka = load_settings(KafkaSettings)
     app = create_faust_app(stage, streams, kafka)
+    topics = Topics(kafka.topic_prefix)
     if stage == "dedupe":
-        DedupeStage(app, streams, kafka)
+        dedupe = DedupeStage(app, streams, kafka)
+        add_probes(app, dedupe.publisher, [topics.visit_completed, topics.treatment_updated])
     elif stage == "postgres":
         pg = load_settings(PostgresSettings)
-        BatchSinkStage(app, PostgresSink(pg.dsn, pool_size=pg.pool_size), streams, kafka)
+        sink = PostgresSink(pg.dsn, pool_size=pg.pool_size)
+        writer = BatchSinkStage(app, sink, streams, kafka)
+        sink_check = ("postgres", postgres_check(sink))
+        add_probes(app, writer.publisher, [topics.visits, topics.treatments], sink_check)
     else:
-        EmailStage(app, streams, kafka, load_settings(EmailSettings), load_settings(SmtpSettings))
+        smtp = load_settings(SmtpSettings)
+        email = EmailStage(app, streams, kafka, load_settings(EmailSettings), smtp)
+        add_probes(app, email.publisher, [topics.visits], ("smtp", smtp_check(smtp)))
     return app
 
 

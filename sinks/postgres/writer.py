@@ -99,6 +99,7 @@ class PostgresSink:
         self._pool_size = pool_size
         self._command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()  # the writer and the readiness probe may both connect
 
     async def start(self) -> None:
         try:
@@ -107,20 +108,37 @@ class PostgresSink:
             log.warning("postgres not reachable at start-up (%s); will keep trying", exc)
 
     async def _ensure_pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            try:
-                if self._migrate_on_start:
-                    await migrate(self._dsn)
-                self._pool = await asyncpg.create_pool(
-                    self._dsn,
-                    min_size=1,
-                    max_size=self._pool_size,
-                    command_timeout=self._command_timeout,
-                    timeout=10,
-                )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                raise classify(exc) from None
-        return self._pool
+        if self._pool is not None:
+            return self._pool
+        async with self._pool_lock:
+            if self._pool is None:
+                try:
+                    if self._migrate_on_start:
+                        await migrate(self._dsn)
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=1,
+                        max_size=self._pool_size,
+                        command_timeout=self._command_timeout,
+                        timeout=10,
+                    )
+                except (
+                    OSError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    TimeoutError,
+                ) as exc:
+                    raise classify(exc) from None
+            return self._pool
+
+    async def ping(self, timeout: float) -> None:
+        """``SELECT 1`` on the pool's spare connection (the writer uses one at a time)."""
+        pool = await self._ensure_pool()
+        try:
+            async with pool.acquire(timeout=timeout) as conn:
+                await conn.fetchval("SELECT 1", timeout=timeout)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise classify(exc) from None
 
     async def stop(self) -> None:
         if self._pool is not None:

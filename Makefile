@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+UP_ARGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -24,7 +25,7 @@ venv: $(STAMP) ## Create .venv and install the pinned dependencies
 
 .PHONY: up
 up: venv ## Run the whole pipeline on real local services (foreground; Ctrl-C stops it)
-	$(PY) -m devstack up
+	$(PY) -m devstack up $(UP_ARGS)
 
 .PHONY: test
 test: venv lint k8s-tools ## Lint, then run every test (integration tests start real local services)

@@ -77,6 +77,35 @@ def ensure_jars(cache_dir: Path) -> Path:
     return libs
 
 
+def broker_behaviour(partitions: int, replicas: int = 1) -> dict[str, str]:
+    """How a broker the tests or ``make up`` run treats topics and groups, whoever starts it
+    (the devstack, or testcontainers where Docker runs): a publish to an absent topic must
+    fail as in production, never create the topic; internal topics fit ``replicas``."""
+    min_isr = str(max(1, replicas - 1))
+    return {
+        "num.partitions": str(partitions),
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": str(replicas),
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+        "share.coordinator.state.topic.min.isr": min_isr,
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": min_isr,
+        "group.initial.rebalance.delay.ms": "0",
+        "log.flush.interval.messages": "9223372036854775807",
+    }
+
+
+def container_env(partitions: int) -> dict[str, str]:
+    """:func:`broker_behaviour` as the ``KAFKA_*`` variables the Kafka images read."""
+    return {
+        "KAFKA_" + key.upper().replace(".", "_"): value
+        for key, value in broker_behaviour(partitions).items()
+    }
+
+
 class KafkaBroker:
     """One KRaft broker+controller on 127.0.0.1, its data and logs in given folders."""
 
@@ -123,7 +152,6 @@ class KafkaBroker:
 
     def _properties(self) -> Path:
         replicas = str(min(3, len(self.voters))) if self.voters else "1"
-        min_isr = str(max(1, int(replicas) - 1))
         quorum = (
             {
                 "controller.quorum.voters": ",".join(
@@ -145,18 +173,7 @@ class KafkaBroker:
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.data_dir / "log"),
-            "num.partitions": str(self.partitions),
-            "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": replicas,
-            "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": replicas,
-            "transaction.state.log.min.isr": min_isr,
-            "share.coordinator.state.topic.replication.factor": replicas,
-            "share.coordinator.state.topic.min.isr": min_isr,
-            "default.replication.factor": replicas,
-            "min.insync.replicas": min_isr,
-            "group.initial.rebalance.delay.ms": "0",
-            "log.flush.interval.messages": "9223372036854775807",
+            **broker_behaviour(self.partitions, int(replicas)),
         }
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))

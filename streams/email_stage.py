@@ -12,12 +12,11 @@ import time
 from typing import Any, cast
 
 import faust
-from aiolimiter import AsyncLimiter
 
 from events.envelope import EnvelopeInvalid, decode_envelope
 from events.topics import Topics
 from sinks.base import Record
-from sinks.email.notifier import EmailSink
+from sinks.email.notifier import EmailSink, sending_limiter
 from sinks.email.render import KINDS, wants_email
 from sinks.email.settings import EmailSettings, SmtpSettings
 from spakinect_pipeline.config import KafkaSettings
@@ -45,7 +44,7 @@ class EmailStage:
         smtp: SmtpSettings,
     ) -> None:
         topics = Topics(kafka.topic_prefix)
-        limiter = AsyncLimiter(email.rate_limit_per_min, 60)
+        limiter = sending_limiter(email)
         kinds = [k for k in KINDS if k == "clinic" or email.patient_notifications]
         self.sinks = {kind: EmailSink(kind, email, smtp, limiter) for kind in kinds}
         self.publisher = KafkaPublisher(kafka, client_id=streams.group_id("email"))

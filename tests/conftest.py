@@ -15,7 +15,17 @@ for _name in list(os.environ):
         del os.environ[_name]
 
 
+STARTED: list[Services] = []
+
+
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
     with real_services() as found:
+        STARTED.append(found)
         yield found
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which services the integration tests ran against (env, testcontainers, devstack)."""
+    for found in STARTED:
+        terminalreporter.write_line(f"integration services: {found.origin}")

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 
@@ -47,6 +47,62 @@ async def read_topic(bootstrap: str, topic: str, idle: float = 1.5) -> list[Any]
                 out.extend(messages)
     finally:
         await consumer.stop()
+
+
+async def produce(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    """Write ``(key, value)`` messages to ``topic`` and wait for every ack (acks=all)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in items]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The offset after the last message of each partition of ``topic``, now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    assert partitions, f"no partitions for {topic}"
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The offsets ``group`` has committed on ``topic``, by partition (absent: none yet)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+async def wait_consumed(bootstrap: str, group: str, topic: str, timeout: float = 60) -> None:
+    """Wait until ``group`` has committed past every message on ``topic`` now.
+
+    A positive sign that each of them was handled and acked (the stages commit
+    only acked offsets), where a sleep would only say that time passed.
+    """
+    ends = await end_offsets(bootstrap, topic)
+
+    async def past_the_end() -> bool:
+        done = await committed_offsets(bootstrap, group, topic)
+        return all(done.get(p, 0) >= end for p, end in ends.items())
+
+    await wait_until(past_the_end, timeout, f"{group} to commit past {ends} on {topic}", 0.3)
 
 
 async def wait_group_stable(
@@ -118,13 +174,16 @@ class TcpProxy:
 class RecordingPublisher:
     """An in-memory stand-in for KafkaPublisher (unit tests and fuzzing of the HTTP layer)."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, metadata_at: float | None = None) -> None:
         self.fail = fail
+        self.metadata_at = metadata_at  # when metadata was last fetched (monotonic); None: now
         self.messages: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
 
     @property
     def last_metadata_ok(self) -> float | None:
-        return None if self.fail else time.monotonic()
+        if self.fail:
+            return None
+        return time.monotonic() if self.metadata_at is None else self.metadata_at
 
     async def start(self) -> None: ...
 

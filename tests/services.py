@@ -67,13 +67,17 @@ def _from_testcontainers(tmp: Path) -> Iterator[Services]:
     from testcontainers.postgres import PostgresContainer
 
     from devstack import smtp_catcher
+    from devstack.kafka import container_env
     from devstack.process import free_port
 
     mail_dir = tmp / "mail"
     port = free_port()
     smtp = smtp_catcher.start("127.0.0.1", port, mail_dir)
+    kafka_container = KafkaContainer("apache/kafka:4.1.1").with_kraft()
+    for name, value in container_env(partitions=6).items():  # configured like the devstack's
+        kafka_container.with_env(name, value)
     with (
-        KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka,
+        kafka_container as kafka,
         PostgresContainer("postgres:18.1", driver=None) as pg,
     ):
         try:

@@ -39,6 +39,12 @@ def classify(exc: Exception) -> RetryableError | InvalidBatch:
     return RetryableError(type(exc).__name__)
 
 
+def sending_limiter(email: EmailSettings) -> AsyncLimiter:
+    """``EMAIL_RATE_LIMIT_PER_MIN`` sends a minute, shared by every kind, so a replay of a
+    day's visits cannot flood the relay."""
+    return AsyncLimiter(email.rate_limit_per_min, 60)
+
+
 class EmailSink:
     """Sends the ``kind`` email of each record in a batch, one at a time."""
 

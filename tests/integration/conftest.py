@@ -8,6 +8,7 @@ are reached through :class:`~tests.helpers.TcpProxy` so tests can cut them.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from events.topics import Topics
 from sinks.postgres.migrate import migrate
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.topic_admin import ensure_topics
-from tests.helpers import TcpProxy, wait_group_stable, wait_until
+from tests.helpers import TcpProxy, wait_consumed, wait_group_stable, wait_until
 from tests.services import Services
 
 STAGES = ("dedupe", "postgres", "email")
@@ -69,6 +70,18 @@ class Pipeline:
 
     def group(self, stage: str) -> str:
         return f"{self.env['STREAMS_APP_ID']}-{stage}"
+
+    async def consumed(self, stage: str, topic: str, timeout: float = 60) -> None:
+        """Wait until ``stage`` has handled (committed past) everything on ``topic`` now."""
+        await wait_consumed(self.services.kafka_bootstrap, self.group(stage), topic, timeout)
+
+    async def restart(self, name: str, *, wipe_state: bool = False) -> None:
+        """Stop and start ``name``; ``wipe_state`` deletes its local table state first, so
+        what it knows afterwards can only have come from the changelog."""
+        await self.stop(name)
+        if wipe_state:
+            shutil.rmtree(Path(self.env["STREAMS_STATE_DIR"]) / name)
+        await self.start(name)
 
     async def start(self, name: str, stage: str | None = None, members: int = 1) -> None:
         """Start ``name`` (a stage, or e.g. ``dedupe-2`` with ``stage="dedupe"``)."""

@@ -9,17 +9,21 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from events.envelope import Disposition, encode_envelope
+from spakinect_pipeline.config import KafkaSettings
+from streams.dlq_tools import read_dead_letters, replay
+from tests import helpers
 from tests.helpers import read_topic, wait_until
 
 from .conftest import Pipeline
 from .test_pipeline import mails_for, visit
 
 pytestmark = pytest.mark.integration
+DECISIONS = ("requested", "approved", "conditionally_approved", "deferred")
 OUTAGE_S = 20.0  # Postgres and SMTP are unreachable this long in the outage tests
 
 
@@ -33,15 +37,19 @@ async def dlq(pipeline: Pipeline, stage: str) -> list[dict[str, bytes]]:
 
 
 async def produce(pipeline: Pipeline, topic: str, items: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=pipeline.services.kafka_bootstrap, acks="all", enable_idempotence=True
+    await helpers.produce(pipeline.services.kafka_bootstrap, topic, items)
+
+
+def clean_envelope(body: dict[str, Any], disposition: Disposition = Disposition.APPLY) -> bytes:
+    """What the dedupe stage would publish for ``body``."""
+    entity = body["data"].get("gfe_id") or body["data"]["treatment_id"]
+    return encode_envelope(
+        event_id=f"{body['event']}:{entity}:{body['timestamp']}",
+        event=body["event"],
+        received_at=datetime.now(UTC),
+        payload=body,
+        disposition=disposition,
     )
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, value, key=key) for key, value in items]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 async def test_postgres_outage_loses_and_doubles_nothing(pipeline: Pipeline) -> None:
@@ -95,7 +103,7 @@ async def test_smtp_outage_delays_emails_and_sends_each_once(pipeline: Pipeline)
         return all(mails_for(pipeline, g) for g in gfe_ids)
 
     await wait_until(all_sent, 60, "every email after SMTP came back")
-    await asyncio.sleep(2)
+    await pipeline.consumed("email", pipeline.topics.visits)
     assert [len(mails_for(pipeline, g)) for g in gfe_ids] == [1, 1, 1]
     assert await dlq(pipeline, "email") == []
 
@@ -113,6 +121,23 @@ async def test_malformed_raw_message_goes_to_the_dlq_and_the_stage_goes_on(
     assert headers["source_topic"] == pipeline.topics.visit_completed.encode()
     assert {"error", "source_partition", "source_offset", "attempts"} <= set(headers)
 
+    # A dedupe failure is replayed to the raw topic it came from.
+    kafka = KafkaSettings(
+        bootstrap_servers=[pipeline.services.kafka_bootstrap],
+        topic_prefix=pipeline.env["KAFKA_TOPIC_PREFIX"],
+    )
+    letters = [x for x in await read_dead_letters(kafka) if x.key == key]
+    assert await replay(kafka, letters, progress=False) == 1
+    raw = [
+        m
+        for m in await read_topic(
+            pipeline.services.kafka_bootstrap, pipeline.topics.visit_completed
+        )
+        if m.key == key
+    ]
+    assert [dict(m.headers).get("replayed_from_dlq") is not None for m in raw] == [False, True]
+    assert raw[1].value == b"\x00not an envelope"
+
 
 async def test_one_poisoned_row_is_dead_lettered_and_the_rest_written(
     pipeline: Pipeline,
@@ -122,14 +147,7 @@ async def test_one_poisoned_row_is_dead_lettered_and_the_rest_written(
     for i in range(11):
         gfe_id = f"gfe_poison_{run}_{i}"
         body = visit(gfe_id, location_id="loc\x00nul" if i == 5 else "loc_ok")
-        value = encode_envelope(
-            event_id=f"visit.completed:{gfe_id}:{body['timestamp']}",
-            event="visit.completed",
-            received_at=datetime.now(UTC),
-            payload=body,
-            disposition=Disposition.APPLY,
-        )
-        items.append((gfe_id.encode(), value))
+        items.append((gfe_id.encode(), clean_envelope(body)))
     await produce(pipeline, pipeline.topics.visits, items)
     await pipeline.wait_rows(
         "SELECT 1 FROM gfe_visits WHERE gfe_id LIKE $1", f"gfe_poison_{run}_%", count=10
@@ -158,10 +176,9 @@ async def test_poisoned_row_in_100_is_isolated_then_replayed_after_the_fix(
     run = uuid.uuid4().hex[:6]
     blocked = f"loc_blocked_{run}"
     # A database rule the poisoned row breaks (SQLSTATE 23514): the "cause" to fix later.
-    conn_rows = await pipeline.fetch(
+    await pipeline.fetch(
         f"ALTER TABLE gfe_visits ADD CONSTRAINT block_{run} CHECK (location_id <> '{blocked}')"
     )
-    assert conn_rows == []
     gfe_ids = [f"gfe_batch_{run}_{i}" for i in range(100)]
     responses = await asyncio.gather(
         *(
@@ -189,6 +206,15 @@ async def test_poisoned_row_in_100_is_isolated_then_replayed_after_the_fix(
     replayed = await cli(pipeline, "dlq", "replay", "--event-id", poisoned_id)
     assert "replayed 1 of 1" in replayed
     await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_ids[37])
+    # To the retry topic only the Postgres writer reads: not to the clean topic again.
+    bootstrap, key = pipeline.services.kafka_bootstrap, gfe_ids[37].encode()
+    retried = [
+        m for m in await read_topic(bootstrap, pipeline.topics.retry("postgres")) if m.key == key
+    ]
+    assert len(retried) == 1
+    assert dict(retried[0].headers)["event_id"] == poisoned_id.encode()
+    clean = [m for m in await read_topic(bootstrap, pipeline.topics.visits) if m.key == key]
+    assert len(clean) == 1
     events = await pipeline.fetch(
         "SELECT 1 FROM spakinect_events WHERE entity_id = ANY($1::text[])", gfe_ids
     )
@@ -208,3 +234,64 @@ async def cli(pipeline: Pipeline, *args: str) -> str:
     output, _ = await process.communicate()
     assert process.returncode == 0, output.decode()
     return output.decode()
+
+
+async def visit_state(pipeline: Pipeline, gfe_id: str) -> tuple[str, list[tuple[str, str]]]:
+    (row,) = await pipeline.fetch("SELECT event_id FROM gfe_visits WHERE gfe_id = $1", gfe_id)
+    treatments = await pipeline.fetch(
+        "SELECT treatment_name, decision FROM gfe_visit_treatments WHERE gfe_id = $1", gfe_id
+    )
+    return row["event_id"], sorted((r["treatment_name"], r["decision"]) for r in treatments)
+
+
+async def test_writer_applies_only_newer_visits_and_replaces_their_treatments(
+    pipeline: Pipeline,
+) -> None:
+    """Straight to the clean topic, each in its own batch: the writer's own guard decides,
+    whatever the disposition says."""
+    gfe_id = f"gfe_guard_{uuid.uuid4().hex[:6]}"
+
+    def visit_with(timestamp: int, **decisions: list[str]) -> dict[str, Any]:
+        lists = {f"{d}_treatments": decisions.get(d, []) for d in DECISIONS}
+        return visit(gfe_id, timestamp, **lists)
+
+    first = visit_with(1_714_675_200_000, approved=["Botox Injection"])
+    newer = visit_with(1_714_675_400_000, requested=["Lip Filler"], deferred=["Lip Filler"])
+    # Older than `newer`, yet marked apply.
+    older = visit_with(1_714_675_300_000, approved=["Chemical Peel"])
+
+    async def write(body: dict[str, Any]) -> str:
+        event_id = f"visit.completed:{gfe_id}:{body['timestamp']}"
+        await produce(pipeline, pipeline.topics.visits, [(gfe_id.encode(), clean_envelope(body))])
+        await pipeline.wait_rows("SELECT 1 FROM spakinect_events WHERE event_id = $1", event_id)
+        return event_id
+
+    first_id = await write(first)
+    assert await visit_state(pipeline, gfe_id) == (first_id, [("Botox Injection", "approved")])
+    newer_id = await write(newer)
+    newer_rows = [("Lip Filler", "deferred"), ("Lip Filler", "requested")]
+    assert await visit_state(pipeline, gfe_id) == (newer_id, newer_rows)
+    await write(older)  # recorded (same transaction as the guard), not applied
+    assert await visit_state(pipeline, gfe_id) == (newer_id, newer_rows)
+
+    treatment_id = f"t_guard_{uuid.uuid4().hex[:6]}"
+    for stamp, action in ((1_714_000_002_000, "updated"), (1_714_000_001_000, "created")):
+        body = {
+            "event": "treatment.updated",
+            "timestamp": stamp,
+            "success": True,
+            "data": {"treatment_id": treatment_id, "treatment_name": action, "action": action},
+        }
+        value = clean_envelope(body)
+        await produce(pipeline, pipeline.topics.treatments, [(treatment_id.encode(), value)])
+        await pipeline.wait_rows(
+            "SELECT 1 FROM spakinect_events WHERE event_id = $1",
+            f"treatment.updated:{treatment_id}:{stamp}",
+        )
+    (row,) = await pipeline.fetch(
+        "SELECT event_id, last_action FROM treatments WHERE treatment_id = $1", treatment_id
+    )
+    assert (row["event_id"], row["last_action"]) == (
+        f"treatment.updated:{treatment_id}:1714000002000",
+        "updated",
+    )

@@ -1,4 +1,5 @@
-"""Changelog topics get (and keep) compaction settings derived from the dedupe window."""
+"""Topics are created with the settings of DESIGN.md (retention, replication, min ISR), and
+changelog topics get (and keep) compaction settings derived from the dedupe window."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import uuid
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import InvalidReplicationFactorError
 
+from events.topics import Topics
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.topic_admin import align_topic_configs, changelog_config, ensure_topics
 from tests.services import Services
@@ -45,3 +48,35 @@ async def test_changelogs_are_created_compacting_within_the_window_and_realigned
     assert aligned["delete.retention.ms"] == aligned["segment.ms"]
     assert aligned["retention.bytes"] == "1073741824"
     assert await align_topic_configs(kafka, [name], changelog_config(kafka, 7 * 86400)) == []
+
+
+async def test_retention_replication_and_min_isr_reach_the_created_topics(
+    services: Services,
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:6]}."
+    kafka = KafkaSettings(
+        bootstrap_servers=[services.kafka_bootstrap],
+        topic_prefix=prefix,
+        partitions=2,
+        retention_ms=3 * 86_400_000,
+        min_insync_replicas=2,  # capped at the replication factor: 1 here
+    )
+    assert sorted(await ensure_topics(kafka)) == sorted(Topics(prefix).all())
+    for name in Topics(prefix).all():
+        overrides = await topic_overrides(kafka, name)
+        assert overrides["retention.ms"] == str(3 * 86_400_000), name
+        assert overrides["min.insync.replicas"] == "1", name
+        assert overrides["cleanup.policy"] == "delete", name
+
+    admin = AIOKafkaAdminClient(**kafka.client_options())
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([Topics(prefix).visits])
+    finally:
+        await admin.close()
+    assert [len(p["replicas"]) for p in described["partitions"]] == [1, 1]
+
+    # One broker cannot hold three replicas: the factor reaches the broker, which says no.
+    wider = kafka.model_copy(update={"replication_factor": 3, "topic_prefix": f"{prefix}rf3."})
+    with pytest.raises(InvalidReplicationFactorError):
+        await ensure_topics(wider)

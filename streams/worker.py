@@ -16,9 +16,12 @@ from typing import Any
 import faust
 
 from sinks.email.settings import EmailSettings, SmtpSettings
+from sinks.postgres.erasure import ErasureMarkers
 from sinks.postgres.settings import PostgresSettings
 from sinks.postgres.writer import PostgresSink
 from spakinect_pipeline.config import KafkaSettings, LogSettings, load_settings
+from spakinect_pipeline.phi.metrics import RedactionCollector
+from spakinect_pipeline.phi.settings import PhiSettings
 from streams.dedupe import DedupeStage
 from streams.email_stage import EmailStage
 from streams.faust_app import create_faust_app, prepare_changelogs
@@ -70,9 +73,23 @@ def build_stage(stage: str) -> faust.App:
         DedupeStage(app, streams, kafka)
     elif stage == "postgres":
         pg = load_settings(PostgresSettings)
-        BatchSinkStage(app, PostgresSink(pg.dsn, pool_size=pg.pool_size), streams, kafka)
+        phi = load_settings(PhiSettings)
+        sink = PostgresSink(
+            pg.dsn,
+            keyring=phi.keyring(),  # refuses to start without PHI_ENCRYPTION_KEYS
+            retention_s=phi.retention,
+            sweep_interval_s=phi.sweep_interval,
+            sweep_batch=phi.sweep_batch,
+            pool_size=pg.pool_size,
+        )
+        runner = BatchSinkStage(app, sink, streams, kafka)
+        runner.metrics.registry.register(RedactionCollector(sink.redacted))
     else:
-        EmailStage(app, streams, kafka, load_settings(EmailSettings), load_settings(SmtpSettings))
+        markers = ErasureMarkers(
+            load_settings(PostgresSettings).dsn, load_settings(PhiSettings).blind_index()
+        )
+        email, smtp = load_settings(EmailSettings), load_settings(SmtpSettings)
+        EmailStage(app, streams, kafka, email, smtp, markers)
     return app
 
 

@@ -38,7 +38,15 @@ def record_action(action: str, target: str, details: Mapping[str, Any]) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(
+            f"spakinect-pipeline: cannot write the audit log ({type(exc).__name__});"
+            f" {action} not done",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 def _new_key(args: argparse.Namespace) -> None:

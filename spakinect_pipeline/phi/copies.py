@@ -38,9 +38,12 @@ class TopicCopy:
     segment_ms: int
     source: str  # "broker" (described) or "config" (KAFKA_RETENTION_MS; broker unreachable)
 
-    def until(self, now: datetime) -> datetime:
-        """Latest time a message written before ``now`` can still be on the topic."""
-        return now + timedelta(milliseconds=self.retention_ms + self.segment_ms)
+    def until(self, now: datetime) -> datetime | None:
+        """Latest time a message written before ``now`` can still be on the topic (None: never
+        deleted, ``retention.ms=-1``)."""
+        if self.retention_ms < 0:
+            return None
+        return now + timedelta(milliseconds=self.retention_ms + max(self.segment_ms, 0))
 
 
 async def topic_copies(kafka: KafkaSettings) -> list[TopicCopy]:
@@ -83,9 +86,13 @@ async def topic_copies(kafka: KafkaSettings) -> list[TopicCopy]:
 def copies_lines(copies: list[TopicCopy], now: datetime) -> Iterator[str]:
     yield "copies that still exist (they expire on their own; Kafka cannot erase one record):"
     for copy in copies:
+        until = copy.until(now)
+        if until is None:
+            yield f"  kafka topic {copy.topic}: no time limit (retention.ms=-1, from {copy.source})"
+            continue
         days = copy.retention_ms / 86_400_000
         yield (
-            f"  kafka topic {copy.topic}: until {copy.until(now).isoformat(timespec='minutes')}"
+            f"  kafka topic {copy.topic}: until {until.isoformat(timespec='minutes')}"
             f" at the latest (retention {days:g} d + one segment, from {copy.source})"
         )
     yield "  email stage state: none (it keeps event ids and the kinds sent, no patient data)"

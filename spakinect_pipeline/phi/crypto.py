@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import os
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -102,7 +101,7 @@ class BlindIndex:
 
     def keyed_hash(self, kind: str, value: str) -> str:
         """HMAC-SHA256 (hex) of ``kind:value``; ``kind`` keeps gfe ids and emails apart."""
-        return hmac.new(self.key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self.key, f"{kind}:{value}".encode(), "sha256").hex()
 
     def email_index(self, email: str) -> str:
         """The blind index of an email: equal for equal emails (case and spaces aside)."""
@@ -118,10 +117,13 @@ class Keyring:
 
     keys: tuple[tuple[str, bytes], ...]
     index: BlindIndex
+    _ciphers: dict[str, AESGCM] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.keys:
             raise PhiKeyError("no encryption key")
+        # One cipher object per key: building AESGCM costs more than sealing a field.
+        object.__setattr__(self, "_ciphers", {kid: AESGCM(key) for kid, key in self.keys})
 
     def __repr__(self) -> str:  # never print key material
         return f"Keyring(key_ids={[k for k, _ in self.keys]})"
@@ -136,21 +138,21 @@ class Keyring:
         return f"{VERSION}:{self.current_id}:"
 
     def encrypt(self, plaintext: str, context: str) -> str:
-        key_id, key = self.keys[0]
+        key_id = self.keys[0][0]
         nonce = os.urandom(NONCE_BYTES)
-        sealed = AESGCM(key).encrypt(nonce, plaintext.encode(), context.encode())
+        sealed = self._ciphers[key_id].encrypt(nonce, plaintext.encode(), context.encode())
         return f"{VERSION}:{key_id}:{_b64encode(nonce + sealed)}"
 
     def decrypt(self, token: str, context: str) -> str:
         version, key_id, body = split_token(token)
         if version != VERSION:
             raise PhiDecryptError("not a phi1 ciphertext")
-        key = dict(self.keys).get(key_id)
-        if key is None:
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
             raise PhiDecryptError(f"key id {key_id} is not in PHI_ENCRYPTION_KEYS")
         try:
             raw = _b64decode(body)
-            opened = AESGCM(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context.encode())
+            opened = cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context.encode())
         except (InvalidTag, ValueError, binascii.Error):
             raise PhiDecryptError("ciphertext does not open (wrong context or damaged)") from None
         return opened.decode()

@@ -210,6 +210,18 @@ async def test_a_forgotten_patient_stays_forgotten_and_nothing_leaks(pipeline: P
         assert open_visit(row, new_only)["patient_name"]
         with pytest.raises(PhiDecryptError):
             open_visit(row, pipeline.keyring)
+    postgres = await pipeline.metrics("postgres")
+    assert (
+        metric(postgres, "phi_redacted_rows_total", table="gfe_visits", reason="written_redacted")
+        >= 1
+    )  # the late duplicate
+    code, output = await run_cli(pipeline, "phi", "sweep")
+    assert code == 2
+    assert "PHI_RETENTION is not set" in output
+    outputs.append(
+        swept := await cli(pipeline, "phi", "sweep", env={**rotated_env, "PHI_RETENTION": "30d"})
+    )
+    assert "redacted: 1 gfe_visits row(s), 1 event row(s)" in swept  # the kept, 2024 visit
     secrets = [
         *(entry.split(":", 1)[1] for entry in rotated_env["PHI_ENCRYPTION_KEYS"].split(",")),
         pipeline.env["PHI_INDEX_KEY"],

@@ -108,3 +108,31 @@ def test_settings_require_both_keys_and_name_the_variable():
 def test_retention_reads_durations_like_other_settings():
     assert PhiSettings(_env_file=None, retention="90d").retention == 90 * 86400
     assert PhiSettings(_env_file=None).retention is None
+
+
+def test_copies_name_each_patient_topic_and_when_its_copies_are_gone():
+    from datetime import UTC, datetime
+
+    from events.topics import Topics
+    from spakinect_pipeline.config import KafkaSettings
+    from spakinect_pipeline.phi.copies import TopicCopy, copies_lines, patient_topics
+    from spakinect_pipeline.topic_admin import retention_config
+
+    topics = Topics("p.")
+    assert set(patient_topics(topics)) == {
+        "p.visit-completed", "p.unrouted", "p.rejected", "p.visits", "p.dlq",
+        "p.retry.postgres", "p.retry.email",
+    }  # fmt: skip
+    kafka = KafkaSettings(_env_file=None, retention_ms=2 * 86_400_000)
+    assert retention_config(kafka) == {"retention.ms": "172800000", "segment.ms": "86400000"}
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    lines = list(
+        copies_lines(
+            [TopicCopy("p.dlq", 2 * 86_400_000, 86_400_000, "broker"),
+             TopicCopy("p.visits", -1, 86_400_000, "config")],
+            now,
+        )
+    )  # fmt: skip
+    assert "  kafka topic p.dlq: until 2026-01-04T00:00+00:00 at the latest" in lines[1]
+    assert "no time limit" in lines[2]
+    assert any("clinic's inbox" in line for line in lines)

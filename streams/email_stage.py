@@ -68,9 +68,7 @@ class EmailStage:
 
     async def _on_shutdown(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         await self.publisher.stop()
-        stop = getattr(self.markers, "stop", None)
-        if stop is not None:
-            await stop()
+        await self.markers.stop()
 
     def _counts(self) -> dict[str, float]:
         sent = {f"sent_{kind}": sink.sent for kind, sink in self.senders.items()}

@@ -17,7 +17,11 @@ from sinks.base import Record, Sink
 
 
 class Markers(Protocol):
+    """Where the erasure markers are (Postgres in production: ``ErasureMarkers``)."""
+
     async def forgotten(self, gfe_id: str | None, emails: Sequence[str]) -> bool: ...
+
+    async def stop(self) -> None: ...
 
 
 def subjects(record: Record) -> tuple[str | None, list[str]]:

@@ -19,6 +19,7 @@ from sinks.postgres.rotate import pending, rotate
 from sinks.postgres.writer import PostgresSink
 from spakinect_pipeline import audit
 from spakinect_pipeline.phi.crypto import PhiDecryptError, keyring_from, new_key_entry
+from tests.helpers import wait_until
 from tests.services import Services
 from tests.unit.test_rows import rec, visit
 
@@ -251,3 +252,26 @@ async def test_audit_log_refuses_update_delete_and_truncate(conn: asyncpg.Connec
     assert (entry.id, entry.actor, entry.client_addr) == (entry_id, "os:tester", "10.0.0.7")
     assert entry.details == {"event_ids": ["e1"]}
     assert await audit.entries(conn, action="phi.forget") == []
+
+
+async def test_the_stage_sweeps_on_start_and_again_every_interval(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    old_ms = int((NOW - timedelta(days=100)).timestamp() * 1000)
+    await write(dsn, patient_visit("gfe_s1", old_ms))
+    sink = PostgresSink(
+        dsn, keyring=RING, retention_s=90 * 86400, sweep_interval_s=0.3, clock=lambda: NOW
+    )
+    redacted = "SELECT count(*) FROM gfe_visits WHERE phi_redacted_at IS NOT NULL"
+    await sink.start()
+    try:
+        await wait_until(lambda: _equals(conn, redacted, 1), 10, "the first sweep")
+        await write(dsn, patient_visit("gfe_s2", old_ms))  # by a writer without retention
+        await wait_until(lambda: _equals(conn, redacted, 2), 10, "a later sweep")
+    finally:
+        await sink.stop()
+    assert sink.redacted[("gfe_visits", "retention")] == 2
+
+
+async def _equals(conn: asyncpg.Connection, sql: str, expected: int) -> bool:
+    return bool(await conn.fetchval(sql) == expected)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from sinks.base import InvalidBatch, Record, RetryableError
+from sinks.base import InvalidBatch, Record, RetryableError, SinkError
 from sinks.postgres.migrate import migrate
 from sinks.postgres.protect import Protection, markers, protect
 from sinks.postgres.redact import sweep
@@ -168,7 +168,7 @@ class PostgresSink:
         while True:
             try:
                 await self.sweep_once()
-            except RetryableError as exc:
+            except SinkError as exc:  # retryable or not, the next sweep tries again
                 log.warning(
                     "retention sweep failed (%s); next try in %.0fs", exc, self.sweep_interval_s
                 )

@@ -95,13 +95,20 @@ class BlindIndex:
     """Keyed hashes for lookups and erasure markers (all the email stage needs)."""
 
     key: bytes
+    _keyed: hmac.HMAC = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Keyed once; each hash copies this state instead of re-deriving the key pads.
+        object.__setattr__(self, "_keyed", hmac.new(self.key, digestmod="sha256"))
 
     def __repr__(self) -> str:  # never print key material
         return "BlindIndex(...)"
 
     def keyed_hash(self, kind: str, value: str) -> str:
         """HMAC-SHA256 (hex) of ``kind:value``; ``kind`` keeps gfe ids and emails apart."""
-        return hmac.digest(self.key, f"{kind}:{value}".encode(), "sha256").hex()
+        mac = self._keyed.copy()
+        mac.update(f"{kind}:{value}".encode())
+        return mac.hexdigest()
 
     def email_index(self, email: str) -> str:
         """The blind index of an email: equal for equal emails (case and spaces aside)."""

@@ -27,6 +27,7 @@ from events.envelope import decode_envelope
 from events.topics import Topics
 from sinks.base import Record
 from sinks.postgres.writer import PostgresSink
+from spakinect_pipeline.phi.crypto import keyring_from, new_key_entry
 from streams.dedupe_logic import Drop, entity_key, plan_batch
 from streams.dlq import SourceMessage
 from streams.settings import StreamsSettings
@@ -57,7 +58,9 @@ class OurPostgresSink(BatchingSink):
     def __init__(self, dsn: str) -> None:
         super().__init__()
         self._loop = asyncio.new_event_loop()
-        self._sink = PostgresSink(dsn, pool_size=1, migrate_on_start=False)
+        # A throwaway key: the peer seals patient fields like our worker does (same work).
+        keyring = keyring_from(new_key_entry("bench"), new_key_entry().split(":", 1)[1])
+        self._sink = PostgresSink(dsn, keyring=keyring, pool_size=1, migrate_on_start=False)
 
     def setup(self) -> None:
         self._loop.run_until_complete(self._sink.start())

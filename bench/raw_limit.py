@@ -1,7 +1,7 @@
 """The raw limit for the pipeline-throughput benchmark: no Faust, no dedupe stage.
 
 A plain aiokafka consumer reads the raw visit topic in large batches and
-writes the same rows our Postgres sink writes (same decoding and row code),
+writes the same rows our Postgres sink writes (same decoding, row and sealing code),
 by ``COPY`` into temporary staging tables and ``INSERT ... SELECT ... ON
 CONFLICT DO NOTHING``, one transaction per batch, then commits the offsets.
 Duplicates are absorbed by the primary keys. This bounds what any pipeline
@@ -22,37 +22,22 @@ from aiokafka import AIOKafkaConsumer
 from events.envelope import decode_envelope
 from events.topics import Topics
 from sinks.base import Record
+from sinks.postgres.protect import EVENT_COLUMNS, VISIT_COLUMNS, Protection, protect
 from sinks.postgres.rows import batch_rows
+from sinks.postgres.writer import utcnow
+from spakinect_pipeline.phi.crypto import keyring_from, new_key_entry
 from streams.dlq import SourceMessage
 
-EVENT_COLUMNS = [
-    "event_id",
-    "event",
-    "entity_id",
-    "occurred_at",
-    "received_at",
-    "success",
-    "disposition",
-    "payload",
-]
-VISIT_COLUMNS = [
-    "gfe_id",
-    "location_id",
-    "status",
-    "pdf_link",
-    "patient_name",
-    "patient_first_name",
-    "patient_last_name",
-    "patient_email",
-    "completed_at",
-    "event_id",
-]
 TREATMENT_COLUMNS = ["gfe_id", "treatment_name", "decision"]
 STAGING = {
-    "spakinect_events": EVENT_COLUMNS,
-    "gfe_visits": VISIT_COLUMNS,
+    "spakinect_events": list(EVENT_COLUMNS),
+    "gfe_visits": list(VISIT_COLUMNS),
     "gfe_visit_treatments": TREATMENT_COLUMNS,
 }
+
+
+# A throwaway key: patient fields are sealed here too, the same work as our writer does.
+KEYRING = keyring_from(new_key_entry("bench"), new_key_entry().split(":", 1)[1])
 
 
 def record_of(message: Any) -> Record:
@@ -61,7 +46,7 @@ def record_of(message: Any) -> Record:
 
 
 async def write(conn: asyncpg.Connection, messages: list[Any]) -> None:
-    rows = batch_rows([record_of(m) for m in messages])
+    rows = protect(batch_rows([record_of(m) for m in messages]), Protection(KEYRING, utcnow()))
     batches = {
         "spakinect_events": rows.events,
         "gfe_visits": rows.visits,

@@ -35,6 +35,7 @@ BANNER = """
   smtp catcher   {SMTP_HOST}:{SMTP_PORT}  -> {MAIL_DIR}/*.eml
   logs           {LOGS}
   env file       {ENV_FILE}
+  patient keys   {KEYS_FILE}  (PHI_ENCRYPTION_KEYS, PHI_INDEX_KEY; local only)
 
   WARNING: the ingress runs with INGRESS_ALLOW_UNAUTHENTICATED=true (local use only).
   Try: .venv/bin/spakinect-pipeline send-sample       Stop: Ctrl-C
@@ -54,6 +55,13 @@ def up(root: Path, cache: Path, ports: Ports) -> int:
         print(f"starting Kafka, PostgreSQL and the SMTP catcher (data in {root}) ...", flush=True)
         services.start()
         print(f"services ready after {elapsed(started)}", flush=True)
+        keys_file = root / "phi.env"
+        if services.phi_keys_created:
+            print(
+                f"generated a local patient-data key into {keys_file} (local use only)", flush=True
+            )
+        else:
+            print(f"using the local patient-data key in {keys_file}", flush=True)
         env = services.env()
         prepare_pipeline(env)
         ingress_url = f"http://127.0.0.1:{services.ports.ingress}"
@@ -75,10 +83,16 @@ def up(root: Path, cache: Path, ports: Ports) -> int:
         for process in processes:
             process.start()
         wait_http(processes[0], f"{ingress_url}/readyz")
-        stack_env = {**env, "INGRESS_URL": ingress_url}
+        stack_env = {
+            **{k: v for k, v in env.items() if k not in services.phi_env},  # keys stay in phi.env
+            "INGRESS_URL": ingress_url,
+        }
         env_file = root / "stack.env"
         env_file.write_text("".join(f"{k}={v}\n" for k, v in stack_env.items()))
-        print(BANNER.format(**stack_env, LOGS=services.logs, ENV_FILE=env_file), flush=True)
+        print(
+            BANNER.format(**stack_env, LOGS=services.logs, ENV_FILE=env_file, KEYS_FILE=keys_file),
+            flush=True,
+        )
         print(f"ready after {elapsed(started)}", flush=True)
         while not stop.wait(1.0):
             dead = [p for p in processes if not p.alive()]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack.kafka import KafkaBroker
+from devstack.phi_keys import local_phi_env
 from devstack.postgres import LocalPostgres
 from devstack.process import ManagedProcess, ensure_dir, free_port, port_open
 
@@ -51,6 +52,7 @@ class LocalServices:
     def __post_init__(self) -> None:
         self.logs = ensure_dir(self.root / "logs")
         self.mail_dir = ensure_dir(self.root / "mail")
+        self.phi_env, self.phi_keys_created = local_phi_env(self.root)
         self.kafka = KafkaBroker(
             self.root / "kafka",
             self.logs,
@@ -98,13 +100,14 @@ class LocalServices:
         self.smtp.stop()
 
     def env(self) -> dict[str, str]:
-        """What a client needs (the same names the pipeline's settings read)."""
+        """What a client needs (the same names the pipeline's settings read), keys included."""
         return {
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
             "POSTGRES_DSN": self.postgres.dsn,
             "SMTP_HOST": "127.0.0.1",
             "SMTP_PORT": str(self.ports.smtp),
             "MAIL_DIR": str(self.mail_dir.resolve()),
+            **self.phi_env,
         }
 
 

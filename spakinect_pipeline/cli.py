@@ -10,6 +10,7 @@ from typing import Any
 
 from spakinect_pipeline.config import ConfigError, KafkaSettings, LogSettings, load_settings
 from spakinect_pipeline.logs import configure_logging
+from spakinect_pipeline.phi.commands import add_commands as add_phi_commands
 
 STAGE_CHOICES = ("dedupe", "postgres", "email")
 
@@ -51,9 +52,16 @@ def _send_sample(args: argparse.Namespace) -> None:
 
 
 def _rejected_replay(args: argparse.Namespace) -> None:
+    from events.topics import Topics
     from ingress.replay_rejected import replay_rejected
+    from spakinect_pipeline.phi.commands import record_action
 
-    counts = asyncio.run(replay_rejected(load_settings(KafkaSettings), dry_run=args.dry_run))
+    kafka = load_settings(KafkaSettings)
+    record_action(
+        "rejected.replay", f"topic:{Topics(kafka.topic_prefix).rejected}", {"dry_run": args.dry_run}
+    )
+
+    counts = asyncio.run(replay_rejected(kafka, dry_run=args.dry_run))
     verb = "would publish" if args.dry_run else "published"
     print(f"{verb}: {counts['published']}, unrouted: {counts['unrouted']}")
     for key, count in sorted(counts.items()):
@@ -81,9 +89,15 @@ def _dlq_list(args: argparse.Namespace) -> None:
 
 
 def _dlq_replay(args: argparse.Namespace) -> None:
+    from spakinect_pipeline.phi.commands import record_action
     from streams.dlq_tools import replay
 
     letters = _dead_letters(args)
+    record_action(
+        "dlq.replay",
+        f"dlq:{args.stage or 'all'}",
+        {"event_ids": [x.event_id for x in letters], "since": args.since},
+    )
     sent = asyncio.run(replay(load_settings(KafkaSettings), letters, progress=sys.stderr.isatty()))
     print(f"replayed {sent} of {len(letters)} dead letter(s) to the stages that failed them")
 
@@ -132,6 +146,7 @@ def parser() -> argparse.ArgumentParser:
         action.add_argument("--since", help="ISO time, or a duration back from now (2h, 7d)")
         action.add_argument("--stage", choices=STAGE_CHOICES)
         action.set_defaults(func=func)
+    add_phi_commands(sub)
     schemas = sub.add_parser("schemas", help="export JSON Schemas of the envelope and payloads")
     schemas.add_argument("--out", default="docs/schemas")
     schemas.set_defaults(func=_schemas)

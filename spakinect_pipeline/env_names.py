@@ -8,6 +8,7 @@ from ingress.settings import IngressSettings
 from sinks.email.settings import EmailSettings, SmtpSettings
 from sinks.postgres.settings import PostgresSettings
 from spakinect_pipeline.config import KafkaSettings, LogSettings, env_name
+from spakinect_pipeline.phi.settings import PhiSettings
 from streams.settings import StreamsSettings
 
 SETTINGS: tuple[type[BaseSettings], ...] = (
@@ -18,6 +19,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     PostgresSettings,
     SmtpSettings,
     EmailSettings,
+    PhiSettings,
 )
 
 

@@ -14,10 +14,23 @@ from spakinect_pipeline.config import KafkaSettings
 log = logging.getLogger(__name__)
 
 
+def retention_config(kafka: KafkaSettings) -> dict[str, str]:
+    """How long patient data stays on a topic: at most ``retention.ms + segment.ms``.
+
+    Kafka deletes whole segments once their newest message is past retention,
+    so segments roll daily (or at the retention, if shorter) to keep the bound
+    close to ``KAFKA_RETENTION_MS``.
+    """
+    return {
+        "retention.ms": str(kafka.retention_ms),
+        "segment.ms": str(min(kafka.retention_ms, 86_400_000)),
+    }
+
+
 def topic_config(kafka: KafkaSettings) -> dict[str, str]:
     """Retention bounds how long patient data stays; min ISR makes acks=all mean it."""
     return {
-        "retention.ms": str(kafka.retention_ms),
+        **retention_config(kafka),
         "min.insync.replicas": str(min(kafka.min_insync_replicas, kafka.replication_factor)),
         "cleanup.policy": "delete",
     }
@@ -48,12 +61,25 @@ async def ensure_topics(
     names: list[str] | None = None,
     config: dict[str, str] | None = None,
 ) -> list[str]:
-    """Create every missing topic; return the names created (existing ones are left alone).
+    """Create every missing topic; return the names created.
 
-    By default the pipeline's own topics with :func:`topic_config`; a stage
-    passes its table changelogs with :func:`changelog_config`.
+    By default the pipeline's own topics with :func:`topic_config`, and the
+    existing ones get the configured retention (:func:`retention_config`):
+    they carry patient data. A stage passes its table changelogs with
+    :func:`changelog_config`.
     """
     topics = names if names is not None else Topics(kafka.topic_prefix).all()
+    missing = await _create_missing(kafka, topics, config)
+    if names is None:
+        existing = [name for name in topics if name not in missing]
+        if existing:
+            await align_topic_configs(kafka, existing, retention_config(kafka))
+    return missing
+
+
+async def _create_missing(
+    kafka: KafkaSettings, topics: list[str], config: dict[str, str] | None
+) -> list[str]:
     admin = AIOKafkaAdminClient(**kafka.client_options(), request_timeout_ms=15_000)
     await admin.start()
     try:

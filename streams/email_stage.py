@@ -2,7 +2,10 @@
 
 Send-once state is a changelog-backed table (``sent``), so it survives
 restarts and moves with its partitions. Each email is sent, then recorded,
-then its event acked: a crash costs at most one repeated email.
+then its event acked: a crash costs at most one repeated email. The state
+holds no patient data (event ids, the kinds sent, a time). A visit whose
+patient was forgotten (``phi forget``) is not emailed
+(:mod:`sinks.email.forgotten`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import faust
 from events.envelope import EnvelopeInvalid, decode_envelope
 from events.topics import Topics
 from sinks.base import Record
+from sinks.email.forgotten import Markers, SkipForgotten
 from sinks.email.notifier import EmailSink, sending_limiter
 from sinks.email.render import KINDS, wants_email
 from sinks.email.settings import EmailSettings, SmtpSettings
@@ -42,11 +46,14 @@ class EmailStage:
         kafka: KafkaSettings,
         email: EmailSettings,
         smtp: SmtpSettings,
+        markers: Markers,
     ) -> None:
         topics = Topics(kafka.topic_prefix)
         limiter = sending_limiter(email)
         kinds = [k for k in KINDS if k == "clinic" or email.patient_notifications]
-        self.sinks = {kind: EmailSink(kind, email, smtp, limiter) for kind in kinds}
+        self.senders = {kind: EmailSink(kind, email, smtp, limiter) for kind in kinds}
+        self.markers = markers
+        self.sinks = {kind: SkipForgotten(s, markers) for kind, s in self.senders.items()}
         self.publisher = KafkaPublisher(kafka, client_id=streams.group_id("email"))
         self.dlq = DeadLetters(self.publisher, topics.dlq, "email")
         self.stats = DeliveryStats()
@@ -60,11 +67,13 @@ class EmailStage:
 
     async def _on_shutdown(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         await self.publisher.stop()
+        await self.markers.stop()
 
     def _counts(self) -> dict[str, float]:
-        sent = {f"sent_{kind}": sink.sent for kind, sink in self.sinks.items()}
+        sent = {f"sent_{kind}": sink.sent for kind, sink in self.senders.items()}
         return {
             **sent,
+            "forgotten": sum(s.skipped for s in self.sinks.values()),
             **self.stats.counts(),
             "already_sent": self.already_sent,
             "dlq_messages": self.dlq.sent,

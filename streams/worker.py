@@ -17,9 +17,12 @@ import faust
 
 from events.topics import Topics
 from sinks.email.settings import EmailSettings, SmtpSettings
+from sinks.postgres.erasure import ErasureMarkers
 from sinks.postgres.settings import PostgresSettings
 from sinks.postgres.writer import PostgresSink
 from spakinect_pipeline.config import KafkaSettings, LogSettings, load_settings
+from spakinect_pipeline.phi.metrics import RedactionCollector
+from spakinect_pipeline.phi.settings import PhiSettings
 from streams.dedupe import DedupeStage
 from streams.email_stage import EmailStage
 from streams.faust_app import create_faust_app, prepare_changelogs
@@ -74,14 +77,26 @@ def build_stage(stage: str) -> faust.App:
         add_probes(app, dedupe.publisher, [topics.visit_completed, topics.treatment_updated])
     elif stage == "postgres":
         pg = load_settings(PostgresSettings)
-        sink = PostgresSink(pg.dsn, pool_size=pg.pool_size)
+        phi = load_settings(PhiSettings)
+        sink = PostgresSink(
+            pg.dsn,
+            keyring=phi.keyring(),  # refuses to start without PHI_ENCRYPTION_KEYS
+            retention_s=phi.retention,
+            sweep_interval_s=phi.sweep_interval,
+            sweep_batch=phi.sweep_batch,
+            pool_size=pg.pool_size,
+        )
         writer = BatchSinkStage(app, sink, streams, kafka)
+        writer.metrics.registry.register(RedactionCollector(sink.redacted))
         sink_check = ("postgres", postgres_check(sink))
         add_probes(app, writer.publisher, [topics.visits, topics.treatments], sink_check)
     else:
-        smtp = load_settings(SmtpSettings)
-        email = EmailStage(app, streams, kafka, load_settings(EmailSettings), smtp)
-        add_probes(app, email.publisher, [topics.visits], ("smtp", smtp_check(smtp)))
+        markers = ErasureMarkers(
+            load_settings(PostgresSettings).dsn, load_settings(PhiSettings).blind_index()
+        )
+        email, smtp = load_settings(EmailSettings), load_settings(SmtpSettings)
+        notifier = EmailStage(app, streams, kafka, email, smtp, markers)
+        add_probes(app, notifier.publisher, [topics.visits], ("smtp", smtp_check(smtp)))
     return app
 
 

@@ -11,7 +11,10 @@ from tests.services import Services, real_services
 
 # Settings read env; keep a developer's .env or shell from leaking into tests.
 for _name in list(os.environ):
-    if _name.startswith(("INGRESS_", "STREAMS_", "EMAIL_")) or _name in ("SINKS", "DEDUPE_WINDOW"):
+    if _name.startswith(("INGRESS_", "STREAMS_", "EMAIL_", "PHI_")) or _name in (
+        "SINKS",
+        "DEDUPE_WINDOW",
+    ):
         del os.environ[_name]
 
 

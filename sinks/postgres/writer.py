@@ -3,44 +3,56 @@
 Events always land in ``spakinect_events`` (``ON CONFLICT DO NOTHING``);
 visits and treatments are applied only when newer than the stored row,
 whatever the disposition says, and a visit's treatment rows are replaced
-only when the visit itself was applied.
+only when the visit itself was applied. Patient fields are sealed or redacted
+on the way in (:mod:`sinks.postgres.protect`); with ``PHI_RETENTION`` set, a
+background sweep redacts rows that aged past it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from sinks.base import InvalidBatch, Record, RetryableError
+from sinks.base import InvalidBatch, Record, RetryableError, SinkError
 from sinks.postgres.migrate import migrate
+from sinks.postgres.protect import Protection, markers, protect
+from sinks.postgres.redact import sweep
 from sinks.postgres.rows import batch_rows, columns
+from spakinect_pipeline.phi.crypto import Keyring
 
 log = logging.getLogger(__name__)
 
 INSERT_EVENTS = """
 INSERT INTO spakinect_events
-    (event_id, event, entity_id, occurred_at, received_at, success, disposition, payload)
+    (event_id, event, entity_id, occurred_at, received_at, success, disposition, payload,
+     patient_email_index, phi_redacted_at)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
-                     $6::bool[], $7::text[], $8::jsonb[])
+                     $6::bool[], $7::text[], $8::jsonb[], $9::text[], $10::timestamptz[])
 ON CONFLICT (event_id) DO NOTHING
 """
 
 UPSERT_VISITS = """
 INSERT INTO gfe_visits AS v
     (gfe_id, location_id, status, pdf_link, patient_name, patient_first_name,
-     patient_last_name, patient_email, completed_at, event_id)
+     patient_last_name, patient_email, completed_at, event_id, patient_email_index,
+     phi_redacted_at)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::text[], $8::text[], $9::timestamptz[], $10::text[])
+                     $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[],
+                     $12::timestamptz[])
 ON CONFLICT (gfe_id) DO UPDATE SET
     location_id = EXCLUDED.location_id, status = EXCLUDED.status,
     pdf_link = EXCLUDED.pdf_link, patient_name = EXCLUDED.patient_name,
     patient_first_name = EXCLUDED.patient_first_name,
     patient_last_name = EXCLUDED.patient_last_name, patient_email = EXCLUDED.patient_email,
     completed_at = EXCLUDED.completed_at, event_id = EXCLUDED.event_id,
-    updated_at = clock_timestamp()
+    patient_email_index = EXCLUDED.patient_email_index,
+    phi_redacted_at = EXCLUDED.phi_redacted_at, updated_at = clock_timestamp()
 WHERE v.completed_at < EXCLUDED.completed_at
 RETURNING gfe_id
 """
@@ -66,6 +78,18 @@ ON CONFLICT (treatment_id) DO UPDATE SET
 WHERE t.last_event_at < EXCLUDED.last_event_at
 """
 
+ERASED = "SELECT marker FROM phi_erasures WHERE marker = ANY($1::text[])"
+
+# Writers share this advisory lock, ``phi forget`` takes it alone: a batch that read
+# no erasure marker cannot commit a forgotten patient's fields after the forget did.
+ERASURE_LOCK = 0x5A4B_E7A5
+SHARE_ERASURE_LOCK = "SELECT pg_advisory_xact_lock_shared($1)"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 # SQLSTATE classes that mean "this data can never be written" (22 data, 23 integrity).
 INVALID_CLASSES = ("22", "23")
 
@@ -90,11 +114,23 @@ class PostgresSink:
         self,
         dsn: str,
         *,
+        keyring: Keyring,
+        retention_s: float | None = None,
+        sweep_interval_s: float = 3600.0,
+        sweep_batch: int = 500,
+        clock: Callable[[], datetime] = utcnow,
         pool_size: int = 2,
         command_timeout: float = 30.0,
         migrate_on_start: bool = True,
     ) -> None:
         self._dsn = dsn
+        self.keyring = keyring
+        self.retention = timedelta(seconds=retention_s) if retention_s else None
+        self.sweep_interval_s = sweep_interval_s
+        self.sweep_batch = sweep_batch
+        self.clock = clock
+        self.redacted: Counter[tuple[str, str]] = Counter()  # (table, reason) -> rows
+        self._sweeper: asyncio.Task[None] | None = None
         self._migrate_on_start = migrate_on_start
         self._pool_size = pool_size
         self._command_timeout = command_timeout
@@ -106,6 +142,38 @@ class PostgresSink:
             await self._ensure_pool()
         except RetryableError as exc:
             log.warning("postgres not reachable at start-up (%s); will keep trying", exc)
+        if self.retention is not None and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="phi-retention")
+
+    def cutoff(self) -> datetime | None:
+        """Visits that completed before this are past ``PHI_RETENTION``."""
+        return self.clock() - self.retention if self.retention is not None else None
+
+    async def sweep_once(self) -> dict[str, int]:
+        """Redact what aged past ``PHI_RETENTION`` now; counts per table."""
+        cutoff = self.cutoff()
+        if cutoff is None:
+            return {}
+        pool = await self._ensure_pool()
+        try:
+            done = await sweep(pool, cutoff, self.clock(), self.sweep_batch)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise classify(exc) from None
+        for table, count in done.items():
+            self.redacted[(table, "retention")] += count
+        if any(done.values()):
+            log.info("retention sweep redacted patient fields", extra={"rows": done})
+        return done
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep_once()
+            except SinkError as exc:  # retryable or not, the next sweep tries again
+                log.warning(
+                    "retention sweep failed (%s); next try in %.0fs", exc, self.sweep_interval_s
+                )
+            await asyncio.sleep(self.sweep_interval_s)
 
     async def _ensure_pool(self) -> asyncpg.Pool:
         if self._pool is not None:
@@ -141,6 +209,11 @@ class PostgresSink:
             raise classify(exc) from None
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self._pool is not None:
             await asyncio.wait_for(self._pool.close(), timeout=10)
             self._pool = None
@@ -148,14 +221,22 @@ class PostgresSink:
     async def write(self, batch: Sequence[Record]) -> None:
         try:
             rows = batch_rows(batch)
+            candidates = markers(rows, self.keyring)
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise InvalidBatch(f"malformed record ({type(exc).__name__})") from None
         pool = await self._ensure_pool()
         try:
             async with pool.acquire() as conn, conn.transaction():
-                await conn.execute(INSERT_EVENTS, *columns(rows.events, 8))
+                await conn.execute(SHARE_ERASURE_LOCK, ERASURE_LOCK)
+                erased = await conn.fetch(ERASED, list(candidates)) if candidates else []
+                now = self.clock()
+                rows = protect(
+                    rows,
+                    Protection(self.keyring, now, frozenset(r[0] for r in erased), self.cutoff()),
+                )
+                await conn.execute(INSERT_EVENTS, *columns(rows.events, 10))
                 if rows.visits:
-                    applied = await conn.fetch(UPSERT_VISITS, *columns(rows.visits, 10))
+                    applied = await conn.fetch(UPSERT_VISITS, *columns(rows.visits, 12))
                     applied_ids = {r["gfe_id"] for r in applied}
                     if applied_ids:
                         await conn.execute(DELETE_VISIT_TREATMENTS, list(applied_ids))
@@ -166,6 +247,10 @@ class PostgresSink:
                     await conn.execute(UPSERT_TREATMENTS, *columns(rows.treatments, 6))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise classify(exc) from None
+        self.redacted[("spakinect_events", "written_redacted")] += sum(
+            1 for r in rows.events if r[9]
+        )
+        self.redacted[("gfe_visits", "written_redacted")] += sum(1 for r in rows.visits if r[11])
         for event_id, disposition in rows.not_applied:
             log.info(
                 "event recorded, not applied",

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from devstack.kafka import KafkaBroker
+from devstack.phi_keys import new_phi_env
 from devstack.postgres import create_database
 from devstack.process import ManagedProcess, free_port
 from devstack.smtp_catcher import read_mails
@@ -27,6 +28,7 @@ from devstack.stack import http_ok, pipeline_process, stage_argv
 from events.topics import Topics
 from sinks.postgres.migrate import migrate
 from spakinect_pipeline.config import KafkaSettings
+from spakinect_pipeline.phi.crypto import Keyring, keyring_from
 from spakinect_pipeline.topic_admin import ensure_topics
 from tests.helpers import TcpProxy, wait_consumed, wait_group_stable, wait_until
 from tests.services import Services
@@ -57,6 +59,11 @@ class Pipeline:
     smtp_proxy: TcpProxy
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     web_ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def keyring(self) -> Keyring:
+        """The module's patient-data keys (to read what the writer sealed)."""
+        return keyring_from(self.env["PHI_ENCRYPTION_KEYS"], self.env["PHI_INDEX_KEY"])
 
     @property
     def ingress_url(self) -> str:
@@ -182,6 +189,7 @@ async def pipeline(
         "INGRESS_PORT": str(free_port()),
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
+        **new_phi_env(),
         **overrides,
     }
     pipe = Pipeline(

@@ -10,6 +10,7 @@ import pytest
 
 from events.samples import SAMPLES
 from events.samples import sample_visit as visit
+from sinks.postgres.protect import open_visit
 from tests.helpers import produce, read_topic, wait_until
 
 from .conftest import Pipeline
@@ -32,7 +33,10 @@ async def test_vendor_sample_becomes_rows_and_one_email(pipeline: Pipeline) -> N
     (visit_row,) = await pipeline.wait_rows(
         "SELECT * FROM gfe_visits WHERE gfe_id = $1", "gfe_abc123xyz789"
     )
-    assert visit_row["patient_email"] == "jane.smith@example.com"
+    assert visit_row["patient_email"].startswith("phi1:")  # sealed at rest
+    patient = open_visit(visit_row, pipeline.keyring)
+    assert patient["patient_email"] == "jane.smith@example.com"
+    assert patient["patient_name"] == "Jane Smith"
     assert visit_row["pdf_link"] == "https://example-cdn.com/gfe/gfe_abc123xyz789.pdf"
     treatments = await pipeline.fetch(
         "SELECT treatment_name, decision FROM gfe_visit_treatments WHERE gfe_id = $1",

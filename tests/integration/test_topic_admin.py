@@ -80,3 +80,24 @@ async def test_retention_replication_and_min_isr_reach_the_created_topics(
     wider = kafka.model_copy(update={"replication_factor": 3, "topic_prefix": f"{prefix}rf3."})
     with pytest.raises(InvalidReplicationFactorError):
         await ensure_topics(wider)
+
+
+async def test_patient_topics_get_the_configured_retention_at_creation_and_later(
+    services: Services,
+) -> None:
+    prefix = f"ret{uuid.uuid4().hex[:6]}."
+    first = KafkaSettings(
+        bootstrap_servers=[services.kafka_bootstrap], topic_prefix=prefix, partitions=1,
+        retention_ms=14 * 86_400_000,
+    )  # fmt: skip
+    await ensure_topics(first)
+    dlq = f"{prefix}dlq"
+    assert (await topic_overrides(first, dlq))["retention.ms"] == str(14 * 86_400_000)
+    assert (await topic_overrides(first, dlq))["segment.ms"] == "86400000"
+    shorter = first.model_copy(update={"retention_ms": 3 * 3_600_000})
+    assert await ensure_topics(shorter) == []  # nothing new, but the existing ones follow
+    for topic in (f"{prefix}visit-completed", f"{prefix}rejected", dlq, f"{prefix}retry.email"):
+        overrides = await topic_overrides(shorter, topic)
+        assert overrides["retention.ms"] == str(3 * 3_600_000)
+        assert overrides["segment.ms"] == str(3 * 3_600_000)
+        assert overrides["cleanup.policy"] == "delete"  # other settings kept

@@ -1,0 +1,145 @@
+"""Patient fields of the writer's rows, sealed or redacted before they reach Postgres (pure).
+
+The writer's rows (:mod:`sinks.postgres.rows`) carry plaintext; :func:`protect`
+turns them into what is stored: the four ``gfe_visits.patient_*`` columns and
+``spakinect_events.payload -> data.patient_details`` as ciphertext
+(:mod:`spakinect_pipeline.phi.crypto`), plus the email's blind index. A row
+whose patient was forgotten (an erasure marker matches its gfe_id or email)
+or whose visit is older than ``PHI_RETENTION`` is stored redacted instead:
+patient fields null, ``phi_redacted_at`` set. Everything else stays plain.
+:func:`open_visit` and :func:`open_payload` are the inverse, for readers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from sinks.postgres.rows import BatchRows
+from spakinect_pipeline.phi.crypto import Keyring
+
+PATIENT_COLUMNS = ("patient_name", "patient_first_name", "patient_last_name", "patient_email")
+PHI_COLUMNS = ("patient_email_index", "phi_redacted_at")
+EVENT_COLUMNS = (
+    "event_id", "event", "entity_id", "occurred_at", "received_at", "success", "disposition",
+    "payload", *PHI_COLUMNS,
+)  # fmt: skip
+VISIT_COLUMNS = (
+    "gfe_id", "location_id", "status", "pdf_link", *PATIENT_COLUMNS, "completed_at", "event_id",
+    *PHI_COLUMNS,
+)  # fmt: skip
+"""Column order of the protected rows (as the writer inserts them)."""
+_VISIT_PATIENT = slice(4, 8)  # positions of PATIENT_COLUMNS in a visit row
+
+
+@dataclass(frozen=True, slots=True)
+class Protection:
+    """What sealing one batch needs: keys, the batch's erasure markers, the retention cutoff."""
+
+    keyring: Keyring
+    now: datetime
+    erased: frozenset[str] = frozenset()
+    cutoff: datetime | None = None
+
+    def redacts(self, when: datetime, markers: list[str]) -> bool:
+        old = self.cutoff is not None and when < self.cutoff
+        return old or any(m in self.erased for m in markers)
+
+
+def visit_context(column: str, gfe_id: str) -> str:
+    return f"gfe_visits.{column}:{gfe_id}"
+
+
+def payload_context(event_id: str) -> str:
+    return f"spakinect_events.payload:{event_id}"
+
+
+def _patient(payload: Mapping[str, Any]) -> Any:
+    data = payload.get("data")
+    return data.get("patient_details") if isinstance(data, dict) else None
+
+
+def _email_of(patient: Any) -> str | None:
+    email = patient.get("email") if isinstance(patient, dict) else None
+    return email if isinstance(email, str) and email else None
+
+
+def markers(rows: BatchRows, keyring: Keyring) -> set[str]:
+    """Every erasure marker that could match a row of the batch (to look up in one query)."""
+    found: set[str] = set()
+    for row in rows.events:
+        if row[1] == "visit.completed":
+            found.add(keyring.gfe_marker(row[2]))
+            email = _email_of(_patient(orjson.loads(row[7])))
+            if email:
+                found.add(keyring.email_index(email))
+    for row in rows.visits:
+        found.add(keyring.gfe_marker(row[0]))
+        if row[7]:
+            found.add(keyring.email_index(row[7]))
+    return found
+
+
+def protect_event(row: tuple[Any, ...], p: Protection) -> tuple[Any, ...]:
+    """An event row with its payload's patient part sealed (or redacted), + index, redacted_at."""
+    payload = orjson.loads(row[7])
+    patient = _patient(payload)
+    if patient is None:
+        return (*row, None, None)
+    email = _email_of(patient)
+    index = p.keyring.email_index(email) if email else None
+    candidates = [p.keyring.gfe_marker(row[2]), *([index] if index else [])]
+    if p.redacts(row[3], candidates):
+        payload["data"]["patient_details"] = None
+        return (*row[:7], orjson.dumps(payload).decode(), None, p.now)
+    sealed = p.keyring.encrypt(orjson.dumps(patient).decode(), payload_context(row[0]))
+    payload["data"]["patient_details"] = sealed
+    return (*row[:7], orjson.dumps(payload).decode(), index, None)
+
+
+def protect_visit(row: tuple[Any, ...], p: Protection) -> tuple[Any, ...]:
+    """A visit row with sealed (or redacted) patient columns, + email index, redacted_at."""
+    gfe_id, email = row[0], row[7]
+    index = p.keyring.email_index(email) if email else None
+    candidates = [p.keyring.gfe_marker(gfe_id), *([index] if index else [])]
+    if p.redacts(row[8], candidates):
+        return (*row[:4], None, None, None, None, *row[8:], None, p.now)
+    sealed = [
+        p.keyring.encrypt(value, visit_context(column, gfe_id)) if value is not None else None
+        for column, value in zip(PATIENT_COLUMNS, row[_VISIT_PATIENT], strict=True)
+    ]
+    return (*row[:4], *sealed, *row[8:], index, None)
+
+
+def protect(rows: BatchRows, p: Protection) -> BatchRows:
+    return replace(
+        rows,
+        events=[protect_event(r, p) for r in rows.events],
+        visits=[protect_visit(r, p) for r in rows.visits],
+    )
+
+
+def open_visit(row: Mapping[str, Any], keyring: Keyring) -> dict[str, str | None]:
+    """The plaintext patient columns of a ``gfe_visits`` row (None where redacted or absent)."""
+    return {
+        column: keyring.decrypt(row[column], visit_context(column, row["gfe_id"]))
+        if row[column] is not None
+        else None
+        for column in PATIENT_COLUMNS
+    }
+
+
+def open_payload(event_id: str, payload: Mapping[str, Any] | str, keyring: Keyring) -> Any:
+    """A stored payload with ``data.patient_details`` decrypted (None stays None)."""
+    body = orjson.loads(payload) if isinstance(payload, str) else dict(payload)
+    sealed = _patient(body)
+    if isinstance(sealed, str):
+        body["data"] = dict(
+            body["data"],
+            patient_details=orjson.loads(keyring.decrypt(sealed, payload_context(event_id))),
+        )
+    return body

@@ -1,0 +1,74 @@
+"""Erase patient fields in place: the retention sweep and ``phi forget`` share these statements.
+
+Redacting keeps the row (ids, location, decisions, times stay for the
+platform teams) and sets ``phi_redacted_at``; a row already redacted is left
+alone, so every caller is idempotent. The sweep works in small batches, each
+its own transaction, and skips rows another sweeper holds (several writer
+replicas may sweep at once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+REDACT_VISITS = """
+UPDATE gfe_visits SET patient_name = NULL, patient_first_name = NULL, patient_last_name = NULL,
+    patient_email = NULL, patient_email_index = NULL, phi_redacted_at = $2
+WHERE gfe_id = ANY($1::text[]) AND phi_redacted_at IS NULL
+"""
+
+REDACT_EVENTS = """
+UPDATE spakinect_events SET
+    payload = CASE WHEN jsonb_typeof(payload -> 'data') = 'object'
+                   THEN jsonb_set(payload, '{data,patient_details}', 'null'::jsonb)
+                   ELSE payload END,
+    patient_email_index = NULL, phi_redacted_at = $2
+WHERE event_id = ANY($1::text[]) AND phi_redacted_at IS NULL
+"""
+
+OLD_VISITS = """
+SELECT gfe_id FROM gfe_visits
+WHERE phi_redacted_at IS NULL AND completed_at < $1
+ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED
+"""
+
+OLD_EVENTS = """
+SELECT event_id FROM spakinect_events
+WHERE phi_redacted_at IS NULL AND event = 'visit.completed' AND occurred_at < $1
+ORDER BY occurred_at LIMIT $2 FOR UPDATE SKIP LOCKED
+"""
+
+
+def _count(status: str) -> int:
+    """Rows changed, from asyncpg's command tag (``UPDATE 3``)."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def redact_visits(conn: asyncpg.Connection, gfe_ids: Sequence[str], now: datetime) -> int:
+    return _count(await conn.execute(REDACT_VISITS, list(gfe_ids), now))
+
+
+async def redact_events(conn: asyncpg.Connection, event_ids: Sequence[str], now: datetime) -> int:
+    return _count(await conn.execute(REDACT_EVENTS, list(event_ids), now))
+
+
+async def sweep(
+    pool: asyncpg.Pool, cutoff: datetime, now: datetime, batch: int = 500
+) -> dict[str, int]:
+    """Redact every visit and visit event older than ``cutoff``; counts per table."""
+    done = {"gfe_visits": 0, "spakinect_events": 0}
+    for table, select, redact in (
+        ("gfe_visits", OLD_VISITS, redact_visits),
+        ("spakinect_events", OLD_EVENTS, redact_events),
+    ):
+        while True:
+            async with pool.acquire() as conn, conn.transaction():
+                ids = [r[0] for r in await conn.fetch(select, cutoff, batch)]
+                if ids:
+                    done[table] += await redact(conn, ids, now)
+            if len(ids) < batch:
+                break
+    return done

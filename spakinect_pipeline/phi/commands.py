@@ -1,0 +1,196 @@
+"""``spakinect-pipeline phi ...`` and ``audit list``: the operator's patient-data tools.
+
+Every command that touches patient data writes its audit entry first
+(:mod:`spakinect_pipeline.audit`); output names ids, counts and topics,
+never a patient's name or email.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from spakinect_pipeline import audit
+from spakinect_pipeline.config import ConfigError, KafkaSettings, load_settings
+from spakinect_pipeline.phi.crypto import PhiDecryptError, new_key_entry
+from spakinect_pipeline.phi.settings import PhiSettings
+
+
+def _dsn() -> str:
+    from sinks.postgres.settings import PostgresSettings
+
+    return load_settings(PostgresSettings).dsn
+
+
+def record_action(action: str, target: str, details: Mapping[str, Any]) -> None:
+    """Audit a CLI action before it runs (a failure to record stops the action)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(_dsn(), timeout=15)
+        try:
+            await audit.record(conn, action, target, details=details)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(run())
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(
+            f"spakinect-pipeline: cannot write the audit log ({type(exc).__name__});"
+            f" {action} not done",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
+def _new_key(args: argparse.Namespace) -> None:
+    print(f"PHI_ENCRYPTION_KEYS={new_key_entry(args.key_id)}")
+    print(f"PHI_INDEX_KEY={new_key_entry().split(':', 1)[1]}")
+    print(
+        "# keep both secret; to rotate, put a new PHI_ENCRYPTION_KEYS entry first, keep the old"
+        " one after it, run `phi rotate-key`, then drop the old one. PHI_INDEX_KEY never changes.",
+        file=sys.stderr,
+    )
+
+
+def _forget(args: argparse.Namespace) -> None:
+    from sinks.postgres.erasure import forget
+    from spakinect_pipeline.phi.copies import copies_lines, topic_copies
+
+    index = load_settings(PhiSettings).blind_index()
+    now = datetime.now(UTC)
+
+    async def run() -> Any:
+        conn = await asyncpg.connect(_dsn(), timeout=15)
+        try:
+            return await forget(
+                conn,
+                index,
+                gfe_id=args.gfe_id,
+                email=args.patient_email,
+                now=now,
+                reason=args.reason,
+                dry_run=args.dry_run,
+            )
+        finally:
+            await conn.close()
+
+    result = asyncio.run(run())
+    verb = "would redact" if args.dry_run else "redacted"
+    print(f"patient: {result.target}")
+    print(f"visits found: {', '.join(result.gfe_ids) or 'none'}")
+    print(f"{verb}: {len(result.visits)} gfe_visits row(s), {len(result.events)} event row(s)")
+    if args.dry_run:
+        print("would record erasure markers so replays and duplicates stay redacted")
+    else:
+        print(f"erasure markers recorded: {result.new_markers} new")
+    for line in copies_lines(asyncio.run(topic_copies(load_settings(KafkaSettings))), now):
+        print(line)
+
+
+def _rotate_key(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from sinks.postgres.rotate import pending, rotate
+
+    keyring = load_settings(PhiSettings).keyring()
+
+    async def run() -> dict[str, int]:
+        pool = await asyncpg.create_pool(_dsn(), min_size=1, max_size=1, timeout=15)
+        try:
+            async with pool.acquire() as conn:
+                todo = await pending(conn, keyring)
+                await audit.record(
+                    conn, "phi.rotate-key", f"key:{keyring.current_id}", details=todo
+                )
+            with tqdm(total=sum(todo.values()), unit="row", disable=args.quiet) as bar:
+                return await rotate(pool, keyring, batch=args.batch, progress=bar.update)
+        finally:
+            await pool.close()
+
+    try:
+        done = asyncio.run(run())
+    except PhiDecryptError as exc:
+        print(f"spakinect-pipeline: cannot re-seal a row: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(
+        f"re-sealed with key {keyring.current_id}: {done['gfe_visits']} gfe_visits row(s),"
+        f" {done['spakinect_events']} event row(s)"
+    )
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from sinks.postgres.writer import PostgresSink
+
+    phi = load_settings(PhiSettings)
+    if phi.retention is None:
+        raise ConfigError("PHI_RETENTION is not set: nothing to sweep")
+    sink = PostgresSink(
+        _dsn(), keyring=phi.keyring(), retention_s=phi.retention, sweep_batch=phi.sweep_batch
+    )
+
+    async def run() -> dict[str, int]:
+        try:
+            return await sink.sweep_once()
+        finally:
+            await sink.stop()
+
+    done = asyncio.run(run())
+    print(
+        f"redacted: {done['gfe_visits']} gfe_visits row(s), {done['spakinect_events']} event row(s)"
+    )
+
+
+def _audit_list(args: argparse.Namespace) -> None:
+    from streams.dlq_tools import parse_since
+
+    since = parse_since(args.since, datetime.now(UTC))
+
+    async def run() -> list[audit.AuditEntry]:
+        conn = await asyncpg.connect(_dsn(), timeout=15)
+        try:
+            return await audit.entries(
+                conn, action=args.filter_action, since=since, target=args.target, limit=args.limit
+            )
+        finally:
+            await conn.close()
+
+    found = asyncio.run(run())
+    for line in audit.lines(found):
+        print(line)
+    print(f"{len(found)} audit entr{'y' if len(found) == 1 else 'ies'}")
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``phi`` and ``audit`` on the root parser's subcommands."""
+    phi = sub.add_parser("phi", help="patient data: keys, erasure, retention")
+    phi_sub = phi.add_subparsers(dest="action", required=True)
+    new_key = phi_sub.add_parser("new-key", help="print fresh PHI_ENCRYPTION_KEYS / PHI_INDEX_KEY")
+    new_key.add_argument("--key-id", help="id of the new key (default: random)")
+    new_key.set_defaults(func=_new_key)
+    forget = phi_sub.add_parser("forget", help="erase one patient's data (idempotent)")
+    who = forget.add_mutually_exclusive_group(required=True)
+    who.add_argument("--gfe-id")
+    who.add_argument("--patient-email")
+    forget.add_argument("--reason", help="why (kept in the audit log)")
+    forget.add_argument("--dry-run", action="store_true", help="list what would be done")
+    forget.set_defaults(func=_forget)
+    rotate = phi_sub.add_parser("rotate-key", help="re-seal old rows with the newest key")
+    rotate.add_argument("--batch", type=int, default=500)
+    rotate.add_argument("--quiet", action="store_true", help="no progress bar")
+    rotate.set_defaults(func=_rotate_key)
+    phi_sub.add_parser("sweep", help="redact rows past PHI_RETENTION now").set_defaults(func=_sweep)
+    audit_parser = sub.add_parser("audit", help="the audit log of patient-data access")
+    audit_sub = audit_parser.add_subparsers(dest="action", required=True)
+    listing = audit_sub.add_parser("list", help="newest first")
+    listing.add_argument("--action", dest="filter_action", help="e.g. phi.forget or 'phi.*'")
+    listing.add_argument("--since", help="ISO time, or a duration back from now (2h, 7d)")
+    listing.add_argument("--target", help="exact, or a prefix ending in *")
+    listing.add_argument("--limit", type=int, default=200)
+    listing.set_defaults(func=_audit_list)

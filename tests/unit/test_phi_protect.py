@@ -1,0 +1,80 @@
+"""Sealing and redacting the writer's rows (pure): what reaches Postgres."""
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from events.envelope import Disposition
+from sinks.postgres.protect import (
+    VISIT_COLUMNS,
+    Protection,
+    markers,
+    open_payload,
+    open_visit,
+    protect,
+)
+from sinks.postgres.rows import batch_rows
+from spakinect_pipeline.phi.crypto import keyring_from, new_key_entry
+
+from .test_rows import rec, visit
+
+RING = keyring_from(new_key_entry("k1"), new_key_entry().split(":", 1)[1])
+NOW = datetime(2026, 11, 29, tzinfo=UTC)
+VISIT_AT = datetime(2024, 5, 2, 18, 40, tzinfo=UTC)
+
+
+def visit_dict(row):
+    return dict(zip(VISIT_COLUMNS, row, strict=True))
+
+
+def test_patient_fields_are_sealed_the_rest_stays_plain_and_opens_again():
+    rows = protect(batch_rows([rec(visit(1714675200000))]), Protection(RING, NOW))
+    (event,) = rows.events
+    (row,) = rows.visits
+    stored = visit_dict(row)
+    assert stored["location_id"] == "loc_12345"
+    assert stored["completed_at"] == VISIT_AT
+    assert all(stored[c].startswith("phi1:k1:") for c in ("patient_name", "patient_email"))
+    assert "Jane" not in repr(row)
+    assert "jane" not in repr(event)
+    assert stored["patient_email_index"] == RING.email_index("jane.smith@example.com")
+    assert stored["phi_redacted_at"] is None
+    assert open_visit(stored, RING)["patient_email"] == "jane.smith@example.com"
+    payload = open_payload(event[0], event[7], RING)
+    assert payload["data"]["patient_details"]["name"] == "Jane Smith"
+    assert payload["data"]["approved_treatments"] == ["Botox Injection"]
+    assert event[8] == stored["patient_email_index"]
+    assert event[9] is None
+
+
+def test_forgotten_patient_by_email_or_gfe_id_is_written_redacted():
+    plain = batch_rows([rec(visit(1714675200000))])
+    for marker in (RING.email_index("JANE.smith@example.com"), RING.gfe_marker("gfe_abc123xyz789")):
+        assert marker in markers(plain, RING)
+        rows = protect(plain, Protection(RING, NOW, frozenset({marker})))
+        stored = visit_dict(rows.visits[0])
+        assert [stored[c] for c in ("patient_name", "patient_email", "patient_email_index")] == [
+            None,
+            None,
+            None,
+        ]
+        assert stored["phi_redacted_at"] == NOW
+        event = rows.events[0]
+        assert orjson.loads(event[7])["data"]["patient_details"] is None
+        assert event[8:] == (None, NOW)
+
+
+def test_rows_older_than_the_retention_cutoff_are_written_redacted_newer_sealed():
+    plain = batch_rows([rec(visit(1714675200000))])
+    old = protect(plain, Protection(RING, NOW, cutoff=VISIT_AT + timedelta(seconds=1)))
+    assert visit_dict(old.visits[0])["phi_redacted_at"] == NOW
+    fresh = protect(plain, Protection(RING, NOW, cutoff=VISIT_AT - timedelta(seconds=1)))
+    assert visit_dict(fresh.visits[0])["patient_email"].startswith("phi1:")
+
+
+def test_events_without_patient_data_are_unchanged():
+    failed = {"event": "visit.completed", "timestamp": 5, "success": False, "data": {"gfe_id": "g"}}
+    rows = protect(batch_rows([rec(failed, Disposition.UNSUCCESSFUL)]), Protection(RING, NOW))
+    (event,) = rows.events
+    assert orjson.loads(event[7]) == failed
+    assert event[8:] == (None, None)

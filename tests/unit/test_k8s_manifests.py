@@ -159,9 +159,32 @@ def ingress_routes() -> set[str]:
     return {route.path for route in app.routes}  # type: ignore[attr-defined]
 
 
-def worker_routes(stage: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> set[str]:
+def secret_stand_ins() -> dict[str, str]:
+    """Valid values for the Secret's keys, so a stage builds as it would in its pod."""
+    from spakinect_pipeline.phi.crypto import new_key_entry
+
+    return {
+        "POSTGRES_DSN": "postgresql://spakinect@postgres:5432/spakinect",
+        "PHI_ENCRYPTION_KEYS": new_key_entry("k1"),
+        "PHI_INDEX_KEY": new_key_entry().split(":", 1)[1],
+    }
+
+
+def worker_routes(
+    tree: str, stage: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> set[str]:
+    """The worker's web routes, built with only the env its manifest gives it."""
     from streams.worker import build_stage
 
+    (worker,) = (
+        c for w in workloads(tree) for c in containers(w) if c["args"] == ["worker", stage]
+    )
+    stand_ins = secret_stand_ins()
+    for name in secret_env_names() & stand_ins.keys():
+        monkeypatch.delenv(name, raising=False)
+    for env in worker.get("env", []):
+        if env["name"] in stand_ins:
+            monkeypatch.setenv(env["name"], stand_ins[env["name"]])
     monkeypatch.setenv("STREAMS_STATE_DIR", str(tmp_path / stage))
     app = build_stage(stage)
     return {route.resource.canonical for route in app.web.web_app.router.routes()}
@@ -178,7 +201,7 @@ def test_probes_use_paths_and_ports_the_processes_serve(
     serves = {"ingress": (ingress_routes(), int(settings["INGRESS_PORT"]))}
     for stage in ("dedupe", "postgres", "email"):
         serves[stage] = (
-            worker_routes(stage, monkeypatch, tmp_path),
+            worker_routes(tree, stage, monkeypatch, tmp_path),
             int(settings["STREAMS_WEB_PORT"]),
         )
     probed = set()

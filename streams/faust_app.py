@@ -40,7 +40,7 @@ def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings)
         "value_serializer": "raw",
         "web_enabled": streams.web_port > 0,
         "web_port": streams.web_port or 6066,
-        "web_bind": "127.0.0.1",
+        "web_bind": streams.web_host,
         "table_standby_replicas": 0,
         "broker_session_timeout": streams.session_timeout_s,
         "broker_heartbeat_interval": min(3.0, streams.session_timeout_s / 3),

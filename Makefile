@@ -27,11 +27,11 @@ up: venv ## Run the whole pipeline on real local services (foreground; Ctrl-C st
 	$(PY) -m devstack up
 
 .PHONY: test
-test: venv lint ## Lint, then run every test (integration tests start real local services)
+test: venv lint promtool ## Lint, then run every test (integration tests start real local services)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: venv ## Run the unit tests only (no services)
+test-unit: venv promtool ## Run the unit tests only (no services)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: chaos
@@ -59,6 +59,19 @@ bench-tools: ## Install the native load generators (wrk, hey) if missing (Debian
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && apt-get install -y -qq wrk hey; \
 	  else echo "make bench needs wrk and hey: sudo apt-get install wrk hey" >&2; exit 1; fi; }
+
+.PHONY: promtool
+promtool: ## Install promtool (Debian's prometheus package) if missing: the alert-rule tests need it
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; \
+	  else echo "make test needs promtool: sudo apt-get install prometheus" >&2; exit 1; fi; }
+
+.PHONY: alerts-test
+alerts-test: promtool ## Check the alert rules and run their promtool unit tests (deploy/prometheus/)
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool test rules deploy/prometheus/alerts.test.yml
 
 .PHONY: lint
 lint: venv ## ruff (lint + format check) and mypy --strict

@@ -64,3 +64,18 @@ def test_rules_and_dashboard_name_only_pipeline_metrics():
     assert {n for n in names if not n.startswith(prefixes)} == {"up"}
     assert "streams_time_behind_seconds" in names
     assert re.search(r"streams_time_behind_seconds", ALERTS.read_text())
+
+
+def test_exported_names_cover_sample_suffixes_also_of_families_without_samples():
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+    from tests.observability import exported_names
+
+    registry = CollectorRegistry()
+    Counter("a_total", "labelled, never incremented", ["reason"], registry=registry)
+    Histogram("b_seconds", "observed", registry=registry).observe(1)
+    Gauge("c", "set", registry=registry).set(2)
+    names = exported_names(generate_latest(registry).decode())
+    assert {"a_total", "b_seconds_bucket", "b_seconds_sum", "b_seconds_count", "c"} <= names
+    assert "d" not in names
+    assert "b_seconds" not in names

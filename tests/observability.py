@@ -7,12 +7,12 @@ that scrapes the running pipeline.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import promql_parser
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,7 +23,6 @@ ALERTS = PROMETHEUS / "alerts.yml"
 DASHBOARD = GRAFANA / "dashboards" / "spakinect-pipeline.json"
 # Series Prometheus makes itself rather than scraping them.
 PROMETHEUS_MADE = {"up"}
-_KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
 _SAMPLE_SUFFIXES = {
     "counter": ("_total", "_created"),
     "histogram": ("_bucket", "_sum", "_count", "_created"),
@@ -53,17 +52,16 @@ def all_exprs() -> list[str]:
 
 
 def metric_names(expr: str) -> set[str]:
-    """The series names a PromQL expression selects (functions, labels and keywords left out)."""
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
-    expr = re.sub(r"\{[^}]*\}", " ", expr)  # label matchers
-    expr = re.sub(r"\[[^\]]*\]", " ", expr)  # range selectors
-    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
-    names = set()
-    for match in re.finditer(r"(?<![\w.$])[A-Za-z_:][A-Za-z0-9_:]*", expr):
-        word = match.group(0)
-        if expr[match.end() :].lstrip().startswith("(") or word.lower() in _KEYWORDS:
-            continue  # a function or aggregation, or an operator
-        names.add(word)
+    """The series names a PromQL expression selects (Grafana's interval variables allowed)."""
+    for variable in ("$__rate_interval", "$__interval", "$__range"):
+        expr = expr.replace(variable, "5m")
+    names: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector) and node.name:
+            names.add(node.name)
+
+    promql_parser.walk(promql_parser.parse(expr), pre_visit=visit)
     return names
 
 

@@ -40,7 +40,10 @@ def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings)
         "value_serializer": "raw",
         "web_enabled": streams.web_port > 0,
         "web_port": streams.web_port or 6066,
-        "web_bind": streams.web_host,
+        "web_bind": streams.web_bind,
+        # Faust's /table pages would serve table contents, /router the cluster's topology.
+        "web_tables_enabled": False,
+        "web_router_enabled": False,
         "table_standby_replicas": 0,
         "broker_session_timeout": streams.session_timeout_s,
         "broker_heartbeat_interval": min(3.0, streams.session_timeout_s / 3),

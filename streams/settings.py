@@ -22,8 +22,8 @@ class StreamsSettings(BaseSettings):
     app_id: str = Field(default="spakinect-pipeline", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     state_dir: Path = Path(".data/state")
     web_port: int = Field(default=6066, ge=0, le=65535)
-    # Where /metrics listens: 0.0.0.0 where Prometheus scrapes from another host or container.
-    web_host: str = Field(default="127.0.0.1", min_length=1)
+    # Where /metrics, /healthz, /readyz listen; 0.0.0.0 in a pod (kubelet, Prometheus).
+    web_bind: str = Field(default="127.0.0.1", min_length=1)
     store: Literal["rocksdb", "memory"] = "rocksdb"
     dedupe_window: Duration = Field(default=7 * 86400.0, gt=0, validation_alias="DEDUPE_WINDOW")
     sinks: CsvList = Field(default_factory=lambda: list(SINK_NAMES), validation_alias="SINKS")

@@ -75,7 +75,7 @@ def test_prometheus_scrapes_the_ingress_and_every_worker_where_they_listen():
     for stage in ("dedupe", "postgres", "email"):
         env = services[f"worker-{stage}"]["environment"]
         # Bound to 127.0.0.1 (the default) a worker could not be scraped from another container.
-        assert env["STREAMS_WEB_HOST"] == "0.0.0.0"
+        assert env["STREAMS_WEB_BIND"] == "0.0.0.0"
         expected.add(f"worker-{stage}:{env['STREAMS_WEB_PORT']}")
     assert targets == expected
 

@@ -28,11 +28,11 @@ up: venv ## Run the whole pipeline on real local services (foreground; Ctrl-C st
 	$(PY) -m devstack up $(UP_ARGS)
 
 .PHONY: test
-test: venv lint k8s-tools ## Lint, then run every test (integration tests start real local services)
+test: venv lint k8s-tools promtool ## Lint, then run every test (integration tests start real local services)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: venv k8s-tools ## Run the unit tests only (no services)
+test-unit: venv k8s-tools promtool ## Run the unit tests only (no services)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: chaos
@@ -67,6 +67,19 @@ k8s-tools: ## Install kubectl if missing, to render deploy/k8s (Debian, as root)
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && { apt-get install -y -qq kubectl || apt-get install -y -qq kubernetes-client; }; \
 	  else echo "the manifest tests need kubectl: sudo apt-get install kubernetes-client" >&2; exit 1; fi; }
+
+.PHONY: promtool
+promtool: ## Install promtool (Debian's prometheus package) if missing: the alert-rule tests need it
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; \
+	  else echo "make test needs promtool: sudo apt-get install prometheus" >&2; exit 1; fi; }
+
+.PHONY: alerts-test
+alerts-test: promtool ## Check the alert rules and run their promtool unit tests (deploy/prometheus/)
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool test rules deploy/prometheus/alerts.test.yml
 
 .PHONY: lint
 lint: venv ## ruff (lint + format check) and mypy --strict

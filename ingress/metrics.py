@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from events.payloads import EVENT_TYPES
+
 
 @dataclass(frozen=True)
 class IngressMetrics:
@@ -23,7 +25,7 @@ class IngressMetrics:
     @classmethod
     def create(cls) -> IngressMetrics:
         registry = CollectorRegistry()
-        return cls(
+        metrics = cls(
             registry=registry,
             requests=Counter(
                 "ingress_requests_total",
@@ -60,3 +62,7 @@ class IngressMetrics:
                 "ingress_in_flight_requests", "Requests being handled", registry=registry
             ),
         )
+        # Exported at 0 from the start, so "no event for 3 hours" is visible after a restart.
+        for event in EVENT_TYPES:
+            metrics.events.labels(event)
+        return metrics

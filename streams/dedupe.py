@@ -56,7 +56,7 @@ class DedupeStage:
             app,
             "dedupe",
             lambda: {**self.counts, "dlq_messages": self.dlq.sent},
-            lambda: {"expiry_index_entries": len(self.index)},
+            self._gauges,
         )
         source = raw_topic(app, self.topics.visit_completed, self.topics.treatment_updated)
         app.agent(source, name="dedupe")(self._agent)
@@ -64,6 +64,13 @@ class DedupeStage:
             cast(Any, self._on_assigned)
         )  # mode types signals loosely
         app.on_before_shutdown.connect(cast(Any, self._on_shutdown))  # mode types signals loosely
+
+    def _gauges(self) -> dict[str, float]:
+        return {
+            "expiry_index_entries": len(self.index),
+            "expiry_overdue_seconds": self.index.overdue_ms() / 1000,
+            "dedupe_window_seconds": self.window_ms / 1000,
+        }
 
     async def _on_assigned(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         self.index_stale = True

@@ -129,13 +129,15 @@ class ExpiryIndex:
     A min-heap per partition of ``(at, key)`` plus each key's current ``at``:
     a key rewritten later is pushed again and its older heap item is skipped,
     so the stage can tombstone what :meth:`expired` returns without reading
-    the table first, and ``len()`` is the entries held.
+    the table first, and ``len()`` is the entries held. :meth:`overdue_ms`
+    says whether the sweeps keep the state within the window.
     """
 
     def __init__(self, window_ms: int) -> None:
         self.window_ms = window_ms
         self._heaps: dict[int, list[tuple[int, str]]] = {}
         self._current: dict[str, int] = {}
+        self._swept_at: dict[int, int] = {}
 
     def add(self, partition: int, at: int, key: str) -> None:
         heapq.heappush(self._heaps.setdefault(partition, []), (at, key))
@@ -144,6 +146,7 @@ class ExpiryIndex:
     def clear(self) -> None:
         self._heaps.clear()
         self._current.clear()
+        self._swept_at.clear()
 
     def __len__(self) -> int:
         return len(self._current)
@@ -153,9 +156,26 @@ class ExpiryIndex:
         heap = self._heaps.get(partition)
         out: list[str] = []
         cutoff = now_ms - self.window_ms
+        self._swept_at[partition] = now_ms
         while heap and heap[0][0] < cutoff and len(out) < limit:
             at, key = heapq.heappop(heap)
             if self._current.get(key) == at:
                 del self._current[key]
                 out.append(key)
         return out
+
+    def overdue_ms(self) -> int:
+        """How long past the window the oldest entry a sweep should have deleted has lived.
+
+        Judged per partition at its last sweep, not now: a partition that gets
+        no events is not swept, and its entries past the window are expected
+        until its next event. 0 while every sweep keeps up.
+        """
+        worst = 0
+        for partition, swept_at in self._swept_at.items():
+            heap = self._heaps.get(partition)
+            while heap and self._current.get(heap[0][1]) != heap[0][0]:
+                heapq.heappop(heap)  # a key rewritten since: its newer item is further down
+            if heap:
+                worst = max(worst, swept_at - self.window_ms - heap[0][0])
+        return worst

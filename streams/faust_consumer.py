@@ -25,16 +25,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from streams.behind import TimeBehind
 from streams.offsets import HoleWatch, committable
 
 log = logging.getLogger(__name__)
 HOLE_GRACE_S = 10.0
+
+
+def messages_behind(consumer: Any, tp: Any, committed: int | None) -> int | None:
+    """Messages of ``tp`` after offset ``committed``; None while the partition's end is unknown."""
+    try:
+        highwater = consumer.highwater(tp)
+    except Exception:  # noqa: BLE001 - partition metadata not known yet
+        return None
+    if highwater is None:
+        return None
+    return max(0, int(highwater) - (committed or 0))
 
 
 class RewindingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -59,12 +71,18 @@ class RewindingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class StrictConsumer(faust_aiokafka.Consumer):
-    """Commits only contiguous acked offsets and re-reads from any lasting hole."""
+    """Commits only contiguous acked offsets and re-reads from any lasting hole.
+
+    It also knows how far behind in time each source partition is
+    (:mod:`streams.behind`), for the ``streams_time_behind_seconds`` metric.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._start_offsets: dict[Any, int] = {}
         self._holes = HoleWatch(HOLE_GRACE_S)
+        self._behind = TimeBehind()
+        self._sources: frozenset[Any] = frozenset()  # assigned partitions that are not changelogs
 
     def _new_consumer_thread(self) -> RewindingConsumerThread:
         return RewindingConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -74,6 +92,25 @@ class StrictConsumer(faust_aiokafka.Consumer):
         self._start_offsets = {tp: o for tp, o in offsets.items() if o is not None}
         for tp in offsets:
             self._holes.forget(tp)
+        self._sources = frozenset(offsets)
+
+    def _to_message(self, tp: Any, record: Any) -> Any:
+        message = super()._to_message(tp, record)
+        if record.timestamp is not None and tp in self._sources:
+            self._behind.delivered(tp, record.offset, record.timestamp / 1000.0)
+        return message
+
+    def time_behind(self, now: float) -> Iterator[tuple[Any, float]]:
+        """(partition, age of its oldest unprocessed message) for each assigned source partition."""
+        sources = self._sources & set(self.assignment())
+        self._behind.keep_only(sources)  # here, on the event loop, not in the consumer thread
+        for tp in sorted(sources):
+            committed = self._committed_offset.get(tp)
+            if committed is None:
+                committed = self._start_offsets.get(tp)
+            lag = messages_behind(self, tp, committed)
+            if lag is not None:
+                yield tp, self._behind.seconds(tp, lag, committed, now)
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         """Faust would count the skipped offsets as acked; on our topics a gap is a loss."""
@@ -90,6 +127,7 @@ class StrictConsumer(faust_aiokafka.Consumer):
         batch = acked[: result.run]
         del acked[: result.run]
         self._acked_index[tp].difference_update(batch)
+        self._behind.committed(tp, result.offset)
         return result.offset
 
     async def commit(self, *args: Any, **kwargs: Any) -> bool:

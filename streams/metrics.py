@@ -7,6 +7,7 @@ carry stage, outcome, topic and partition — never ids or patient data.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -14,6 +15,8 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from streams.faust_consumer import StrictConsumer, messages_behind
 
 Counts = Callable[[], Mapping[str, float]]
 MEDIA_TYPE = CONTENT_TYPE_LATEST.split(";", 1)[0]
@@ -28,14 +31,20 @@ def consumer_lag(app: faust.App) -> Iterator[tuple[str, int, int]]:
         return
     committed: Mapping[Any, Any] = getattr(consumer, "_committed_offset", {})
     for tp in sorted(assigned):
-        try:
-            highwater = consumer.highwater(tp)
-        except Exception:  # noqa: BLE001, S112 - partition metadata not known yet
-            continue
-        if highwater is None:
-            continue
-        done = committed.get(tp) or 0
-        yield tp.topic, tp.partition, max(0, int(highwater) - int(done))
+        lag = messages_behind(consumer, tp, committed.get(tp))
+        if lag is not None:
+            yield tp.topic, tp.partition, lag
+
+
+def time_behind(app: faust.App, now: float) -> Iterator[tuple[str, int, float]]:
+    """(topic, partition, age of its oldest unprocessed message) for each source partition."""
+    try:
+        consumer = app.consumer
+        ages = list(consumer.time_behind(now)) if isinstance(consumer, StrictConsumer) else []
+    except Exception:  # noqa: BLE001 - not started or rebalancing: nothing to report now
+        return
+    for tp, seconds in ages:
+        yield tp.topic, tp.partition, seconds
 
 
 class StageCollector(Collector):
@@ -68,6 +77,14 @@ class StageCollector(Collector):
         for topic, partition, value in consumer_lag(self.app):
             lag.add_metric([self.stage, topic, str(partition)], value)
         yield lag
+        behind = GaugeMetricFamily(
+            "streams_time_behind_seconds",
+            "Age of the oldest event not yet processed (0 when none waits)",
+            labels=["stage", "topic", "partition"],
+        )
+        for topic, partition, seconds in time_behind(self.app, time.time()):
+            behind.add_metric([self.stage, topic, str(partition)], seconds)
+        yield behind
 
 
 class StageMetrics:

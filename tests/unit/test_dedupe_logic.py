@@ -112,6 +112,27 @@ def test_expiry_index_skips_an_entry_rewritten_inside_the_window():
     assert len(index) == 0
 
 
+def test_overdue_is_zero_while_sweeps_keep_up_and_ignores_unswept_quiet_partitions():
+    index = ExpiryIndex(window_ms=100)
+    index.add(0, 10, "a")
+    index.add(1, 10, "quiet")  # partition 1 gets no event, so nothing sweeps it
+    assert index.overdue_ms() == 0
+    assert index.expired(0, now_ms=500) == ["a"]
+    assert index.overdue_ms() == 0
+
+
+def test_overdue_grows_when_a_sweep_leaves_entries_past_the_window():
+    index = ExpiryIndex(window_ms=100)
+    for i in range(3):
+        index.add(0, 10 + i, f"k{i}")
+    index.add(0, 5, "k0")  # k0 is rewritten later: only its write at 15 is current
+    index.add(0, 15, "k0")
+    assert index.expired(0, now_ms=400, limit=1) == ["k1"]  # the sweep was cut short
+    assert index.overdue_ms() == 400 - 100 - 12  # k2, written at 12, should be gone
+    assert index.expired(0, now_ms=400, limit=10) == ["k2", "k0"]
+    assert index.overdue_ms() == 0
+
+
 def test_a_batch_catches_duplicates_and_older_events_among_its_own_events():
     batch = [env(ts=2000), env(ts=2000), env(ts=1000), env(ts=9, success=False), env(ts=9)]
     decisions = plan(batch).verdicts

@@ -33,9 +33,51 @@ def test_stage_apps_use_the_strict_consumer_and_the_faust_hooks_it_overrides_exi
     app = create_faust_app("dedupe", streams, KafkaSettings())
     assert app.transport.Consumer is StrictConsumer
     # A Faust upgrade that renames what we override must fail here, not lose events.
-    for name in ("_new_offset", "_add_gap", "commit", "_new_consumer_thread", "seek_wait"):
+    for name in (
+        "_new_offset",
+        "_add_gap",
+        "commit",
+        "_new_consumer_thread",
+        "seek_wait",
+        "_to_message",
+        "highwater",
+    ):
         assert callable(getattr(faust_aiokafka.Consumer, name))
     assert callable(faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed)
     assert RewindingConsumerThread.seek_to_committed is not (
         faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed
     )
+
+
+def test_the_strict_consumer_notes_timestamps_of_source_messages_only(tmp_path):
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from streams.faust_app import create_faust_app
+    from streams.settings import StreamsSettings
+
+    app = create_faust_app(
+        "dedupe", StreamsSettings(store="memory", state_dir=tmp_path), KafkaSettings()
+    )
+    consumer = app.consumer
+    source, changelog = TP("spakinect.visit-completed", 0), TP("x-entities-changelog", 0)
+    consumer.note_start_offsets({source: 7})
+    for tp in (source, changelog):
+        record = SimpleNamespace(
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=7,
+            timestamp=1_000_000,
+            timestamp_type=0,
+            headers=[],
+            key=b"k",
+            value=b"v",
+            checksum=None,
+            serialized_key_size=1,
+            serialized_value_size=1,
+        )
+        message = consumer._to_message(tp, record)
+        assert (message.offset, message.timestamp) == (7, 1000.0)
+    assert len(consumer._behind) == 1
+    assert consumer._behind.seconds(source, lag=1, committed=7, now=1060.0) == 60.0

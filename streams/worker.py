@@ -19,6 +19,7 @@ from sinks.email.settings import EmailSettings, SmtpSettings
 from sinks.postgres.settings import PostgresSettings
 from sinks.postgres.writer import PostgresSink
 from spakinect_pipeline.config import KafkaSettings, LogSettings, load_settings
+from spakinect_pipeline.tracing import tracer_from_env
 from streams.dedupe import DedupeStage
 from streams.email_stage import EmailStage
 from streams.faust_app import create_faust_app, prepare_changelogs
@@ -66,13 +67,16 @@ def build_stage(stage: str) -> faust.App:
     streams = load_settings(StreamsSettings)
     kafka = load_settings(KafkaSettings)
     app = create_faust_app(stage, streams, kafka)
+    tracer = tracer_from_env(f"spakinect-{stage}")
     if stage == "dedupe":
-        DedupeStage(app, streams, kafka)
+        DedupeStage(app, streams, kafka, tracer)
     elif stage == "postgres":
         pg = load_settings(PostgresSettings)
-        BatchSinkStage(app, PostgresSink(pg.dsn, pool_size=pg.pool_size), streams, kafka)
+        sink = PostgresSink(pg.dsn, pool_size=pg.pool_size)
+        BatchSinkStage(app, sink, streams, kafka, tracer)
     else:
-        EmailStage(app, streams, kafka, load_settings(EmailSettings), load_settings(SmtpSettings))
+        email, smtp = load_settings(EmailSettings), load_settings(SmtpSettings)
+        EmailStage(app, streams, kafka, email, smtp, tracer)
     return app
 
 

@@ -35,6 +35,22 @@ from spakinect_pipeline.config import ConfigError
 Headers = Sequence[tuple[str, bytes]]
 
 TRACE_HEADERS = ("traceparent", "tracestate")
+# The standard variables an operator sets to trace the pipeline (the SDK reads more).
+ENV_NAMES = (
+    "OTEL_SDK_DISABLED",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_BSP_SCHEDULE_DELAY",
+)
 EXPORTERS = ("otlp", "console")
 OTLP_PROTOCOL = "http/protobuf"
 

@@ -63,13 +63,16 @@ async def delivery_trace(
     return trace_id
 
 
+async def post_visit(pipeline: Pipeline, gfe_id: str) -> str:
+    """Post a visit the way the vendor does; its event id."""
+    assert (await pipeline.post(visit(gfe_id))).status_code == 200
+    return f"visit.completed:{gfe_id}:1714675200000"
+
+
 async def test_one_posted_event_is_one_trace_through_every_stage(
     pipeline: Pipeline, receiver: OtlpReceiver
 ) -> None:
-    gfe_id = f"gfe_trace_{uuid.uuid4().hex[:6]}"
-    event_id = f"visit.completed:{gfe_id}:1714675200000"
-    assert (await pipeline.post(visit(gfe_id))).status_code == 200
-
+    event_id = await post_visit(pipeline, f"gfe_trace_{uuid.uuid4().hex[:6]}")
     trace_id = await delivery_trace(receiver, event_id, SERVICES)
     spans = receiver.trace(trace_id)
     ingress = only(spans, "spakinect-ingress")
@@ -113,11 +116,10 @@ async def test_a_repeated_delivery_is_a_trace_of_its_own_ending_at_dedupe(
     pipeline: Pipeline, receiver: OtlpReceiver
 ) -> None:
     gfe_id = f"gfe_trace_dup_{uuid.uuid4().hex[:6]}"
-    event_id = f"visit.completed:{gfe_id}:1714675200000"
-    assert (await pipeline.post(visit(gfe_id))).status_code == 200
+    event_id = await post_visit(pipeline, gfe_id)
     first = await delivery_trace(receiver, event_id, SERVICES)
 
-    assert (await pipeline.post(visit(gfe_id))).status_code == 200
+    await post_visit(pipeline, gfe_id)
     again = await delivery_trace(
         receiver, event_id, {"spakinect-ingress", "spakinect-dedupe"}, frozenset({first})
     )

@@ -17,7 +17,13 @@ from events.samples import SAMPLES
 from ingress.app import create_app
 from ingress.settings import IngressSettings
 from spakinect_pipeline.config import ConfigError, KafkaSettings
-from spakinect_pipeline.tracing import carried, exporter_from_env, extract, trace_headers
+from spakinect_pipeline.tracing import (
+    ENV_NAMES,
+    carried,
+    exporter_from_env,
+    extract,
+    trace_headers,
+)
 from streams.dlq import SourceMessage, dlq_headers
 from streams.dlq_tools import DeadLetter, replay_headers
 from tests.helpers import RecordingPublisher
@@ -243,3 +249,11 @@ def test_with_tracing_off_the_ingress_writes_only_the_contract_headers() -> None
         assert client.post("/webhooks", json=SAMPLES["visit.completed"]).status_code == 200
     ((_, _, _, headers),) = publisher.messages
     assert [name for name, _ in headers] == ["event", "event_id"]
+
+
+def test_the_documented_tracing_variables_are_the_sdks_own() -> None:
+    from opentelemetry import environment_variables as api
+    from opentelemetry.sdk import environment_variables as sdk
+
+    names = {n for module in (api, sdk) for n in dir(module) if n.startswith("OTEL_")}
+    assert set(ENV_NAMES) <= names

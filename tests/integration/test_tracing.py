@@ -16,6 +16,8 @@ import pytest
 
 from events.samples import SAMPLES
 from events.samples import sample_visit as visit
+from ingress.replay_rejected import replay_rejected
+from spakinect_pipeline.config import KafkaSettings
 from tests.helpers import wait_until
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 
@@ -127,6 +129,31 @@ async def test_a_repeated_delivery_is_a_trace_of_its_own_ending_at_dedupe(
     spans = receiver.trace(again)
     assert {s.service for s in spans} == {"spakinect-ingress", "spakinect-dedupe"}
     assert only(spans, "spakinect-dedupe").attributes["spakinect.outcome"] == "duplicate"
+
+
+async def test_a_replayed_refused_body_continues_the_trace_of_its_delivery(
+    pipeline: Pipeline, receiver: OtlpReceiver
+) -> None:
+    gfe_id = f"gfe_trace_refused_{uuid.uuid4().hex[:6]}"
+    response = await pipeline.post(visit(gfe_id), route="/webhooks/treatment-updated")
+    assert response.status_code == 400  # wrong endpoint: kept on the rejected topic
+
+    async def refused() -> list[ReceivedSpan]:
+        return receiver.with_attribute("spakinect.refused_reason", "wrong_event")
+
+    (request,) = await wait_until(refused, 30, "the refused request's span")
+    kafka = KafkaSettings(
+        bootstrap_servers=[pipeline.services.kafka_bootstrap], topic_prefix=pipeline.topics.prefix
+    )
+    assert (await replay_rejected(kafka, idle_s=1))["published"] == 1
+
+    async def continued() -> list[ReceivedSpan] | None:
+        spans = receiver.trace(request.trace_id)
+        return spans if {s.service for s in spans} == SERVICES else None
+
+    spans = await wait_until(continued, 60, "the replayed event's spans in the refused trace")
+    assert only(spans, "spakinect-dedupe").parent_id == request.span_id
+    assert only(spans, "spakinect-postgres").attributes["spakinect.outcome"] == "written"
 
 
 async def test_no_span_carries_patient_data(pipeline: Pipeline, receiver: OtlpReceiver) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +27,7 @@ from ingress.receive import receive
 from ingress.settings import IngressSettings
 from spakinect_pipeline.config import KafkaSettings, load_settings
 from spakinect_pipeline.publisher import KafkaPublisher
+from spakinect_pipeline.tracing import tracer_from_env
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +151,12 @@ def create_app(
     settings: IngressSettings | None = None,
     kafka: KafkaSettings | None = None,
     publisher: Publisher | None = None,
+    tracer: Tracer | None = None,
 ) -> FastAPI:
-    """Build the ingress. ``publisher`` may be swapped (benchmarks measure a no-op one)."""
+    """Build the ingress. ``publisher`` may be swapped (benchmarks measure a no-op one).
+
+    ``tracer`` defaults to the one the ``OTEL_*`` env configures (None: tracing off).
+    """
     settings = settings or load_settings(IngressSettings)
     kafka = kafka or load_settings(KafkaSettings)
     metrics = IngressMetrics.create()
@@ -160,6 +166,7 @@ def create_app(
         publisher=publisher
         or KafkaPublisher(kafka, client_id="spakinect-ingress", linger_ms=settings.linger_ms),
         metrics=metrics,
+        tracer=tracer or tracer_from_env("spakinect-ingress"),
     )
 
     @contextlib.asynccontextmanager
@@ -185,6 +192,9 @@ def create_app(
         version="1",
         lifespan=lifespan,
         root_path=settings.root_path,
+        # Our request span (ingress.receive) is the one: FastAPI's own would record the
+        # query string, where the shared secret may travel as ?token=.
+        telemetry={"tracing": False, "logs": False, "metrics": False, "auto_configure": False},
     )
     app.state.ctx = ctx
     app.add_middleware(AccessLog, metrics=metrics)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
+from opentelemetry.trace import Tracer
 
 from events.topics import Topics
 from ingress.metrics import IngressMetrics
@@ -41,6 +42,7 @@ class IngressContext:
     topics: Topics
     publisher: Publisher
     metrics: IngressMetrics
+    tracer: Tracer | None = None  # None: tracing off (see spakinect_pipeline.tracing)
 
 
 def get_context(request: Request) -> IngressContext:

@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
 from events.envelope import format_instant
 from events.topics import headers
@@ -21,7 +23,8 @@ from ingress import auth
 from ingress.context import IngressContext
 from ingress.intake import Accepted, Refused, Unrouted, decide
 from ingress.outbound import outbound_for
-from spakinect_pipeline.publisher import PublishFailed
+from spakinect_pipeline.publisher import Headers, PublishFailed
+from spakinect_pipeline.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,50 @@ def _authorize(request: Request, ctx: IngressContext) -> JSONResponse | None:
 
 async def receive(request: Request, ctx: IngressContext, expected_event: str | None) -> Response:
     """Handle one webhook POST; ``expected_event`` is None on ``/webhooks``."""
+    if ctx.tracer is None:
+        return await _receive(request, ctx, expected_event)
+    return await _traced_receive(ctx.tracer, request, ctx, expected_event)
+
+
+async def _traced_receive(
+    tracer: Tracer, request: Request, ctx: IngressContext, expected_event: str | None
+) -> Response:
+    """The request as the root span of the delivery's trace; what it publishes carries it.
+
+    A root, not a child of a ``traceparent`` the sender might send: the vendor
+    sends none, and a public endpoint does not let callers pick our trace ids
+    or sampling. Exceptions are recorded by class only (messages can quote data).
+    """
+    route = getattr(request.scope.get("route"), "path", "unmatched")
+    with tracer.start_as_current_span(
+        f"POST {route}",
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": "POST", "http.route": route},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            response = await _receive(request, ctx, expected_event)
+        except Exception as exc:
+            span.set_attribute("error.type", type(exc).__name__)
+            span.set_status(StatusCode.ERROR)
+            raise
+        span.set_attribute("http.response.status_code", response.status_code)
+        if response.status_code >= 500:
+            span.set_attribute("error.type", str(response.status_code))
+            span.set_status(StatusCode.ERROR)
+        return response
+
+
+def _with_trace(ctx: IngressContext, headers: Headers, **attributes: str) -> Headers:
+    """``headers`` plus the request span's context, which also gets ``attributes``."""
+    if ctx.tracer is None:
+        return headers
+    trace.get_current_span().set_attributes(attributes)
+    return [*headers, *trace_headers()]
+
+
+async def _receive(request: Request, ctx: IngressContext, expected_event: str | None) -> Response:
     settings = ctx.settings
     refusal = _authorize(request, ctx)
     if refusal is not None:
@@ -121,11 +168,20 @@ async def _store(
 ) -> Response:
     message = outbound_for(decision, ctx.topics, received_at)
     started = time.perf_counter()
+    headers = _with_trace(
+        ctx,
+        message.headers,
+        **{
+            "spakinect.event": message.event,
+            "spakinect.event_id": message.event_id,
+            "messaging.destination.name": message.topic,
+        },
+    )
     await ctx.publisher.publish(
         message.topic,
         message.value,
         key=message.key,
-        headers=message.headers,
+        headers=headers,
         timeout=ctx.settings.publish_timeout_s,
     )
     ctx.metrics.publish_seconds.labels(message.topic).observe(time.perf_counter() - started)
@@ -146,17 +202,18 @@ async def _keep_refused(ctx: IngressContext, refused: Refused, raw: bytes, route
     If it cannot be kept, the sender gets 503 and retries, rather than a 4xx
     that would make it give up on a body we no longer have.
     """
+    kept_headers = headers(
+        reason=refused.reason,
+        status=str(refused.status),
+        route=route,
+        received_at=format_instant(datetime.now(UTC)),
+        fields=",".join(f["field"] for f in refused.fields),
+    )
     await ctx.publisher.publish(
         ctx.topics.rejected,
         raw,
         key=None,
-        headers=headers(
-            reason=refused.reason,
-            status=str(refused.status),
-            route=route,
-            received_at=format_instant(datetime.now(UTC)),
-            fields=",".join(f["field"] for f in refused.fields),
-        ),
+        headers=_with_trace(ctx, kept_headers, **{"spakinect.refused_reason": refused.reason}),
         timeout=ctx.settings.publish_timeout_s,
     )
     ctx.metrics.rejected.labels(refused.reason).inc()

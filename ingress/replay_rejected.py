@@ -20,6 +20,7 @@ from ingress.intake import Refused, decide
 from ingress.outbound import outbound_for
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher
+from spakinect_pipeline.tracing import carried
 
 
 def _received_at(headers: dict[str, bytes]) -> datetime:
@@ -49,7 +50,8 @@ async def replay_rejected(
         while batch := await consumer.getmany(timeout_ms=int(idle_s * 1000)):
             for messages in batch.values():
                 for message in messages:
-                    headers = {k: v for k, v in message.headers or ()}
+                    raw_headers = list(message.headers or ())
+                    headers = dict(raw_headers)
                     decision = decide(message.value or b"", None, now_ms)
                     if isinstance(decision, Refused):
                         counts[f"still_refused:{decision.reason}"] += 1
@@ -57,8 +59,13 @@ async def replay_rejected(
                     out = outbound_for(decision, topics, _received_at(headers))
                     counts["published" if out.routed else "unrouted"] += 1
                     if not dry_run:
+                        # The trace of the refused delivery continues with the replayed event.
                         await publisher.publish(
-                            out.topic, out.value, key=out.key, headers=out.headers, timeout=30
+                            out.topic,
+                            out.value,
+                            key=out.key,
+                            headers=[*out.headers, *carried(raw_headers)],
+                            timeout=30,
                         )
     finally:
         await consumer.stop()

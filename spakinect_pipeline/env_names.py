@@ -9,6 +9,7 @@ from sinks.email.settings import EmailSettings, SmtpSettings
 from sinks.postgres.settings import PostgresSettings
 from spakinect_pipeline.config import KafkaSettings, LogSettings, env_name
 from spakinect_pipeline.phi.settings import PhiSettings
+from spakinect_pipeline.tracing import ENV_NAMES as TRACING_ENV_NAMES
 from streams.settings import StreamsSettings
 
 SETTINGS: tuple[type[BaseSettings], ...] = (
@@ -24,4 +25,5 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
 
 
 def known_env_names() -> set[str]:
-    return {env_name(cls, field) for cls in SETTINGS for field in cls.model_fields}
+    names = {env_name(cls, field) for cls in SETTINGS for field in cls.model_fields}
+    return names | set(TRACING_ENV_NAMES)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, cast
 
 import faust
+from opentelemetry.trace import Tracer
 
 from events.envelope import Disposition, Envelope, EnvelopeInvalid, decode_envelope, reencode
 from events.topics import Topics, headers
@@ -25,6 +27,7 @@ from streams.faust_app import json_table, raw_topic
 from streams.metrics import StageMetrics
 from streams.settings import StreamsSettings
 from streams.source import source_of
+from streams.spans import Spans, batch_spans
 
 log = logging.getLogger(__name__)
 SWEEP_LIMIT = 200
@@ -34,8 +37,15 @@ BATCH_MAX = 500
 class DedupeStage:
     """Wires the pure decisions of :mod:`streams.dedupe_logic` to Faust tables and Kafka."""
 
-    def __init__(self, app: faust.App, streams: StreamsSettings, kafka: KafkaSettings) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        streams: StreamsSettings,
+        kafka: KafkaSettings,
+        tracer: Tracer | None = None,
+    ) -> None:
         self.app = app
+        self.tracer = tracer
         self.topics = Topics(kafka.topic_prefix)
         self.publisher = KafkaPublisher(kafka, client_id=streams.group_id("dedupe"), linger_ms=2)
         self.dlq = DeadLetters(self.publisher, self.topics.dlq, "dedupe")
@@ -108,14 +118,21 @@ class DedupeStage:
 
     async def handle_batch(self, stream: Any, events: list[Any]) -> None:
         """Decide a batch, publish what passes in one round trip, then record it as seen."""
+        sources = [source_of(event) for event in events]
+        with batch_spans(self.tracer, "dedupe", sources) as spans:
+            await self._handle_batch(stream, events, sources, spans)
+
+    async def _handle_batch(
+        self, stream: Any, events: list[Any], sources: list[SourceMessage], spans: Spans
+    ) -> None:
         now_ms = int(time.time() * 1000)
         decoded: list[tuple[Any, SourceMessage, Envelope]] = []
-        for event in events:
-            source = source_of(event)
+        for event, source in zip(events, sources, strict=True):
             try:
                 decoded.append((event, source, decode_envelope(source.value)))
             except EnvelopeInvalid as exc:
                 await self.dlq.send(source, error=str(exc), error_type="EnvelopeInvalid")
+                spans.outcome(source, "dead_lettered")
         # Faust's RocksDB store reads and writes the partition of the current event.
         swept: set[int] = set()
         entries: dict[str, Entry | None] = {}
@@ -137,23 +154,32 @@ class DedupeStage:
             window_ms=self.window_ms,
         )
         passed = []
-        for (_, _, envelope), decision in zip(decoded, plan.verdicts, strict=True):
+        for (_, source, envelope), decision in zip(decoded, plan.verdicts, strict=True):
             if isinstance(decision, Drop):
                 self.counts["duplicates"] += 1
+                spans.outcome(source, "duplicate")
                 log.debug("duplicate dropped", extra={"event_id": envelope.event_id})
             else:
-                passed.append((envelope, decision))
-        await self._publish_clean(passed)
+                passed.append((source, envelope, decision))
+        await self._publish_clean(passed, spans)
         for key, entry in plan.entries.items():
             stream._set_current_event(owner[key])
             self.entities[key] = entry
             self.index.add(entry["p"], entry["at"], key)
 
-    async def _publish_clean(self, decided: list[tuple[Envelope, Disposition]]) -> None:
-        """Publish to the clean topics until acked; Kafka down pauses the stage, loses nothing."""
+    async def _publish_clean(
+        self, decided: list[tuple[SourceMessage, Envelope, Disposition]], spans: Spans
+    ) -> None:
+        """Publish to the clean topics until acked; Kafka down pauses the stage, loses nothing.
+
+        Each clean message carries the trace context of its event's dedupe span.
+        """
         if not decided:
             return
-        messages = [self._clean_message(envelope, disposition) for envelope, disposition in decided]
+        messages = [
+            self._clean_message(envelope, disposition, spans.headers(source))
+            for source, envelope, disposition in decided
+        ]
         delay = 0.2
         while True:
             try:
@@ -163,24 +189,26 @@ class DedupeStage:
                 log.warning("clean topic write failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
-        for envelope, disposition in decided:
+        for source, envelope, disposition in decided:
             self.counts[f"published_{disposition.value}"] += 1
+            spans.outcome(source, "published", disposition.value)
             log.info(
                 "event published",
                 extra={"event_id": envelope.event_id, "disposition": disposition.value},
             )
 
-    def _clean_message(self, envelope: Envelope, disposition: Disposition) -> Message:
+    def _clean_message(
+        self, envelope: Envelope, disposition: Disposition, trace: Sequence[tuple[str, bytes]]
+    ) -> Message:
         topic = self.topics.clean_for(envelope.event)
         if topic is None:
             raise ValueError(f"no clean topic for event type {envelope.event!r}")
+        message_headers = headers(
+            event=envelope.event, event_id=envelope.event_id, disposition=disposition.value
+        )
+        message_headers.extend(trace)
         return Message(
-            topic,
-            reencode(envelope, disposition),
-            key=envelope.entity_id.encode(),
-            headers=headers(
-                event=envelope.event, event_id=envelope.event_id, disposition=disposition.value
-            ),
+            topic, reencode(envelope, disposition), envelope.entity_id.encode(), message_headers
         )
 
     def _rebuild_index(self) -> None:

@@ -15,6 +15,7 @@ import time
 from typing import Any, cast
 
 import faust
+from opentelemetry.trace import Tracer
 
 from events.envelope import EnvelopeInvalid, decode_envelope
 from events.topics import Topics
@@ -27,11 +28,12 @@ from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher
 from streams.acking import ack, unacked_events
 from streams.delivery import Backoff, DeliveryStats, deliver
-from streams.dlq import DeadLetters
+from streams.dlq import DeadLetters, SourceMessage
 from streams.faust_app import json_table, raw_topic
 from streams.metrics import StageMetrics
 from streams.settings import StreamsSettings
 from streams.source import source_of
+from streams.spans import Spans, event_spans
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,9 @@ class EmailStage:
         email: EmailSettings,
         smtp: SmtpSettings,
         markers: Markers,
+        tracer: Tracer | None = None,
     ) -> None:
+        self.tracer = tracer
         topics = Topics(kafka.topic_prefix)
         limiter = sending_limiter(email)
         kinds = [k for k in KINDS if k == "clinic" or email.patient_notifications]
@@ -87,18 +91,27 @@ class EmailStage:
     async def _agent(self, stream: Any) -> None:
         async for event in unacked_events(stream):
             source = source_of(event)
-            try:
-                envelope = decode_envelope(source.value)
-            except EnvelopeInvalid as exc:
-                await self.dlq.send(source, error=str(exc), error_type="EnvelopeInvalid")
-            else:
-                if wants_email(envelope):
-                    await self._send_once(Record(envelope, source))
+            with event_spans(self.tracer, "email", source) as spans:
+                await self._handle(source, spans)
             await ack(stream, event)
 
-    async def _send_once(self, record: Record) -> None:
+    async def _handle(self, source: SourceMessage, spans: Spans) -> None:
+        try:
+            envelope = decode_envelope(source.value)
+        except EnvelopeInvalid as exc:
+            await self.dlq.send(source, error=str(exc), error_type="EnvelopeInvalid")
+            spans.outcome(source, "dead_lettered")
+            return
+        if not wants_email(envelope):
+            spans.outcome(source, "skipped")
+            return
+        spans.outcome(source, await self._send_once(Record(envelope, source)))
+
+    async def _send_once(self, record: Record) -> str:
+        """Send each kind not yet sent; return ``sent``, ``already_sent`` or ``dead_lettered``."""
         event_id = record.envelope.event_id
         state = dict(self.sent.get(event_id) or {"done": []})
+        outcome = "already_sent"
         for kind, sink in self.sinks.items():
             if kind in state["done"]:
                 self.already_sent += 1
@@ -106,6 +119,10 @@ class EmailStage:
             dead_before = self.stats.dead_lettered
             await deliver(sink, [record], self._dead_letter, self.backoff, self.stats)
             if self.stats.dead_lettered != dead_before:
+                outcome = "dead_lettered"
                 continue  # not sent: a replay from the DLQ will try this kind again
+            if outcome == "already_sent":
+                outcome = "sent"
             state = {"done": [*state["done"], kind], "at": int(time.time() * 1000)}
             self.sent[event_id] = state
+        return outcome

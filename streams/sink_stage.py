@@ -11,6 +11,7 @@ import logging
 from typing import Any, cast
 
 import faust
+from opentelemetry.trace import Tracer
 
 from events.envelope import EnvelopeInvalid, decode_envelope
 from events.topics import Topics
@@ -19,20 +20,20 @@ from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher
 from streams.acking import ack, next_batch, pumped
 from streams.delivery import Backoff, DeliveryStats, deliver
-from streams.dlq import DeadLetters
+from streams.dlq import DeadLetters, SourceMessage
 from streams.faust_app import raw_topic
 from streams.metrics import StageMetrics
 from streams.settings import StreamsSettings
 from streams.source import source_of
+from streams.spans import Spans, batch_spans
 
 log = logging.getLogger(__name__)
 
 
-def decode_records(events: list[Any], dlq_bad: list[tuple[Any, str]]) -> list[Record]:
-    """Decode Faust events into records; undecodable ones are collected for the DLQ."""
+def decode_records(sources: list[SourceMessage], dlq_bad: list[tuple[Any, str]]) -> list[Record]:
+    """Decode messages into records; undecodable ones are collected for the DLQ."""
     records = []
-    for event in events:
-        source = source_of(event)
+    for source in sources:
         try:
             records.append(Record(decode_envelope(source.value), source))
         except EnvelopeInvalid as exc:
@@ -44,9 +45,15 @@ class BatchSinkStage:
     """A consumer group that writes clean-topic batches to one sink."""
 
     def __init__(
-        self, app: faust.App, sink: Sink, streams: StreamsSettings, kafka: KafkaSettings
+        self,
+        app: faust.App,
+        sink: Sink,
+        streams: StreamsSettings,
+        kafka: KafkaSettings,
+        tracer: Tracer | None = None,
     ) -> None:
         self.app = app
+        self.tracer = tracer
         self.sink = sink
         self.streams = streams
         topics = Topics(kafka.topic_prefix)
@@ -78,12 +85,24 @@ class BatchSinkStage:
                 events = await next_batch(
                     queue, self.streams.batch_max, self.streams.batch_within_s
                 )
-                bad: list[tuple[Any, str]] = []
-                records = decode_records(events, bad)
-                for source, error in bad:
-                    await self.dlq.send(source, error=error, error_type="EnvelopeInvalid")
-                self.metrics.batch_size.observe(len(records))
-                with self.metrics.write_seconds.time():
-                    await deliver(self.sink, records, self._dead_letter, self.backoff, self.stats)
+                sources = [source_of(event) for event in events]
+                with batch_spans(self.tracer, self.sink.name, sources, done="written") as spans:
+                    await self._write(sources, spans)
                 # Only now, after the commit (or the DLQ's ack), do the offsets move.
                 await ack(stream, *events)
+
+    async def _write(self, sources: list[SourceMessage], spans: Spans) -> None:
+        """Deliver a batch to the sink: written or dead-lettered, each event's span says which."""
+        bad: list[tuple[Any, str]] = []
+        records = decode_records(sources, bad)
+        for source, error in bad:
+            await self.dlq.send(source, error=error, error_type="EnvelopeInvalid")
+            spans.outcome(source, "dead_lettered")
+
+        async def dead_letter(record: Record, exc: BaseException, attempts: int) -> None:
+            await self._dead_letter(record, exc, attempts)
+            spans.outcome(record.source, "dead_lettered")
+
+        self.metrics.batch_size.observe(len(records))
+        with self.metrics.write_seconds.time():
+            await deliver(self.sink, records, dead_letter, self.backoff, self.stats)

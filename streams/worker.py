@@ -23,6 +23,7 @@ from sinks.postgres.writer import PostgresSink
 from spakinect_pipeline.config import KafkaSettings, LogSettings, load_settings
 from spakinect_pipeline.phi.metrics import RedactionCollector
 from spakinect_pipeline.phi.settings import PhiSettings
+from spakinect_pipeline.tracing import tracer_from_env
 from streams.dedupe import DedupeStage
 from streams.email_stage import EmailStage
 from streams.faust_app import create_faust_app, prepare_changelogs
@@ -71,9 +72,10 @@ def build_stage(stage: str) -> faust.App:
     streams = load_settings(StreamsSettings)
     kafka = load_settings(KafkaSettings)
     app = create_faust_app(stage, streams, kafka)
+    tracer = tracer_from_env(f"spakinect-{stage}")
     topics = Topics(kafka.topic_prefix)
     if stage == "dedupe":
-        dedupe = DedupeStage(app, streams, kafka)
+        dedupe = DedupeStage(app, streams, kafka, tracer)
         add_probes(app, dedupe.publisher, [topics.visit_completed, topics.treatment_updated])
     elif stage == "postgres":
         pg = load_settings(PostgresSettings)
@@ -86,7 +88,7 @@ def build_stage(stage: str) -> faust.App:
             sweep_batch=phi.sweep_batch,
             pool_size=pg.pool_size,
         )
-        writer = BatchSinkStage(app, sink, streams, kafka)
+        writer = BatchSinkStage(app, sink, streams, kafka, tracer)
         writer.metrics.registry.register(RedactionCollector(sink.redacted))
         sink_check = ("postgres", postgres_check(sink))
         add_probes(app, writer.publisher, [topics.visits, topics.treatments], sink_check)
@@ -95,7 +97,7 @@ def build_stage(stage: str) -> faust.App:
             load_settings(PostgresSettings).dsn, load_settings(PhiSettings).blind_index()
         )
         email, smtp = load_settings(EmailSettings), load_settings(SmtpSettings)
-        notifier = EmailStage(app, streams, kafka, email, smtp, markers)
+        notifier = EmailStage(app, streams, kafka, email, smtp, markers, tracer)
         add_probes(app, notifier.publisher, [topics.visits], ("smtp", smtp_check(smtp)))
     return app
 

@@ -9,9 +9,11 @@ import pytest
 
 from tests.services import Services, real_services
 
+pytest_plugins = ("tests.tracing_fixtures",)
+
 # Settings read env; keep a developer's .env or shell from leaking into tests.
 for _name in list(os.environ):
-    if _name.startswith(("INGRESS_", "STREAMS_", "EMAIL_", "PHI_")) or _name in (
+    if _name.startswith(("INGRESS_", "STREAMS_", "EMAIL_", "PHI_", "OTEL_")) or _name in (
         "SINKS",
         "DEDUPE_WINDOW",
     ):

@@ -117,12 +117,15 @@ async def test_a_worker_serves_its_probes_and_names_what_it_cannot_reach(
     from aiohttp.test_utils import TestClient, TestServer
 
     from devstack.process import free_port
+    from spakinect_pipeline.phi.crypto import new_key_entry
     from streams.worker import build_stage
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("STREAMS_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")  # nothing there
     monkeypatch.setenv("POSTGRES_DSN", f"postgresql://pipeline@127.0.0.1:{free_port()}/none")
+    monkeypatch.setenv("PHI_ENCRYPTION_KEYS", new_key_entry("k1"))
+    monkeypatch.setenv("PHI_INDEX_KEY", new_key_entry().split(":", 1)[1])
     app = build_stage("postgres")
     async with TestClient(TestServer(app.web.web_app)) as client:
         health = await client.get("/healthz")

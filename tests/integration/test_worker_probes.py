@@ -19,6 +19,7 @@ import httpx
 import psutil
 import pytest
 
+from devstack.phi_keys import new_phi_env
 from devstack.postgres import LocalPostgres
 from devstack.process import ManagedProcess, free_port
 from devstack.stack import pipeline_process, stage_argv
@@ -100,6 +101,7 @@ async def workers(
         "EMAIL_TO": "clinic@example.test",
         "STREAMS_APP_ID": f"probes-{unique}",
         "LOG_FORMAT": "json",
+        **new_phi_env(),
     }
     running = Workers(postgres)
     for stage in STAGES:

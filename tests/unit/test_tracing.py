@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
+from devstack.phi_keys import new_phi_env
 from events.samples import SAMPLES
 from ingress.app import create_app
 from ingress.settings import IngressSettings
@@ -102,7 +103,7 @@ print("off")
 
 def test_with_tracing_off_no_sdk_is_loaded_and_no_provider_installed(tmp_path: object) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update(STREAMS_STATE_DIR=str(tmp_path), STREAMS_STORE="memory")
+    env.update(STREAMS_STATE_DIR=str(tmp_path), STREAMS_STORE="memory", **new_phi_env())
     result = subprocess.run(
         [sys.executable, "-c", OFF_PROBE], env=env, capture_output=True, text=True, timeout=60
     )

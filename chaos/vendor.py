@@ -64,3 +64,10 @@ class Vendor:
                 tasks.append(asyncio.create_task(self.deliver(client, gfe_id)))
                 await asyncio.sleep(1 / rate)
             await asyncio.gather(*tasks)
+
+
+def deliver_all(url: str, gfe_ids: list[str], rate: float) -> VendorLog:
+    """Run :meth:`Vendor.run` in this process, with a loop of its own; return what it saw."""
+    vendor = Vendor(url)
+    asyncio.run(vendor.run(gfe_ids, rate))
+    return vendor.log

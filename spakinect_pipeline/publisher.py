@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from spakinect_pipeline.config import KafkaSettings
 log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
+StartProducer = Callable[[], Awaitable[AIOKafkaProducer]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +40,23 @@ class PublishFailed(Exception):
     """Kafka did not acknowledge the write in time; the caller answers "retry later"."""
 
 
+def _retrieve_failure(start: asyncio.Task[AIOKafkaProducer]) -> None:
+    """Mark a failed start as seen: its callers may all have given up and got PublishFailed."""
+    if not start.cancelled() and (exc := start.exception()) is not None:
+        log.debug("kafka producer did not start (%s)", type(exc).__name__)
+
+
 class KafkaPublisher:
-    """An idempotent ``acks=all`` producer that heals itself after broker outages."""
+    """An idempotent ``acks=all`` producer that heals itself after broker outages.
+
+    A call's ``timeout`` bounds all of it: waiting for a producer to start
+    (bootstrap, metadata, InitProducerId), the sends, the acks. Error handling
+    after that never waits (dropping a broken producer is synchronous and its
+    close runs in the background), so a caller gets its answer within its own
+    budget whatever Kafka does. One start is shared by every caller; it has its
+    own bound, so a start stuck on a cluster without a leader is dropped and the
+    next caller begins a fresh one.
+    """
 
     def __init__(
         self,
@@ -50,6 +66,7 @@ class KafkaPublisher:
         linger_ms: int = 5,
         max_batch_size: int = 256 * 1024,
         request_timeout_ms: int = 10_000,
+        start_producer: StartProducer | None = None,
     ) -> None:
         self._kafka = kafka
         self._options: dict[str, Any] = {
@@ -62,9 +79,11 @@ class KafkaPublisher:
             "request_timeout_ms": request_timeout_ms,
             "retry_backoff_ms": 100,
         }
+        self._start_producer = start_producer or self._new_producer
+        self._start_timeout_s = request_timeout_ms / 1000
         self._producer: AIOKafkaProducer | None = None
         self._starting: asyncio.Task[AIOKafkaProducer] | None = None
-        self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
         self.last_metadata_ok: float | None = None
 
     async def start(self) -> None:
@@ -77,17 +96,19 @@ class KafkaPublisher:
             )
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
+        """The current producer, or the shared start's result; only the caller's bound applies."""
         if self._producer is not None:
             return self._producer
-        async with self._lock:
-            if self._producer is not None:
-                return self._producer
-            if self._starting is None or self._starting.done():
-                self._starting = asyncio.create_task(self._new_producer())
-            starting = self._starting
+        if self._starting is None or self._starting.done():
+            self._starting = asyncio.create_task(self._start())
+            self._starting.add_done_callback(_retrieve_failure)
         # Shielded: a caller's timeout must not cancel a start other callers wait on.
-        producer = await asyncio.shield(starting)
-        self._producer = producer
+        return await asyncio.shield(self._starting)
+
+    async def _start(self) -> AIOKafkaProducer:
+        async with asyncio.timeout(self._start_timeout_s):
+            producer = await self._start_producer()
+        self._producer = producer  # set here, so a start whose callers gave up still counts
         return producer
 
     async def _new_producer(self) -> AIOKafkaProducer:
@@ -95,7 +116,7 @@ class KafkaPublisher:
         try:
             await producer.start()
         except BaseException:
-            await producer.stop()
+            self._close_later(producer)
             raise
         return producer
 
@@ -117,6 +138,7 @@ class KafkaPublisher:
         Enqueued one after the other, so messages with the same key keep their
         order; any failure fails the whole call (the caller retries all of it).
         """
+        producer: AIOKafkaProducer | None = None
         try:
             async with asyncio.timeout(timeout):
                 producer = await self._ensure_producer()
@@ -128,23 +150,33 @@ class KafkaPublisher:
         except TimeoutError as exc:
             raise PublishFailed(f"no ack from Kafka within {timeout:g}s") from exc
         except (KafkaError, OSError) as exc:
-            await self._recreate(exc)
+            self._discard(producer, exc)
             raise PublishFailed(f"Kafka refused the write ({type(exc).__name__})") from exc
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
-            await self._recreate(failures[0])
+            self._discard(producer, failures[0])
             raise PublishFailed(
                 f"Kafka refused {len(failures)} of {len(messages)} write(s) "
                 f"({type(failures[0]).__name__})"
             )
 
-    async def _recreate(self, cause: BaseException) -> None:
-        """Drop a producer whose idempotent state may be broken; the next publish makes one."""
-        async with self._lock:
-            producer, self._producer = self._producer, None
-        if producer is not None:
-            log.warning("recreating the Kafka producer after %s", type(cause).__name__)
-            asyncio.create_task(self._stop_quietly(producer))  # noqa: RUF006
+    def _discard(self, producer: AIOKafkaProducer | None, cause: BaseException) -> None:
+        """Drop ``producer`` if still current: its idempotent state may be broken.
+
+        Synchronous, so no caller waits past its budget for it; the next
+        publish starts a new producer. A producer another caller has already
+        replaced is left alone, so a burst of failures costs one restart.
+        """
+        if producer is None or producer is not self._producer:
+            return
+        self._producer = None
+        log.warning("recreating the Kafka producer after %s", type(cause).__name__)
+        self._close_later(producer)
+
+    def _close_later(self, producer: AIOKafkaProducer) -> None:
+        task = asyncio.create_task(self._stop_quietly(producer))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     @staticmethod
     async def _stop_quietly(producer: AIOKafkaProducer) -> None:
@@ -174,3 +206,4 @@ class KafkaPublisher:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+        await asyncio.gather(*self._closing)  # each bounded by _stop_quietly

@@ -23,12 +23,23 @@ from sinks.base import RetryableError
 from sinks.postgres.redact import redact_events, redact_visits
 from sinks.postgres.writer import ERASURE_LOCK
 from spakinect_pipeline import audit
-from spakinect_pipeline.phi.crypto import BlindIndex
+from spakinect_pipeline.phi.crypto import VERSION, BlindIndex, normalize_email
 
-VISITS_BY_EMAIL = "SELECT gfe_id FROM gfe_visits WHERE patient_email_index = $1"
+# Rows written before encryption existed hold the email in plain text and no blind index
+# until `phi rotate-key` seals them: a forget must find those too ($2: the normalised email).
+VISITS_BY_EMAIL = f"""
+SELECT gfe_id FROM gfe_visits
+WHERE patient_email_index = $1
+   OR (patient_email_index IS NULL AND phi_redacted_at IS NULL
+       AND NOT starts_with(patient_email, '{VERSION}:') AND lower(btrim(patient_email)) = $2)
+"""  # noqa: S608 - a constant, not input
 EVENTS_BY_EMAIL = """
 SELECT DISTINCT entity_id FROM spakinect_events
-WHERE patient_email_index = $1 AND event = 'visit.completed'
+WHERE event = 'visit.completed'
+  AND (patient_email_index = $1
+       OR (patient_email_index IS NULL AND phi_redacted_at IS NULL
+           AND jsonb_typeof(payload #> '{data,patient_details}') = 'object'
+           AND lower(btrim(payload #>> '{data,patient_details,email}')) = $2))
 """
 OPEN_VISITS = """
 SELECT gfe_id FROM gfe_visits WHERE gfe_id = ANY($1::text[]) AND phi_redacted_at IS NULL
@@ -86,8 +97,9 @@ async def forget(
         if email:
             found = index.email_index(email)
             markers.append((found, "email"))
-            gfe_ids |= {r[0] for r in await conn.fetch(VISITS_BY_EMAIL, found)}
-            gfe_ids |= {r[0] for r in await conn.fetch(EVENTS_BY_EMAIL, found)}
+            plain = normalize_email(email).lower()
+            gfe_ids |= {r[0] for r in await conn.fetch(VISITS_BY_EMAIL, found, plain)}
+            gfe_ids |= {r[0] for r in await conn.fetch(EVENTS_BY_EMAIL, found, plain)}
         result.gfe_ids = sorted(gfe_ids)
         markers += [(index.gfe_marker(g), "gfe_id") for g in result.gfe_ids]
         result.visits = [r[0] for r in await conn.fetch(OPEN_VISITS, result.gfe_ids)]

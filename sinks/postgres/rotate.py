@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 
 from sinks.postgres.protect import PATIENT_COLUMNS, payload_context, visit_context
+from sinks.postgres.writer import ERASURE_LOCK, SHARE_ERASURE_LOCK
 from spakinect_pipeline.phi.crypto import Keyring, is_ciphertext
 
 _STALE = "({c} IS NOT NULL AND NOT starts_with({c}, $1))"
@@ -106,6 +107,9 @@ async def rotate(
         cursor = ""
         while True:
             async with pool.acquire() as conn, conn.transaction():
+                # Shared with the writer, exclusive to a forget: a forget never misses a
+                # row a batch is sealing (and indexing) at the same time.
+                await conn.execute(SHARE_ERASURE_LOCK, ERASURE_LOCK)
                 rows = await conn.fetch(select, prefix, cursor, batch)
                 if rows:
                     new = [reseal(r, keyring) for r in rows]

@@ -275,3 +275,28 @@ async def test_the_stage_sweeps_on_start_and_again_every_interval(
 
 async def _equals(conn: asyncpg.Connection, sql: str, expected: int) -> bool:
     return bool(await conn.fetchval(sql) == expected)
+
+
+async def test_forget_by_email_finds_rows_written_before_encryption(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    """Rows from before this version hold plain text and no blind index until re-keyed."""
+    await write(dsn, patient_visit("gfe_plain", 1714675200000))
+    await conn.execute(
+        "UPDATE gfe_visits SET patient_email = ' Jane.Smith@Example.com', "
+        "patient_email_index = NULL WHERE gfe_id = 'gfe_plain'"
+    )
+    await conn.execute(
+        "UPDATE spakinect_events SET patient_email_index = NULL, payload = jsonb_set(payload, "
+        "'{data,patient_details}', '{\"email\": \"jane.smith@example.com\"}') "
+        "WHERE entity_id = 'gfe_plain'"
+    )
+    done = await forget(conn, RING.index, gfe_id=None, email="jane.smith@example.com", now=NOW)
+    assert (done.gfe_ids, len(done.visits), len(done.events)) == (["gfe_plain"], 1, 1)
+    row = await conn.fetchrow("SELECT * FROM gfe_visits WHERE gfe_id = 'gfe_plain'")
+    assert row["patient_email"] is None
+    assert row["phi_redacted_at"] is not None
+    payload = orjson.loads(
+        await conn.fetchval("SELECT payload FROM spakinect_events WHERE entity_id = 'gfe_plain'")
+    )
+    assert payload["data"]["patient_details"] is None

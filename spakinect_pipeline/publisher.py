@@ -11,6 +11,7 @@ Kafka is down: the producer is (re)created on demand, and callers get
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -174,16 +175,16 @@ class KafkaPublisher:
         self._close_later(producer)
 
     def _close_later(self, producer: AIOKafkaProducer) -> None:
-        task = asyncio.create_task(self._stop_quietly(producer))
+        task = asyncio.create_task(self._stop_quietly(producer, self._start_timeout_s))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
     @staticmethod
-    async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+    async def _stop_quietly(producer: AIOKafkaProducer, timeout: float) -> None:
         try:
-            await asyncio.wait_for(producer.stop(), timeout=10)
+            await asyncio.wait_for(producer.stop(), timeout=timeout)
         except Exception:
-            log.debug("discarded producer did not stop cleanly", exc_info=True)
+            log.debug("producer did not stop cleanly", exc_info=True)
 
     async def refresh_metadata(self, topics: Sequence[str], timeout: float = 5.0) -> bool:
         """Fetch metadata; true (and remembered) when every topic has partitions."""
@@ -200,10 +201,12 @@ class KafkaPublisher:
         return True
 
     async def stop(self) -> None:
-        """Flush what is buffered and close."""
+        """Flush what is buffered and close, within the request timeout even if Kafka hangs."""
         if self._starting is not None and not self._starting.done():
             self._starting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._starting  # a start that fails schedules its producer's close
         producer, self._producer = self._producer, None
         if producer is not None:
-            await producer.stop()
+            await self._stop_quietly(producer, self._start_timeout_s)
         await asyncio.gather(*self._closing)  # each bounded by _stop_quietly

@@ -201,3 +201,15 @@ async def test_publish_many_sends_in_order_with_one_budget(delay: float) -> None
     await pub.publish_many([Message("t", bytes([i]), b"k") for i in range(5)], timeout=BUDGET_S)
     assert producer.sent == [bytes([i]) for i in range(5)]
     await pub.stop()
+
+
+async def test_stop_is_bounded_when_the_producer_never_finishes_flushing() -> None:
+    stuck = FakeProducer(hang=True)
+    stuck.stop_hangs = True
+    pub = publisher(Starts(stuck), start_timeout_s=BUDGET_S)
+    with pytest.raises(PublishFailed):
+        await pub.publish_many([Message("t", b"v", None)], timeout=BUDGET_S)
+    began = time.monotonic()
+    await pub.stop()
+    assert stuck.stopped
+    assert time.monotonic() - began < BUDGET_S + SLACK_S

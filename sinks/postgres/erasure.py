@@ -20,7 +20,7 @@ from datetime import datetime
 import asyncpg
 
 from sinks.base import RetryableError
-from sinks.postgres.redact import redact_events, redact_visits
+from sinks.postgres.redact import redact_events, redact_visits, rows_changed
 from sinks.postgres.writer import ERASURE_LOCK
 from spakinect_pipeline import audit
 from spakinect_pipeline.phi.crypto import VERSION, BlindIndex, normalize_email
@@ -123,7 +123,7 @@ async def forget(
             status = await conn.execute(
                 MARK, [m for m, _ in markers], [kind for _, kind in markers]
             )
-            result.new_markers = int(status.rsplit(" ", 1)[-1])
+            result.new_markers = rows_changed(status)
     return result
 
 

@@ -42,17 +42,17 @@ ORDER BY occurred_at LIMIT $2 FOR UPDATE SKIP LOCKED
 """
 
 
-def _count(status: str) -> int:
+def rows_changed(status: str) -> int:
     """Rows changed, from asyncpg's command tag (``UPDATE 3``)."""
     return int(status.rsplit(" ", 1)[-1])
 
 
 async def redact_visits(conn: asyncpg.Connection, gfe_ids: Sequence[str], now: datetime) -> int:
-    return _count(await conn.execute(REDACT_VISITS, list(gfe_ids), now))
+    return rows_changed(await conn.execute(REDACT_VISITS, list(gfe_ids), now))
 
 
 async def redact_events(conn: asyncpg.Connection, event_ids: Sequence[str], now: datetime) -> int:
-    return _count(await conn.execute(REDACT_EVENTS, list(event_ids), now))
+    return rows_changed(await conn.execute(REDACT_EVENTS, list(event_ids), now))
 
 
 async def sweep(

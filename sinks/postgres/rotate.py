@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 
 from sinks.postgres.protect import PATIENT_COLUMNS, payload_context, visit_context
+from sinks.postgres.redact import rows_changed
 from sinks.postgres.writer import ERASURE_LOCK, SHARE_ERASURE_LOCK
 from spakinect_pipeline.phi.crypto import Keyring, is_ciphertext
 
@@ -116,7 +117,7 @@ async def rotate(
                     status = await conn.execute(
                         update, *[[n[i] for n in new] for i in range(width)]
                     )
-                    done[table] += int(status.rsplit(" ", 1)[-1])
+                    done[table] += rows_changed(status)
                     cursor = rows[-1][0]
             progress(len(rows))
             if len(rows) < batch:

@@ -82,10 +82,11 @@ alerts-test: promtool ## Check the alert rules and run their promtool unit tests
 	promtool test rules deploy/prometheus/alerts.test.yml
 
 .PHONY: lint
-lint: venv ## ruff (lint + format check) and mypy --strict
+lint: venv ## ruff (lint + format check), mypy --strict and the layer contracts (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 .PHONY: fmt
 fmt: venv ## Format and auto-fix with ruff

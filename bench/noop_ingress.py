@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 
 from ingress.app import create_app, serve
 from ingress.settings import IngressSettings
 from spakinect_pipeline.config import KafkaSettings, load_settings
-from spakinect_pipeline.publisher import Headers
+from spakinect_pipeline.publisher import Headers, Message
 
 
 class NoopPublisher:
@@ -32,7 +33,10 @@ class NoopPublisher:
     ) -> None:
         return None
 
-    async def refresh_metadata(self, topics: list[str], timeout: float = 5.0) -> bool:
+    async def publish_many(self, messages: Sequence[Message], *, timeout: float) -> None:
+        return None
+
+    async def refresh_metadata(self, topics: Sequence[str], timeout: float = 5.0) -> bool:
         self.last_metadata_ok = time.monotonic()
         return True
 

@@ -24,12 +24,12 @@ from quixstreams import Application, State, message_context
 from quixstreams.sinks import BatchingSink, SinkBatch
 
 from events.envelope import decode_envelope
+from events.messages import SourceMessage
 from events.topics import Topics
 from sinks.base import Record
 from sinks.postgres.writer import PostgresSink
 from spakinect_pipeline.phi.crypto import keyring_from, new_key_entry
 from streams.dedupe_logic import Drop, entity_key, plan_batch
-from streams.dlq import SourceMessage
 from streams.settings import StreamsSettings
 
 # DEDUPE_WINDOW's default, which ours runs with in this benchmark.

@@ -20,13 +20,13 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer
 
 from events.envelope import decode_envelope
+from events.messages import SourceMessage
 from events.topics import Topics
 from sinks.base import Record
 from sinks.postgres.protect import EVENT_COLUMNS, VISIT_COLUMNS, Protection, protect
 from sinks.postgres.rows import batch_rows
 from sinks.postgres.writer import utcnow
 from spakinect_pipeline.phi.crypto import keyring_from, new_key_entry
-from streams.dlq import SourceMessage
 
 TREATMENT_COLUMNS = ["gfe_id", "treatment_name", "decision"]
 STAGING = {

@@ -21,12 +21,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from events.payloads import TreatmentUpdated, VisitCompleted
 from events.samples import SAMPLES
 from events.topics import Topics
-from ingress.context import Ctx, IngressContext, Publisher
+from ingress.context import Ctx, IngressContext
 from ingress.metrics import IngressMetrics
 from ingress.receive import receive
 from ingress.settings import IngressSettings
 from spakinect_pipeline.config import KafkaSettings, load_settings
-from spakinect_pipeline.publisher import KafkaPublisher
+from spakinect_pipeline.publisher import KafkaPublisher, Publisher
 from spakinect_pipeline.tracing import tracer_from_env
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Protocol
+from typing import Annotated
 
 from fastapi import Depends, Request
 from opentelemetry.trace import Tracer
@@ -11,29 +11,7 @@ from opentelemetry.trace import Tracer
 from events.topics import Topics
 from ingress.metrics import IngressMetrics
 from ingress.settings import IngressSettings
-from spakinect_pipeline.publisher import Headers
-
-
-class Publisher(Protocol):
-    """Writes one message durably (or raises PublishFailed); see KafkaPublisher."""
-
-    last_metadata_ok: float | None
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def publish(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None,
-        headers: Headers = (),
-        timeout: float,
-    ) -> None: ...
-
-    async def refresh_metadata(self, topics: list[str], timeout: float = 5.0) -> bool: ...
+from spakinect_pipeline.publisher import Publisher
 
 
 @dataclass(frozen=True)

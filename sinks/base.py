@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from events.envelope import Envelope
-from streams.dlq import SourceMessage
+from events.messages import SourceMessage
 
 
 class SinkError(Exception):

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -39,6 +39,35 @@ class Message:
 
 class PublishFailed(Exception):
     """Kafka did not acknowledge the write in time; the caller answers "retry later"."""
+
+
+class Publisher(Protocol):
+    """Writes messages durably or raises :class:`PublishFailed`.
+
+    The ingress and the stages take one as a parameter, so their logic runs
+    against :class:`KafkaPublisher` in production and an in-memory publisher
+    in unit tests.
+    """
+
+    last_metadata_ok: float | None
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None,
+        headers: Headers = (),
+        timeout: float,
+    ) -> None: ...
+
+    async def publish_many(self, messages: Sequence[Message], *, timeout: float) -> None: ...
+
+    async def refresh_metadata(self, topics: Sequence[str], timeout: float = 5.0) -> bool: ...
 
 
 def _retrieve_failure(start: asyncio.Task[AIOKafkaProducer]) -> None:

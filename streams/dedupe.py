@@ -17,12 +17,13 @@ import faust
 from opentelemetry.trace import Tracer
 
 from events.envelope import Disposition, Envelope, EnvelopeInvalid, decode_envelope, reencode
+from events.messages import SourceMessage
 from events.topics import Topics, headers
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher, Message, PublishFailed
 from streams.acking import ack, next_batch, pumped
 from streams.dedupe_logic import Drop, Entry, ExpiryIndex, entity_key, plan_batch
-from streams.dlq import DeadLetters, SourceMessage
+from streams.dlq import DeadLetters
 from streams.faust_app import json_table, raw_topic
 from streams.metrics import StageMetrics
 from streams.settings import StreamsSettings

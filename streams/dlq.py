@@ -8,41 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
 
+from events.messages import SourceMessage, dlq_headers
 from spakinect_pipeline.publisher import KafkaPublisher, PublishFailed
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SourceMessage:
-    """Where a message came from, enough to dead-letter and replay it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-
-
-def dlq_headers(
-    source: SourceMessage, *, error: str, error_type: str, stage: str, attempts: int
-) -> list[tuple[str, bytes]]:
-    """The source headers first, then the contract's error headers (which win on replay)."""
-    ours = {
-        "error": error,
-        "error_type": error_type,
-        "stage": stage,
-        "source_topic": source.topic,
-        "source_partition": str(source.partition),
-        "source_offset": str(source.offset),
-        "attempts": str(attempts),
-    }
-    kept = [(k, v) for k, v in source.headers if k not in ours]
-    return kept + [(k, v.encode()) for k, v in ours.items()]
 
 
 class DeadLetters:

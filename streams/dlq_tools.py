@@ -16,19 +16,10 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer
 from tqdm import tqdm
 
+from events.messages import DLQ_ERROR_HEADERS
 from events.topics import SINK_NAMES, Topics
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher
-
-ERROR_HEADERS = {
-    "error",
-    "error_type",
-    "stage",
-    "source_topic",
-    "source_partition",
-    "source_offset",
-    "attempts",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +51,7 @@ def target_topic(letter: DeadLetter, topics: Topics) -> str | None:
 
 
 def replay_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    kept = [(k, v) for k, v in letter.raw_headers if k not in ERROR_HEADERS]
+    kept = [(k, v) for k, v in letter.raw_headers if k not in DLQ_ERROR_HEADERS]
     return [*kept, ("replayed_from_dlq", f"{letter.partition}:{letter.offset}".encode())]
 
 

@@ -18,6 +18,7 @@ import faust
 from opentelemetry.trace import Tracer
 
 from events.envelope import EnvelopeInvalid, decode_envelope
+from events.messages import SourceMessage
 from events.topics import Topics
 from sinks.base import Record
 from sinks.email.forgotten import Markers, SkipForgotten
@@ -28,7 +29,7 @@ from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher
 from streams.acking import ack, unacked_events
 from streams.delivery import Backoff, DeliveryStats, deliver
-from streams.dlq import DeadLetters, SourceMessage
+from streams.dlq import DeadLetters
 from streams.faust_app import json_table, raw_topic
 from streams.metrics import StageMetrics
 from streams.settings import StreamsSettings

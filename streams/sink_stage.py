@@ -14,13 +14,14 @@ import faust
 from opentelemetry.trace import Tracer
 
 from events.envelope import EnvelopeInvalid, decode_envelope
+from events.messages import SourceMessage
 from events.topics import Topics
 from sinks.base import Record, Sink
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher
 from streams.acking import ack, next_batch, pumped
 from streams.delivery import Backoff, DeliveryStats, deliver
-from streams.dlq import DeadLetters, SourceMessage
+from streams.dlq import DeadLetters
 from streams.faust_app import raw_topic
 from streams.metrics import StageMetrics
 from streams.settings import StreamsSettings

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from streams.dlq import SourceMessage
+from events.messages import SourceMessage
 
 
 def source_of(event: Any) -> SourceMessage:

@@ -25,8 +25,8 @@ from typing import Any
 
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode, Tracer, set_span_in_context
 
+from events.messages import SourceMessage
 from spakinect_pipeline.tracing import extract, trace_headers
-from streams.dlq import SourceMessage
 
 NO_HEADERS: tuple[tuple[str, bytes], ...] = ()
 Key = tuple[str, int, int]

@@ -172,10 +172,16 @@ class TcpProxy:
 
 
 class RecordingPublisher:
-    """An in-memory stand-in for KafkaPublisher (unit tests and fuzzing of the HTTP layer)."""
+    """An in-memory :class:`~spakinect_pipeline.publisher.Publisher` for unit tests.
 
-    def __init__(self, fail: bool = False, metadata_at: float | None = None) -> None:
+    ``fail`` refuses every write; ``failures`` refuses only the next that many calls.
+    """
+
+    def __init__(
+        self, fail: bool = False, metadata_at: float | None = None, failures: int = 0
+    ) -> None:
         self.fail = fail
+        self.failures = failures
         self.metadata_at = metadata_at  # when metadata was last fetched (monotonic); None: now
         self.messages: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
 
@@ -194,9 +200,18 @@ class RecordingPublisher:
     ) -> None:
         from spakinect_pipeline.publisher import PublishFailed
 
-        if self.fail:
+        if self.fail or self.failures > 0:
+            self.failures = max(0, self.failures - 1)
             raise PublishFailed("no ack")
         self.messages.append((topic, key, value, list(headers)))
+
+    async def publish_many(self, messages: Any, *, timeout: float) -> None:
+        from spakinect_pipeline.publisher import PublishFailed
+
+        if self.fail or self.failures > 0:
+            self.failures = max(0, self.failures - 1)
+            raise PublishFailed("no ack")
+        self.messages.extend((m.topic, m.key, m.value, list(m.headers)) for m in messages)
 
     async def refresh_metadata(self, topics: Any, timeout: float = 5.0) -> bool:
         return True

@@ -16,13 +16,13 @@ from aiosmtpd.controller import Controller
 
 from devstack.process import free_port
 from events.envelope import Disposition, Envelope
+from events.messages import SourceMessage
 from events.samples import sample_visit
 from sinks.base import InvalidBatch, Record
 from sinks.email.notifier import EmailSink, sending_limiter
 from sinks.email.settings import EmailSettings, SmtpSettings
 from spakinect_pipeline.config import load_settings
 from streams.delivery import Backoff, DeliveryStats, deliver
-from streams.dlq import SourceMessage
 
 pytestmark = pytest.mark.integration
 TRIES_BEFORE_ACCEPTING = 2  # `later@` answers 451 this many times, then 250

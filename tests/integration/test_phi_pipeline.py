@@ -15,9 +15,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from events.messages import SourceMessage, dlq_headers
 from sinks.postgres.protect import open_visit
 from spakinect_pipeline.phi.crypto import PhiDecryptError, keyring_from, new_key_entry
-from streams.dlq import SourceMessage, dlq_headers
 from tests.helpers import read_topic, wait_until
 
 from .conftest import Pipeline

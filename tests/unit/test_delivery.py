@@ -4,9 +4,9 @@ from datetime import UTC, datetime
 import pytest
 
 from events.envelope import Envelope
+from events.messages import SourceMessage, dlq_headers
 from sinks.base import InvalidBatch, Record, RetryableError
 from streams.delivery import Backoff, DeliveryStats, deliver
-from streams.dlq import SourceMessage, dlq_headers
 
 
 def record(i: int) -> Record:

@@ -1,10 +1,10 @@
 from datetime import UTC, datetime
 
 from events.envelope import Disposition, Envelope
+from events.messages import SourceMessage
 from events.samples import SAMPLES
 from sinks.base import Record
 from sinks.postgres.rows import batch_rows
-from streams.dlq import SourceMessage
 
 
 def rec(payload, disposition=Disposition.APPLY, event="visit.completed") -> Record:

@@ -7,8 +7,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode, Tracer
 
+from events.messages import SourceMessage
 from spakinect_pipeline.tracing import trace_headers
-from streams.dlq import SourceMessage
 from streams.spans import NO_SPANS, batch_spans, event_spans
 from tests.tracing_fixtures import assert_carries
 

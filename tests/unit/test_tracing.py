@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
 from devstack.phi_keys import new_phi_env
+from events.messages import SourceMessage, dlq_headers
 from events.samples import SAMPLES
 from ingress.app import create_app
 from ingress.settings import IngressSettings
@@ -25,7 +26,6 @@ from spakinect_pipeline.tracing import (
     extract,
     trace_headers,
 )
-from streams.dlq import SourceMessage, dlq_headers
 from streams.dlq_tools import DeadLetter, replay_headers
 from tests.helpers import RecordingPublisher
 from tests.tracing_fixtures import assert_carries

@@ -17,8 +17,8 @@ from devstack.stack import (
     stage_argv,
     wait_http,
 )
+from streams.stages import STAGE_NAMES
 
-STAGES = ("dedupe", "postgres", "email")
 CLINIC = "clinic@chaos.test"
 PUBLISH_BUDGET_S = 5.0  # INGRESS_PUBLISH_TIMEOUT_S: DESIGN's default, what operators run
 
@@ -68,7 +68,7 @@ class ChaosStack:
             self.cluster.start()
         prepare_pipeline(self.env)
         self._spawn("ingress")
-        for stage in STAGES:
+        for stage in STAGE_NAMES:
             self._spawn(stage)
         wait_http(self.processes["ingress"], f"{self.ingress_url}/readyz")
 

@@ -25,6 +25,10 @@ from devstack.stack import (
     stage_argv,
     wait_http,
 )
+from events.topics import SINK_NAMES
+from spakinect_pipeline.config import ConfigError, load_settings
+from streams.settings import StreamsSettings
+from streams.stages import STAGE_NAMES
 
 BANNER = """
   spakinect-pipeline is up
@@ -42,7 +46,13 @@ BANNER = """
 """
 
 
-def up(root: Path, cache: Path, ports: Ports) -> int:
+def enabled_stages() -> list[str]:
+    """Every stage but the sinks ``SINKS`` leaves out (validated as the workers validate it)."""
+    sinks = load_settings(StreamsSettings).sinks
+    return [s for s in STAGE_NAMES if s not in SINK_NAMES or s in sinks]
+
+
+def up(root: Path, cache: Path, ports: Ports, stages: list[str]) -> int:
     started = time.monotonic()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -65,7 +75,6 @@ def up(root: Path, cache: Path, ports: Ports) -> int:
         env = services.env()
         prepare_pipeline(env)
         ingress_url = f"http://127.0.0.1:{services.ports.ingress}"
-        sinks = [s.strip() for s in os.environ.get("SINKS", "postgres,email").split(",") if s]
         common = {
             **env,
             "INGRESS_ALLOW_UNAUTHENTICATED": "true",
@@ -74,7 +83,7 @@ def up(root: Path, cache: Path, ports: Ports) -> int:
             "EMAIL_TO": os.environ.get("EMAIL_TO", "clinic@example.test"),
         }
         processes.append(pipeline_process("ingress", stage_argv("ingress"), common, services.logs))
-        for index, stage in enumerate(["dedupe", *sinks]):
+        for index, stage in enumerate(stages):
             web_port = services.ports.web_base + index if services.ports.web_base else 0
             stage_env = {**common, "STREAMS_WEB_PORT": str(web_port)}
             processes.append(
@@ -132,7 +141,11 @@ def main() -> None:
     ports = Ports.free() if args.free_ports else Ports()
     if args.free_ports:
         ports.web_base = 0
-    sys.exit(up(args.root.resolve(), args.cache.resolve(), ports))
+    try:
+        stages = enabled_stages()
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
+    sys.exit(up(args.root.resolve(), args.cache.resolve(), ports, stages))
 
 
 if __name__ == "__main__":

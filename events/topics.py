@@ -48,6 +48,14 @@ class Topics:
         """DLQ messages re-delivered to the one sink that failed them."""
         return f"{self.prefix}retry.{sink}"
 
+    def raw_topics(self) -> list[str]:
+        """Every raw topic, read by the dedupe stage."""
+        return [self.visit_completed, self.treatment_updated]
+
+    def clean_topics(self) -> list[str]:
+        """Every clean topic, read by the sinks."""
+        return [self.visits, self.treatments]
+
     def raw_for(self, event: str) -> str | None:
         """The raw topic of a known event type, or None for one we don't route."""
         return {

@@ -11,8 +11,7 @@ from typing import Any
 from spakinect_pipeline.config import ConfigError, KafkaSettings, LogSettings, load_settings
 from spakinect_pipeline.logs import configure_logging
 from spakinect_pipeline.phi.commands import add_commands as add_phi_commands
-
-STAGE_CHOICES = ("dedupe", "postgres", "email")
+from streams.stages import STAGE_NAMES
 
 
 def _ingress(args: argparse.Namespace) -> None:
@@ -117,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
     ingress.add_argument("--port", type=int)
     ingress.set_defaults(func=_ingress)
     worker = sub.add_parser("worker", help="run one stage as a Faust worker")
-    worker.add_argument("stage", choices=STAGE_CHOICES)
+    worker.add_argument("stage", choices=STAGE_NAMES)
     worker.set_defaults(func=_worker)
     sub.add_parser("migrate", help="apply the Postgres migrations").set_defaults(func=_migrate)
     sub.add_parser("topics", help="create the Kafka topics").set_defaults(func=_topics)
@@ -144,7 +143,7 @@ def parser() -> argparse.ArgumentParser:
         action = dlq_sub.add_parser(name, help=text)
         action.add_argument("--event-id", action="append", help="only this event (repeatable)")
         action.add_argument("--since", help="ISO time, or a duration back from now (2h, 7d)")
-        action.add_argument("--stage", choices=STAGE_CHOICES)
+        action.add_argument("--stage", choices=STAGE_NAMES)
         action.set_defaults(func=func)
     add_phi_commands(sub)
     schemas = sub.add_parser("schemas", help="export JSON Schemas of the envelope and payloads")

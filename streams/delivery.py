@@ -2,6 +2,8 @@
 
 Pure control flow over the :class:`~sinks.base.Sink` protocol, so it unit-tests
 with a fake sink; it never lets an exception escape except cancellation.
+:class:`Backoff` is the one retry pace of every stage: sink writes, clean-topic
+publishes and dead letters (:func:`until_acked`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from sinks.base import InvalidBatch, Record, RetryableError, Sink
+from spakinect_pipeline.publisher import PublishFailed
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,20 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+async def until_acked(write: Callable[[], Awaitable[None]], backoff: Backoff, what: str) -> None:
+    """Call ``write`` until Kafka acks it: Kafka down pauses the stage, loses nothing."""
+    while True:
+        try:
+            await write()
+        except PublishFailed as exc:
+            delay = backoff.next_delay()
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+            await backoff.sleep(delay)
+            continue
+        backoff.reset()
+        return
 
 
 @dataclass

@@ -2,46 +2,82 @@
 
 Error texts are class names and codes, never exception messages, which can
 echo patient data (a database error quoting a value, for example).
+
+:class:`DlqLimit` stops a stage that dead-letters everything it reads (a bad
+deploy, a sink that rejects every row): past a run of consecutive dead
+letters the stage crashes instead of emptying its topics into the DLQ, as
+getsentry/arroyo's ``DlqLimit`` does.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from dataclasses import dataclass
 
 from events.messages import SourceMessage, dlq_headers
-from spakinect_pipeline.publisher import KafkaPublisher, PublishFailed
+from spakinect_pipeline.publisher import Publisher
+from streams.delivery import Backoff, until_acked
 
 log = logging.getLogger(__name__)
+# Dead letters in a row (no event of a batch handled in between) that stop a stage.
+MAX_CONSECUTIVE_DEAD_LETTERS = 1000
+
+
+class DlqLimitExceeded(Exception):
+    """The stage dead-lettered too many events in a row; it stops instead of going on."""
+
+
+@dataclass
+class DlqLimit:
+    """Counts consecutive dead letters; :meth:`check` refuses one more past ``max_consecutive``."""
+
+    max_consecutive: int = MAX_CONSECUTIVE_DEAD_LETTERS
+    consecutive: int = 0
+
+    def check(self) -> None:
+        if self.consecutive >= self.max_consecutive:
+            raise DlqLimitExceeded(
+                f"{self.consecutive} events dead-lettered in a row; stopping the stage"
+            )
+
+    def dead_lettered(self) -> None:
+        self.consecutive += 1
+
+    def handled(self) -> None:
+        """An event went through: the run of dead letters is broken."""
+        self.consecutive = 0
 
 
 class DeadLetters:
     """Sends failed messages to the DLQ, retrying until Kafka takes them (never drops)."""
 
-    def __init__(self, publisher: KafkaPublisher, topic: str, stage: str) -> None:
+    def __init__(
+        self, publisher: Publisher, topic: str, stage: str, limit: DlqLimit | None = None
+    ) -> None:
         self.publisher = publisher
         self.topic = topic
         self.stage = stage
+        self.limit = limit or DlqLimit()
+        self.backoff = Backoff(initial=0.5, maximum=30)
         self.sent = 0
 
     async def send(
         self, source: SourceMessage, *, error: str, error_type: str, attempts: int = 1
     ) -> None:
+        """Dead-letter ``source``; raise :class:`DlqLimitExceeded` instead past the limit."""
+        self.limit.check()
         headers = dlq_headers(
             source, error=error, error_type=error_type, stage=self.stage, attempts=attempts
         )
-        delay = 0.5
-        while True:
-            try:
-                await self.publisher.publish(
-                    self.topic, source.value or b"", key=source.key, headers=headers, timeout=10
-                )
-                break
-            except PublishFailed:
-                log.warning("DLQ write failed; retrying in %.1fs", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
+
+        async def write() -> None:
+            await self.publisher.publish(
+                self.topic, source.value or b"", key=source.key, headers=headers, timeout=10
+            )
+
+        await until_acked(write, self.backoff, "DLQ write")
         self.sent += 1
+        self.limit.dead_lettered()
         log.warning(
             "message dead-lettered",
             extra={

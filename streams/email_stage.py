@@ -10,105 +10,77 @@ patient was forgotten (``phi forget``) is not emailed
 
 from __future__ import annotations
 
-import logging
 import time
-from typing import Any, cast
+from collections.abc import Mapping, MutableMapping
+from typing import Any
 
-import faust
-from opentelemetry.trace import Tracer
-
-from events.envelope import EnvelopeInvalid, decode_envelope
-from events.messages import SourceMessage
-from events.topics import Topics
 from sinks.base import Record
 from sinks.email.forgotten import Markers, SkipForgotten
 from sinks.email.notifier import EmailSink, sending_limiter
 from sinks.email.render import KINDS, wants_email
 from sinks.email.settings import EmailSettings, SmtpSettings
-from spakinect_pipeline.config import KafkaSettings
-from spakinect_pipeline.publisher import KafkaPublisher
-from streams.acking import ack, unacked_events
-from streams.delivery import Backoff, DeliveryStats, deliver
-from streams.dlq import DeadLetters
-from streams.faust_app import json_table, raw_topic
-from streams.metrics import StageMetrics
-from streams.settings import StreamsSettings
-from streams.source import source_of
-from streams.spans import Spans, event_spans
+from sinks.postgres.erasure import ErasureMarkers
+from sinks.postgres.settings import PostgresSettings
+from spakinect_pipeline.config import load_settings
+from spakinect_pipeline.phi.settings import PhiSettings
+from streams.delivery import Backoff, DeadLetter, DeliveryStats, deliver
+from streams.faust_app import json_table
+from streams.handler import Batch, Handler, Shape
+from streams.probes import smtp_check
+from streams.runner import StageEnv, StageParts
 
-log = logging.getLogger(__name__)
+# One event at a time: an email is slow and its send is recorded before the next.
+SHAPE = Shape(batch_max=1, within_s=0, batch_span=False)
 
 
-class EmailStage:
-    """A consumer group on the visits topic (and ``retry.email``) that sends emails."""
+class EmailHandler(Handler):
+    """Sends each applied visit's emails (one sink per kind), each kind once per ``event_id``.
+
+    ``sent`` is the Faust table in a worker, a plain dict in unit tests.
+    """
+
+    name = "email"
+    shape = SHAPE
 
     def __init__(
         self,
-        app: faust.App,
-        streams: StreamsSettings,
-        kafka: KafkaSettings,
-        email: EmailSettings,
-        smtp: SmtpSettings,
+        senders: Mapping[str, EmailSink],
         markers: Markers,
-        tracer: Tracer | None = None,
+        sent: MutableMapping[str, Any],
+        max_backoff_s: float,
     ) -> None:
-        self.tracer = tracer
-        topics = Topics(kafka.topic_prefix)
-        limiter = sending_limiter(email)
-        kinds = [k for k in KINDS if k == "clinic" or email.patient_notifications]
-        self.senders = {kind: EmailSink(kind, email, smtp, limiter) for kind in kinds}
+        self.senders = senders
         self.markers = markers
-        self.sinks = {kind: SkipForgotten(s, markers) for kind, s in self.senders.items()}
-        self.publisher = KafkaPublisher(kafka, client_id=streams.group_id("email"))
-        self.dlq = DeadLetters(self.publisher, topics.dlq, "email")
+        self.sinks = {kind: SkipForgotten(s, markers) for kind, s in senders.items()}
+        self.sent = sent
         self.stats = DeliveryStats()
-        self.backoff = Backoff(maximum=streams.retry_max_backoff_s)
-        self.sent = json_table(app, "sent", kafka.partitions)
+        self.backoff = Backoff(maximum=max_backoff_s)
         self.already_sent = 0
-        self.metrics = StageMetrics(app, "email", self._counts, self.stats.gauges)
-        source = raw_topic(app, topics.visits, topics.retry("email"))
-        app.agent(source, name="email-sink")(self._agent)
-        app.on_before_shutdown.connect(cast(Any, self._on_shutdown))  # mode types signals loosely
 
-    async def _on_shutdown(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        await self.publisher.stop()
+    async def stop(self) -> None:
         await self.markers.stop()
 
-    def _counts(self) -> dict[str, float]:
+    def counts(self) -> Mapping[str, float]:
         sent = {f"sent_{kind}": sink.sent for kind, sink in self.senders.items()}
         return {
             **sent,
             "forgotten": sum(s.skipped for s in self.sinks.values()),
             **self.stats.counts(),
             "already_sent": self.already_sent,
-            "dlq_messages": self.dlq.sent,
         }
 
-    async def _dead_letter(self, record: Record, exc: BaseException, attempts: int) -> None:
-        await self.dlq.send(
-            record.source, error=str(exc), error_type=type(exc).__name__, attempts=attempts
-        )
+    def gauges(self) -> Mapping[str, float]:
+        return self.stats.gauges()
 
-    async def _agent(self, stream: Any) -> None:
-        async for event in unacked_events(stream):
-            source = source_of(event)
-            with event_spans(self.tracer, "email", source) as spans:
-                await self._handle(source, spans)
-            await ack(stream, event)
+    async def handle(self, batch: Batch) -> None:
+        for record in batch.records:
+            batch.focus(record)
+            if not wants_email(record.envelope):
+                batch.outcome(record, "skipped")
+                continue
+            batch.outcome(record, await self._send_once(record, batch.reject))
 
-    async def _handle(self, source: SourceMessage, spans: Spans) -> None:
-        try:
-            envelope = decode_envelope(source.value)
-        except EnvelopeInvalid as exc:
-            await self.dlq.send(source, error=str(exc), error_type="EnvelopeInvalid")
-            spans.outcome(source, "dead_lettered")
-            return
-        if not wants_email(envelope):
-            spans.outcome(source, "skipped")
-            return
-        spans.outcome(source, await self._send_once(Record(envelope, source)))
-
-    async def _send_once(self, record: Record) -> str:
+    async def _send_once(self, record: Record, dead_letter: DeadLetter) -> str:
         """Send each kind not yet sent; return ``sent``, ``already_sent`` or ``dead_lettered``."""
         event_id = record.envelope.event_id
         state = dict(self.sent.get(event_id) or {"done": []})
@@ -118,7 +90,7 @@ class EmailStage:
                 self.already_sent += 1
                 continue
             dead_before = self.stats.dead_lettered
-            await deliver(sink, [record], self._dead_letter, self.backoff, self.stats)
+            await deliver(sink, [record], dead_letter, self.backoff, self.stats)
             if self.stats.dead_lettered != dead_before:
                 outcome = "dead_lettered"
                 continue  # not sent: a replay from the DLQ will try this kind again
@@ -127,3 +99,22 @@ class EmailStage:
             state = {"done": [*state["done"], kind], "at": int(time.time() * 1000)}
             self.sent[event_id] = state
         return outcome
+
+
+def build(env: StageEnv) -> StageParts:
+    markers = ErasureMarkers(
+        load_settings(PostgresSettings).dsn, load_settings(PhiSettings).blind_index()
+    )
+    email, smtp = load_settings(EmailSettings), load_settings(SmtpSettings)
+    limiter = sending_limiter(email)
+    kinds = [k for k in KINDS if k == "clinic" or email.patient_notifications]
+    senders = {kind: EmailSink(kind, email, smtp, limiter) for kind in kinds}
+    sent = json_table(env.app, "sent", env.kafka.partitions)
+    handler = EmailHandler(senders, markers, sent, env.streams.retry_max_backoff_s)
+    visits = env.topics.visits
+    return StageParts(
+        handler,
+        subscribe=[visits, env.topics.retry("email")],
+        ready_on=[visits],
+        checks={"smtp": smtp_check(smtp)},
+    )

@@ -71,13 +71,6 @@ def broker_credentials(kafka: KafkaSettings) -> Any:
     return faust.SSLCredentials(ssl_context)
 
 
-def raw_topic(app: faust.App, *names: str) -> Any:
-    """A source topic read as bytes: decoding (and its errors) is ours, not Faust's."""
-    return app.topic(
-        *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
-
-
 def changelog_topics(app: faust.App) -> list[str]:
     """The changelog topic of every table the stage declared."""
     return [table.changelog_topic.get_topic_name() for table in app.tables.values()]

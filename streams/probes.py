@@ -28,7 +28,7 @@ import faust
 from sinks.base import SinkError
 from sinks.email.settings import SmtpSettings
 from sinks.postgres.writer import PostgresSink
-from spakinect_pipeline.publisher import KafkaPublisher
+from spakinect_pipeline.publisher import Publisher
 from streams.faust_app import changelog_topics
 
 CHECK_TIMEOUT_S = 1.5
@@ -138,7 +138,7 @@ class BoundedCheck:
         return result
 
 
-def kafka_check(publisher: KafkaPublisher, topics: Sequence[str]) -> Check:
+def kafka_check(publisher: Publisher, topics: Sequence[str]) -> Check:
     """Kafka answers a metadata request on the stage's own producer and knows ``topics``."""
 
     async def check() -> None:
@@ -217,13 +217,11 @@ class StageProbes:
 
 def add_probes(
     app: faust.App,
-    publisher: KafkaPublisher,
+    publisher: Publisher,
     topics: Sequence[str],
-    sink: tuple[str, Check] | None = None,
+    sink_checks: Mapping[str, Check] | None = None,
 ) -> StageProbes:
     """The probes of one stage: Kafka through its ``publisher`` (and ``topics``), then its sink."""
-    checks = {"kafka": kafka_check(publisher, topics)}
-    if sink is not None:
-        checks[sink[0]] = sink[1]
+    checks = {"kafka": kafka_check(publisher, topics), **(sink_checks or {})}
     bounded = {name: BoundedCheck(check, every=REUSE_S[name]) for name, check in checks.items()}
     return StageProbes(app, bounded)

@@ -11,8 +11,6 @@ from pydantic_settings import BaseSettings
 from events.topics import SINK_NAMES
 from spakinect_pipeline.config import CsvList, Duration, component_config
 
-STAGES = ("dedupe", *SINK_NAMES)
-
 
 class StreamsSettings(BaseSettings):
     """What every worker process needs besides Kafka's own settings."""

@@ -7,6 +7,13 @@ from typing import Any
 
 from events.messages import SourceMessage
 
+Position = tuple[str, int, int]
+
+
+def position(source: SourceMessage) -> Position:
+    """Topic, partition and offset: what tells one message from every other."""
+    return source.topic, source.partition, source.offset
+
 
 def source_of(event: Any) -> SourceMessage:
     message = event.message

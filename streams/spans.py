@@ -27,13 +27,9 @@ from opentelemetry.trace import Link, Span, SpanKind, StatusCode, Tracer, set_sp
 
 from events.messages import SourceMessage
 from spakinect_pipeline.tracing import extract, trace_headers
+from streams.source import Position, position
 
 NO_HEADERS: tuple[tuple[str, bytes], ...] = ()
-Key = tuple[str, int, int]
-
-
-def _key(source: SourceMessage) -> Key:
-    return source.topic, source.partition, source.offset
 
 
 def _header(source: SourceMessage, name: str) -> str | None:
@@ -110,8 +106,8 @@ class BatchSpans:
                 },
             )
             links.append(Link(self._batch.get_span_context()))
-        self._events: dict[Key, Span] = {}
-        self._outcomes: dict[Key, str] = {}
+        self._events: dict[Position, Span] = {}
+        self._outcomes: dict[Position, str] = {}
         for source in sources:
             attributes = event_attributes(stage, source)
             name = f"{stage} {attributes.get('spakinect.event', 'event')}"
@@ -122,7 +118,7 @@ class BatchSpans:
                 links=links,
                 attributes=attributes,
             )
-            self._events[_key(source)] = span
+            self._events[position(source)] = span
             if self._batch is not None:
                 self._batch.add_link(span.get_span_context())
 
@@ -150,11 +146,11 @@ class BatchSpans:
 
     def headers(self, source: SourceMessage) -> Sequence[tuple[str, bytes]]:
         """The trace headers of ``source``'s span, for the message the stage writes from it."""
-        return trace_headers(set_span_in_context(self._events[_key(source)]))
+        return trace_headers(set_span_in_context(self._events[position(source)]))
 
     def outcome(self, source: SourceMessage, outcome: str, disposition: str | None = None) -> None:
         """What the stage did with the event: ``published``, ``duplicate``, ``written``, …"""
-        key = _key(source)
+        key = position(source)
         self._outcomes[key] = outcome
         if disposition is not None:
             self._events[key].set_attribute("spakinect.disposition", disposition)

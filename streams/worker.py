@@ -16,20 +16,12 @@ from typing import Any
 import faust
 
 from events.topics import Topics
-from sinks.email.settings import EmailSettings, SmtpSettings
-from sinks.postgres.erasure import ErasureMarkers
-from sinks.postgres.settings import PostgresSettings
-from sinks.postgres.writer import PostgresSink
 from spakinect_pipeline.config import KafkaSettings, LogSettings, load_settings
-from spakinect_pipeline.phi.metrics import RedactionCollector
-from spakinect_pipeline.phi.settings import PhiSettings
 from spakinect_pipeline.tracing import tracer_from_env
-from streams.dedupe import DedupeStage
-from streams.email_stage import EmailStage
 from streams.faust_app import create_faust_app, prepare_changelogs
-from streams.probes import add_probes, postgres_check, smtp_check
-from streams.settings import STAGES, StreamsSettings
-from streams.sink_stage import BatchSinkStage
+from streams.runner import StageEnv, StageRunner
+from streams.settings import StreamsSettings
+from streams.stages import STAGES
 
 log = logging.getLogger(__name__)
 
@@ -72,33 +64,8 @@ def build_stage(stage: str) -> faust.App:
     streams = load_settings(StreamsSettings)
     kafka = load_settings(KafkaSettings)
     app = create_faust_app(stage, streams, kafka)
-    tracer = tracer_from_env(f"spakinect-{stage}")
-    topics = Topics(kafka.topic_prefix)
-    if stage == "dedupe":
-        dedupe = DedupeStage(app, streams, kafka, tracer)
-        add_probes(app, dedupe.publisher, [topics.visit_completed, topics.treatment_updated])
-    elif stage == "postgres":
-        pg = load_settings(PostgresSettings)
-        phi = load_settings(PhiSettings)
-        sink = PostgresSink(
-            pg.dsn,
-            keyring=phi.keyring(),  # refuses to start without PHI_ENCRYPTION_KEYS
-            retention_s=phi.retention,
-            sweep_interval_s=phi.sweep_interval,
-            sweep_batch=phi.sweep_batch,
-            pool_size=pg.pool_size,
-        )
-        writer = BatchSinkStage(app, sink, streams, kafka, tracer)
-        writer.metrics.registry.register(RedactionCollector(sink.redacted))
-        sink_check = ("postgres", postgres_check(sink))
-        add_probes(app, writer.publisher, [topics.visits, topics.treatments], sink_check)
-    else:
-        markers = ErasureMarkers(
-            load_settings(PostgresSettings).dsn, load_settings(PhiSettings).blind_index()
-        )
-        email, smtp = load_settings(EmailSettings), load_settings(SmtpSettings)
-        notifier = EmailStage(app, streams, kafka, email, smtp, markers, tracer)
-        add_probes(app, notifier.publisher, [topics.visits], ("smtp", smtp_check(smtp)))
+    env = StageEnv(app, streams, kafka, Topics(kafka.topic_prefix))
+    StageRunner(env, STAGES[stage](env), tracer_from_env(f"spakinect-{stage}"))
     return app
 
 

@@ -30,10 +30,11 @@ from sinks.postgres.migrate import migrate
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.phi.crypto import Keyring, keyring_from
 from spakinect_pipeline.topic_admin import ensure_topics
+from streams.stages import STAGE_NAMES
 from tests.helpers import TcpProxy, wait_consumed, wait_group_stable, wait_until
 from tests.services import Services
 
-STAGES = ("dedupe", "postgres", "email")
+STAGES = STAGE_NAMES
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from collections import Counter
 
 import pytest
 
+from streams.stages import STAGE_NAMES as STAGES
 from tests.helpers import read_topic, wait_group_stable
 
 from .conftest import Pipeline
@@ -19,7 +20,6 @@ from .test_pipeline import visit
 
 pytestmark = pytest.mark.integration
 PIPELINE_ENV = {"KAFKA_PARTITIONS": "4", "STREAMS_SESSION_TIMEOUT_S": "6"}
-STAGES = ("dedupe", "postgres", "email")
 
 
 async def test_killing_one_of_two_workers_per_stage_loses_and_doubles_nothing(

@@ -30,11 +30,11 @@ from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher
 from spakinect_pipeline.topic_admin import ensure_topics
 from streams.probes import CHECK_TIMEOUT_S, CheckFailed, kafka_check, smtp_check
+from streams.stages import STAGE_NAMES as STAGES
 from tests.helpers import TcpProxy, wait_until
 from tests.services import Services
 
 pytestmark = pytest.mark.integration
-STAGES = ("dedupe", "postgres", "email")
 # A probe's whole answer once the worker runs: its checks run concurrently, each awaited
 # CHECK_TIMEOUT_S at most; the rest is slack for this shared, loaded host.
 ANSWER_WITHIN_S = CHECK_TIMEOUT_S + 1.5

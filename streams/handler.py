@@ -1,0 +1,186 @@
+"""What a stage is: a handler of decoded batches, and what the runner gives it to work with.
+
+A stage's own code is a :class:`Handler`: it gets a :class:`Batch` of decoded
+records and decides what to do with them. Everything else — subscribing,
+decoding (an undecodable message is dead-lettered before the handler sees
+it), batching, publishing until acked, dead letters, spans, metrics, acks and
+shutdown — is the runner's (:mod:`streams.runner`), written once.
+
+:func:`process` is the runner's work on one batch without Faust, so a
+handler's whole path unit-tests with an in-memory publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from opentelemetry.trace import Tracer
+
+from events.envelope import EnvelopeInvalid, decode_envelope
+from events.messages import SourceMessage
+from sinks.base import Record
+from spakinect_pipeline.publisher import Message, Publisher
+from streams.delivery import Backoff, until_acked
+from streams.dlq import DeadLetters, DlqLimitExceeded
+from streams.spans import Spans, batch_spans, event_spans
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """How the runner feeds a handler and traces its batches."""
+
+    batch_max: int
+    within_s: float  # how long to wait for more events once one arrived (0: what is there)
+    batch_span: bool = True  # one span per batch linking its events; False: event spans only
+    done: str = "done"  # the span outcome of an event the handler gave none
+    sink_metrics: bool = False  # observe sink_batch_size and sink_write_seconds
+    linger_ms: int = 5  # how long the stage's publisher waits to fill a produce request
+
+
+class Handler:
+    """A stage's own logic; subclasses override :meth:`handle` and what they need.
+
+    ``handle`` gets every record of a batch at once (batch in, outcomes out
+    through :class:`Batch`). It may report a record it cannot handle with
+    :meth:`Batch.reject` (dead-lettered with that error) or raise: the
+    runner then handles the batch's records one at a time, and dead-letters
+    a record that raises alone.
+    """
+
+    name: str
+    shape: Shape
+
+    async def handle(self, batch: Batch) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Called when the stage's agent starts (again after a restart)."""
+
+    async def stop(self) -> None:
+        """Called once on shutdown, before the publisher stops."""
+
+    def counts(self) -> Mapping[str, float]:
+        """Counters for ``streams_events{stage,outcome}``."""
+        return {}
+
+    def gauges(self) -> Mapping[str, float]:
+        """Values for ``streams_state{stage,name}``."""
+        return {}
+
+
+def no_focus(source: SourceMessage) -> None:
+    """Outside Faust there is no current event to move."""
+
+
+@dataclass
+class Tools:
+    """What the runner holds for a stage: its publisher, DLQ, tracer and table focus."""
+
+    stage: str
+    publisher: Publisher
+    dlq: DeadLetters
+    tracer: Tracer | None = None
+    focus: Callable[[SourceMessage], None] = no_focus
+    publish_backoff: Backoff | None = None
+
+    def __post_init__(self) -> None:
+        if self.publish_backoff is None:
+            self.publish_backoff = Backoff(initial=0.2, maximum=10)
+
+
+class Batch:
+    """One batch given to a handler: its records, and the runner's services for them."""
+
+    def __init__(self, records: Sequence[Record], tools: Tools, spans: Spans) -> None:
+        self.records = records
+        self._tools = tools
+        self._spans = spans
+
+    def focus(self, record: Record) -> None:
+        """Table reads and writes that follow go to ``record``'s partition."""
+        self._tools.focus(record.source)
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Publish in one round trip, retried until acked (Kafka down pauses, loses nothing)."""
+        if not messages:
+            return
+        tools = self._tools
+        assert tools.publish_backoff is not None
+
+        async def write() -> None:
+            await tools.publisher.publish_many(messages, timeout=10)
+
+        await until_acked(write, tools.publish_backoff, f"{tools.stage} publish")
+
+    async def reject(self, record: Record, exc: BaseException, attempts: int = 1) -> None:
+        """Dead-letter ``record`` with ``exc``'s class and text (texts never quote values)."""
+        await self._tools.dlq.send(
+            record.source, error=str(exc), error_type=type(exc).__name__, attempts=attempts
+        )
+        self._spans.outcome(record.source, "dead_lettered")
+
+    def outcome(self, record: Record, outcome: str, disposition: str | None = None) -> None:
+        """What the handler did with ``record`` (its span's ``spakinect.outcome``)."""
+        self._spans.outcome(record.source, outcome, disposition)
+
+    def trace_headers(self, record: Record) -> Sequence[tuple[str, bytes]]:
+        """Trace context for a message written from ``record`` (empty with tracing off)."""
+        return self._spans.headers(record.source)
+
+
+def spans_for(shape: Shape, tools: Tools, sources: Sequence[SourceMessage]) -> Spans:
+    if shape.batch_span:
+        return batch_spans(tools.tracer, tools.stage, sources, done=shape.done)
+    if len(sources) == 1:
+        return event_spans(tools.tracer, tools.stage, sources[0])
+    return batch_spans(tools.tracer, tools.stage, sources, batch=False, done=shape.done)
+
+
+async def process(handler: Handler, sources: Sequence[SourceMessage], tools: Tools) -> None:
+    """Decode, hand over, dead-letter: return once every message is handled or dead-lettered."""
+    dead_before = tools.dlq.sent
+    records: list[Record] = []
+    try:
+        with spans_for(handler.shape, tools, sources) as spans:
+            await _decode(sources, tools, spans, records)
+            if records:
+                await handler.handle(Batch(records, tools, spans))
+    except (asyncio.CancelledError, DlqLimitExceeded):
+        raise
+    except Exception:
+        log.exception("%s batch failed; retrying its events one by one", tools.stage)
+        for record in records:
+            await _alone(handler, record, tools)
+    if tools.dlq.sent - dead_before < len(sources):
+        tools.dlq.limit.handled()
+
+
+async def _decode(
+    sources: Sequence[SourceMessage], tools: Tools, spans: Spans, into: list[Record]
+) -> None:
+    for source in sources:
+        try:
+            into.append(Record(decode_envelope(source.value), source))
+        except EnvelopeInvalid as exc:
+            await tools.dlq.send(source, error=str(exc), error_type="EnvelopeInvalid")
+            spans.outcome(source, "dead_lettered")
+
+
+async def _alone(handler: Handler, record: Record, tools: Tools) -> None:
+    try:
+        with spans_for(handler.shape, tools, [record.source]) as spans:
+            await handler.handle(Batch([record], tools, spans))
+    except (asyncio.CancelledError, DlqLimitExceeded):
+        raise
+    except Exception as exc:
+        log.exception("%s failed for a message; dead-lettering it", tools.stage)
+        await tools.dlq.send(
+            record.source,
+            error=f"unexpected error in the {tools.stage} stage",
+            error_type=type(exc).__name__,
+        )

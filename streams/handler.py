@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -133,6 +134,15 @@ class Batch:
         return self._spans.headers(record.source)
 
 
+def facts(exc: BaseException) -> dict[str, str]:
+    """An unexpected error, loggable: its class and where it was raised, not its text.
+
+    The text of an error nobody classified can quote a payload (patient data).
+    """
+    stack = "".join(traceback.format_tb(exc.__traceback__))
+    return {"error_type": type(exc).__name__, "stack": stack}
+
+
 def spans_for(shape: Shape, tools: Tools, sources: Sequence[SourceMessage]) -> Spans:
     if shape.batch_span:
         return batch_spans(tools.tracer, tools.stage, sources, done=shape.done)
@@ -152,8 +162,8 @@ async def process(handler: Handler, sources: Sequence[SourceMessage], tools: Too
                 await handler.handle(Batch(records, tools, spans))
     except (asyncio.CancelledError, DlqLimitExceeded):
         raise
-    except Exception:
-        log.exception("%s batch failed; retrying its events one by one", tools.stage)
+    except Exception as exc:  # noqa: BLE001 - isolated and dead-lettered, class only logged
+        log.error("%s batch failed; retrying its events one by one", tools.stage, extra=facts(exc))
         for record in records:
             await _alone(handler, record, tools)
     if tools.dlq.sent - dead_before < len(sources):
@@ -177,8 +187,8 @@ async def _alone(handler: Handler, record: Record, tools: Tools) -> None:
             await handler.handle(Batch([record], tools, spans))
     except (asyncio.CancelledError, DlqLimitExceeded):
         raise
-    except Exception as exc:
-        log.exception("%s failed for a message; dead-lettering it", tools.stage)
+    except Exception as exc:  # noqa: BLE001 - isolated and dead-lettered, class only logged
+        log.error("%s failed for a message; dead-lettering it", tools.stage, extra=facts(exc))
         await tools.dlq.send(
             record.source,
             error=f"unexpected error in the {tools.stage} stage",

@@ -1,0 +1,224 @@
+"""The stage runner's work on a batch (streams.handler.process), without Kafka or Faust.
+
+Handlers run against the in-memory publisher and plain dicts for their tables;
+the integration tests run the same code in real workers.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from events.envelope import Disposition, decode_envelope, encode_envelope
+from events.messages import SourceMessage
+from events.samples import SAMPLES, sample_visit
+from events.topics import SINK_NAMES, Topics
+from sinks.base import InvalidBatch, Record
+from streams.dedupe import DedupeHandler
+from streams.dlq import DeadLetters, DlqLimit, DlqLimitExceeded
+from streams.email_stage import EmailHandler
+from streams.handler import Batch, Handler, Shape, Tools, process
+from streams.stages import STAGE_NAMES
+from tests.helpers import RecordingPublisher
+
+TOPICS = Topics()
+
+
+def message(
+    body: dict[str, Any],
+    offset: int,
+    topic: str = TOPICS.visit_completed,
+    disposition: Disposition | None = None,
+) -> SourceMessage:
+    entity = body["data"].get("gfe_id") or body["data"]["treatment_id"]
+    value = encode_envelope(
+        event_id=f"{body['event']}:{entity}:{body['timestamp']}",
+        event=body["event"],
+        received_at=datetime(2026, 11, 29, tzinfo=UTC),
+        payload=body,
+        disposition=disposition,
+    )
+    return SourceMessage(topic, 0, offset, entity.encode(), value, [("event", b"x")])
+
+
+def tools_for(stage: str, publisher: RecordingPublisher, limit: DlqLimit | None = None) -> Tools:
+    dlq = DeadLetters(publisher, TOPICS.dlq, stage, limit)
+    return Tools(stage, publisher, dlq)
+
+
+def dead_letters(publisher: RecordingPublisher) -> list[dict[str, str]]:
+    return [
+        {k: v.decode() for k, v in headers}
+        for topic, _key, _value, headers in publisher.messages
+        if topic == TOPICS.dlq
+    ]
+
+
+def test_the_registry_names_dedupe_then_every_sink() -> None:
+    assert ("dedupe", *SINK_NAMES) == STAGE_NAMES
+
+
+async def test_dedupe_publishes_each_distinct_event_once_then_records_it() -> None:
+    publisher = RecordingPublisher(failures=2)  # Kafka refuses twice: the stage waits, loses none
+    table: dict[str, Any] = {}
+    handler = DedupeHandler(table, TOPICS, window_s=3600)
+    tools = tools_for("dedupe", publisher)
+    tools.publish_backoff.sleep = no_sleep  # type: ignore[union-attr]
+    visit = sample_visit("gfe_1")
+    await process(handler, [message(visit, 0), message(visit, 1)], tools)
+    await process(handler, [message(visit, 2)], tools)
+
+    (clean,) = publisher.messages
+    topic, key, value, headers = clean
+    assert (topic, key) == (TOPICS.visits, b"gfe_1")
+    assert decode_envelope(value).disposition == "apply"
+    assert ("disposition", b"apply") in headers
+    assert list(table) == ["visit.completed:gfe_1"]
+    assert handler.counts()["published_apply"] == 1
+    assert handler.counts()["duplicates"] == 2
+
+
+async def test_dedupe_records_nothing_before_the_clean_topic_acked() -> None:
+    table: dict[str, Any] = {}
+
+    class Watching(RecordingPublisher):
+        async def publish_many(self, messages: Any, *, timeout: float) -> None:
+            assert not table, "marked as seen before it was published"
+            await super().publish_many(messages, timeout=timeout)
+
+    publisher = Watching()
+    handler = DedupeHandler(table, TOPICS, window_s=3600)
+    await process(handler, [message(SAMPLES["visit.completed"], 0)], tools_for("dedupe", publisher))
+    assert len(publisher.messages) == 1
+    assert table
+
+
+async def test_an_undecodable_message_is_dead_lettered_before_the_handler_sees_it() -> None:
+    publisher = RecordingPublisher()
+    seen: list[Record] = []
+
+    class Keeping(Handler):
+        name = "postgres"
+        shape = Shape(10, 0)
+
+        async def handle(self, batch: Batch) -> None:
+            seen.extend(batch.records)
+
+    good = message(SAMPLES["visit.completed"], 1, TOPICS.visits)
+    bad = SourceMessage(TOPICS.visits, 0, 0, b"k", b"not json", [])
+    await process(Keeping(), [bad, good], tools_for("postgres", publisher))
+    assert [r.source for r in seen] == [good]
+    (letter,) = dead_letters(publisher)
+    assert letter["error_type"] == "EnvelopeInvalid"
+    assert (letter["stage"], letter["source_offset"]) == ("postgres", "0")
+
+
+class Failing(Handler):
+    """Raises for any batch holding the entity ``gfe_bad``; rejects ``gfe_invalid``."""
+
+    name = "postgres"
+    shape = Shape(10, 0)
+
+    def __init__(self) -> None:
+        self.handled: list[str] = []
+
+    async def handle(self, batch: Batch) -> None:
+        ids = [r.envelope.entity_id for r in batch.records]
+        if "gfe_bad" in ids:  # an error quoting the payload: its text must reach no log or header
+            raise RuntimeError(str(batch.records[0].envelope.payload["data"]["patient_details"]))
+        for record in batch.records:
+            if record.envelope.entity_id == "gfe_invalid":
+                await batch.reject(record, InvalidBatch("row rejected (CheckViolation)"), 3)
+            else:
+                self.handled.append(record.envelope.entity_id)
+
+
+async def test_a_raising_batch_is_retried_one_by_one_and_only_the_culprit_dead_lettered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    publisher = RecordingPublisher()
+    handler = Failing()
+    sources = [message(sample_visit(g), i) for i, g in enumerate(["gfe_a", "gfe_bad", "gfe_b"])]
+    await process(handler, sources, tools_for("postgres", publisher))
+    assert handler.handled == ["gfe_a", "gfe_b"]
+    (letter,) = dead_letters(publisher)
+    assert letter["error"] == "unexpected error in the postgres stage"
+    assert letter["error_type"] == "RuntimeError"
+    assert letter["source_offset"] == "1"
+    assert "Jane" not in str([headers for *_, headers in publisher.messages])
+    logged = [(r.getMessage(), r.__dict__.get("stack"), r.exc_info) for r in caplog.records]
+    assert "Jane" not in str(logged)
+    assert "RuntimeError" in str(logged)
+
+
+async def test_a_record_the_handler_rejects_is_dead_lettered_with_its_error() -> None:
+    publisher = RecordingPublisher()
+    sources = [message(sample_visit("gfe_invalid"), 7)]
+    await process(Failing(), sources, tools_for("postgres", publisher))
+    (letter,) = dead_letters(publisher)
+    assert (letter["error_type"], letter["attempts"]) == ("InvalidBatch", "3")
+    assert letter["error"] == "row rejected (CheckViolation)"
+
+
+async def test_the_dlq_limit_stops_a_stage_that_dead_letters_everything() -> None:
+    publisher = RecordingPublisher()
+    tools = tools_for("postgres", publisher, DlqLimit(max_consecutive=3))
+    bad = [message(sample_visit("gfe_invalid", timestamp=t), t) for t in range(5)]
+    await process(Failing(), bad[:2], tools)
+    await process(Failing(), [message(sample_visit("gfe_ok"), 9)], tools)  # breaks the run
+    await process(Failing(), bad[2:5], tools)
+    assert len(dead_letters(publisher)) == 5
+    with pytest.raises(DlqLimitExceeded):
+        await process(Failing(), [message(sample_visit("gfe_invalid", timestamp=99), 99)], tools)
+    assert len(dead_letters(publisher)) == 5  # the one past the limit was not sent
+
+
+class Mailbox:
+    """A stand-in EmailSink: what it was asked to send, by kind."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sent = 0
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def write(self, batch: Any) -> None:
+        self.sent += len(batch)
+
+
+class NoMarkers:
+    async def forgotten(self, gfe_id: str | None, emails: Any) -> bool:
+        return gfe_id == "gfe_forgotten"
+
+    async def stop(self) -> None: ...
+
+
+async def test_the_email_handler_sends_each_visit_once_and_skips_forgotten_patients() -> None:
+    publisher = RecordingPublisher()
+    clinic = Mailbox("clinic")
+    sent: dict[str, Any] = {}
+    handler = EmailHandler({"clinic": clinic}, NoMarkers(), sent, 1.0)  # type: ignore[dict-item]
+    tools = tools_for("email", publisher)
+    applied = message(sample_visit("gfe_1"), 0, TOPICS.visits, Disposition.APPLY)
+    forgotten = message(sample_visit("gfe_forgotten"), 1, TOPICS.visits, Disposition.APPLY)
+    stale = message(sample_visit("gfe_2"), 2, TOPICS.visits, Disposition.STALE)
+    await process(handler, [applied], tools)
+    await process(handler, [applied], tools)
+    await process(handler, [forgotten], tools)
+    await process(handler, [stale], tools)
+    assert clinic.sent == 1
+    assert handler.counts()["already_sent"] == 1
+    assert handler.counts()["forgotten"] == 1
+    assert sorted(sent) == [  # a forgotten visit is recorded as handled: a replay skips it too
+        "visit.completed:gfe_1:1714675200000",
+        "visit.completed:gfe_forgotten:1714675200000",
+    ]
+    assert not publisher.messages
+
+
+async def no_sleep(delay: float) -> None:
+    return None

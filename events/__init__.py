@@ -2,19 +2,20 @@
 
 from events.envelope import Disposition, Envelope, decode_envelope, encode_envelope
 from events.payloads import (
-    EVENT_TYPES,
     PayloadInvalid,
     TreatmentUpdated,
     ValidatedEvent,
     VisitCompleted,
     validate_event,
 )
+from events.registry import EVENT_TYPES, EventType, register
 from events.topics import Topics
 
 __all__ = [
     "EVENT_TYPES",
     "Disposition",
     "Envelope",
+    "EventType",
     "PayloadInvalid",
     "Topics",
     "TreatmentUpdated",
@@ -22,5 +23,6 @@ __all__ = [
     "VisitCompleted",
     "decode_envelope",
     "encode_envelope",
+    "register",
     "validate_event",
 ]

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from events.registry import EVENT_TYPES
+
 ENVELOPE_VERSION = 1
 
 
@@ -39,8 +41,10 @@ class Envelope(BaseModel):
 
     @property
     def entity_id(self) -> str:
+        """The entity the event is about (its type's ``entity_field``); "" for an unknown type."""
+        event_type = EVENT_TYPES.get(self.event)
         data = self.payload.get("data") or {}
-        return str(data.get("gfe_id") or data.get("treatment_id") or "")
+        return str(data.get(event_type.entity_field) or "") if event_type else ""
 
     @property
     def timestamp(self) -> int:

@@ -1,4 +1,4 @@
-"""Pydantic models of the vendor's two payloads, and the one function that validates them.
+"""Pydantic models of the vendor's payloads, and the one function that validates them.
 
 Validation is lax (``"1714675200000"`` is a timestamp), unknown fields are kept,
 ``pdf_link`` may be absent or null. A ``success: false`` event needs only
@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+if TYPE_CHECKING:
+    from events.registry import EventType
 
 MIN_TIMESTAMP_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_FUTURE_MS = 24 * 3600 * 1000
@@ -22,13 +25,15 @@ NonEmptyStr = Annotated[str, Field(min_length=1, max_length=512)]
 TreatmentList = list[Annotated[str, Field(max_length=512)]]
 
 
-class _Open(BaseModel):
+class OpenModel(BaseModel):
     """Unknown fields are accepted and kept: the vendor may add fields before telling us."""
 
     model_config = ConfigDict(extra="allow")
 
 
-class _Timestamped(_Open):
+class Timestamped(OpenModel):
+    """What every vendor event carries besides its ``event`` and ``data``."""
+
     timestamp: int
     success: bool
 
@@ -43,14 +48,14 @@ class _Timestamped(_Open):
         return value
 
 
-class PatientDetails(_Open):
+class PatientDetails(OpenModel):
     name: str
     first_name: str
     last_name: str
     email: str
 
 
-class VisitDataHead(_Open):
+class VisitDataHead(OpenModel):
     """What even an unsuccessful visit must carry."""
 
     gfe_id: NonEmptyStr
@@ -69,7 +74,7 @@ class VisitData(VisitDataHead):
     patient_details: PatientDetails
 
 
-class TreatmentDataHead(_Open):
+class TreatmentDataHead(OpenModel):
     treatment_id: NonEmptyStr
 
 
@@ -78,7 +83,7 @@ class TreatmentData(TreatmentDataHead):
     action: Literal["created", "updated", "deleted"]
 
 
-class VisitCompletedHead(_Timestamped):
+class VisitCompletedHead(Timestamped):
     event: Literal["visit.completed"]
     data: VisitDataHead
 
@@ -89,7 +94,7 @@ class VisitCompleted(VisitCompletedHead):
     data: VisitData
 
 
-class TreatmentUpdatedHead(_Timestamped):
+class TreatmentUpdatedHead(Timestamped):
     event: Literal["treatment.updated"]
     data: TreatmentDataHead
 
@@ -98,24 +103,6 @@ class TreatmentUpdated(TreatmentUpdatedHead):
     """A treatment of the vendor's catalogue was created, updated or deleted."""
 
     data: TreatmentData
-
-
-@dataclass(frozen=True, slots=True)
-class EventType:
-    """How one vendor event type is validated and keyed."""
-
-    name: str
-    entity_field: str
-    head: type[_Timestamped]
-    full: type[_Timestamped]
-
-
-EVENT_TYPES: dict[str, EventType] = {
-    "visit.completed": EventType("visit.completed", "gfe_id", VisitCompletedHead, VisitCompleted),
-    "treatment.updated": EventType(
-        "treatment.updated", "treatment_id", TreatmentUpdatedHead, TreatmentUpdated
-    ),
-}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""JSON Schema export of the envelope and both vendor payloads (``make schemas``)."""
+"""JSON Schema export of the envelope and every registered vendor payload (``make schemas``)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from events.envelope import Envelope
-from events.payloads import TreatmentUpdated, VisitCompleted
+from events.registry import EVENT_TYPES
 
-MODELS: dict[str, Any] = {
-    "envelope": Envelope,
-    "visit-completed": VisitCompleted,
-    "treatment-updated": TreatmentUpdated,
-}
+
+def models() -> dict[str, Any]:
+    """Each schema's name and model: the envelope, then every event type's payload."""
+    payloads = {t.schema_name: t.full for t in EVENT_TYPES.values()}
+    return {"envelope": Envelope, **payloads}
 
 
 def schemas() -> dict[str, dict[str, Any]]:
-    return {name: model.model_json_schema() for name, model in MODELS.items()}
+    return {name: model.model_json_schema() for name, model in models().items()}
 
 
 def render(schema: dict[str, Any]) -> str:

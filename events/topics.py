@@ -1,8 +1,13 @@
-"""Topic names (under ``KAFKA_TOPIC_PREFIX``) and header names: public contract."""
+"""Topic names (under ``KAFKA_TOPIC_PREFIX``) and header names: public contract.
+
+The raw and clean topics of each event type come from :mod:`events.registry`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from events.registry import EVENT_TYPES, TREATMENT_UPDATED, VISIT_COMPLETED
 
 SINK_NAMES = ("postgres", "email")
 
@@ -16,12 +21,12 @@ class Topics:
     @property
     def visit_completed(self) -> str:
         """Raw ``visit.completed`` events keyed by gfe_id; may hold duplicates."""
-        return f"{self.prefix}visit-completed"
+        return self.prefix + EVENT_TYPES[VISIT_COMPLETED].raw_topic
 
     @property
     def treatment_updated(self) -> str:
         """Raw ``treatment.updated`` events keyed by treatment_id; may hold duplicates."""
-        return f"{self.prefix}treatment-updated"
+        return self.prefix + EVENT_TYPES[TREATMENT_UPDATED].raw_topic
 
     @property
     def unrouted(self) -> str:
@@ -34,11 +39,11 @@ class Topics:
     @property
     def visits(self) -> str:
         """Clean visits: one message per distinct event, with a disposition."""
-        return f"{self.prefix}visits"
+        return self.prefix + EVENT_TYPES[VISIT_COMPLETED].clean_topic
 
     @property
     def treatments(self) -> str:
-        return f"{self.prefix}treatments"
+        return self.prefix + EVENT_TYPES[TREATMENT_UPDATED].clean_topic
 
     @property
     def dlq(self) -> str:
@@ -49,32 +54,29 @@ class Topics:
         return f"{self.prefix}retry.{sink}"
 
     def raw_topics(self) -> list[str]:
-        """Every raw topic, read by the dedupe stage."""
-        return [self.visit_completed, self.treatment_updated]
+        """Every event type's raw topic, read by the dedupe stage."""
+        return [self.prefix + t.raw_topic for t in EVENT_TYPES.values()]
 
     def clean_topics(self) -> list[str]:
-        """Every clean topic, read by the sinks."""
-        return [self.visits, self.treatments]
+        """Every event type's clean topic, read by the sinks."""
+        return [self.prefix + t.clean_topic for t in EVENT_TYPES.values()]
 
     def raw_for(self, event: str) -> str | None:
         """The raw topic of a known event type, or None for one we don't route."""
-        return {
-            "visit.completed": self.visit_completed,
-            "treatment.updated": self.treatment_updated,
-        }.get(event)
+        event_type = EVENT_TYPES.get(event)
+        return None if event_type is None else self.prefix + event_type.raw_topic
 
     def clean_for(self, event: str) -> str | None:
-        return {"visit.completed": self.visits, "treatment.updated": self.treatments}.get(event)
+        event_type = EVENT_TYPES.get(event)
+        return None if event_type is None else self.prefix + event_type.clean_topic
 
     def all(self) -> list[str]:
         """Every topic the project creates."""
         return [
-            self.visit_completed,
-            self.treatment_updated,
+            *self.raw_topics(),
             self.unrouted,
             self.rejected,
-            self.visits,
-            self.treatments,
+            *self.clean_topics(),
             self.dlq,
             *(self.retry(sink) for sink in SINK_NAMES),
         ]

@@ -18,12 +18,10 @@ from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from events.payloads import TreatmentUpdated, VisitCompleted
-from events.samples import SAMPLES
 from events.topics import Topics
 from ingress.context import Ctx, IngressContext
 from ingress.metrics import IngressMetrics
-from ingress.receive import receive
+from ingress.router import add_webhooks
 from ingress.settings import IngressSettings
 from spakinect_pipeline.config import KafkaSettings, load_settings
 from spakinect_pipeline.publisher import KafkaPublisher, Publisher
@@ -81,67 +79,8 @@ class AccessLog:
             structlog.contextvars.unbind_contextvars("request_id")
 
 
-BODY_MODELS = (VisitCompleted, TreatmentUpdated)
-REF = "#/components/schemas/{model}"
-
-
-def _openapi_body(model: Any, example: dict[str, Any]) -> dict[str, Any]:
-    """The vendor's payload model and documented example for an endpoint's OpenAPI entry.
-
-    Routes read the raw body themselves (the contract's checks come first), so
-    the schema is attached here; :func:`_with_body_schemas` adds the models.
-    """
-    schema = {"$ref": REF.format(model=model.__name__)}
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": schema, "example": example}},
-        }
-    }
-
-
-def _with_body_schemas(app: FastAPI) -> None:
-    """Put the payload models (and their nested definitions) into ``components``."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = generate()
-            components = document.setdefault("components", {}).setdefault("schemas", {})
-            for model in BODY_MODELS:
-                schema = model.model_json_schema(ref_template=REF)
-                components.update(schema.pop("$defs", {}))
-                components[model.__name__] = schema
-            app.openapi_schema = document
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "Durably written to Kafka",
-        "content": {
-            "application/json": {
-                "example": {
-                    "received": True,
-                    "event_id": "visit.completed:gfe_abc123xyz789:1714675200000",
-                }
-            }
-        },
-    },
-    400: {"description": "Not UTF-8, not JSON, not an object, too deep, or wrong/missing event"},
-    401: {"description": "Missing or wrong credentials or signature"},
-    403: {"description": "Client address not allowed"},
-    413: {"description": "Body too large"},
-    415: {"description": "Content-Type is not application/json"},
-    422: {"description": "Schema violation; lists field paths only"},
-    503: {"description": "Kafka did not acknowledge in time; retry after Retry-After seconds"},
-}
-
-
 async def _keep_metadata_fresh(ctx: IngressContext) -> None:
-    raw_topics = [ctx.topics.visit_completed, ctx.topics.treatment_updated]
+    raw_topics = ctx.topics.raw_topics()
     while True:
         await ctx.publisher.refresh_metadata(raw_topics)
         await asyncio.sleep(METADATA_REFRESH_S)
@@ -199,34 +138,7 @@ def create_app(
     app.state.ctx = ctx
     app.add_middleware(AccessLog, metrics=metrics)
 
-    @app.post(
-        "/webhooks/visit-completed",
-        responses=RESPONSES,
-        openapi_extra=_openapi_body(VisitCompleted, SAMPLES["visit.completed"]),
-    )
-    async def visit_completed(request: Request, ctx: Ctx) -> Response:
-        """Spakinect's ``visit.completed`` webhook."""
-        return await receive(request, ctx, "visit.completed")
-
-    @app.post(
-        "/webhooks/treatment-updated",
-        responses=RESPONSES,
-        openapi_extra=_openapi_body(TreatmentUpdated, SAMPLES["treatment.updated"]),
-    )
-    async def treatment_updated(request: Request, ctx: Ctx) -> Response:
-        """Spakinect's ``treatment.updated`` webhook."""
-        return await receive(request, ctx, "treatment.updated")
-
-    @app.post(
-        "/webhooks",
-        responses=RESPONSES,
-        openapi_extra=_openapi_body(VisitCompleted, SAMPLES["visit.completed"]),
-    )
-    async def any_event(request: Request, ctx: Ctx) -> Response:
-        """Any event, routed by its ``event`` field; unknown types are kept, not lost."""
-        return await receive(request, ctx, None)
-
-    _with_body_schemas(app)
+    add_webhooks(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

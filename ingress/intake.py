@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from events.payloads import EVENT_TYPES, PayloadInvalid, ValidatedEvent, validate_event
+from events.payloads import PayloadInvalid, ValidatedEvent, validate_event
+from events.registry import EVENT_TYPES
 
 MAX_DEPTH = 32
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from events.payloads import EVENT_TYPES
+from events.registry import EVENT_TYPES
 
 
 @dataclass(frozen=True)

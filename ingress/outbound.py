@@ -2,6 +2,7 @@
 
 Shared by the request handler and by ``rejected replay``, so a replayed body
 becomes exactly the message it would have been had it been accepted at once.
+A refused body is kept as it came, on the rejected topic (:func:`rejected_message`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from datetime import datetime
 
 import orjson
 
-from events.envelope import encode_envelope
+from events.envelope import encode_envelope, format_instant
 from events.topics import Topics, headers
-from ingress.intake import Accepted, Unrouted
+from ingress.intake import Accepted, Refused, Unrouted
+from spakinect_pipeline.publisher import Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +50,17 @@ def outbound_for(decision: Accepted | Unrouted, topics: Topics, received_at: dat
     return Outbound(
         topic, key.encode(), value, headers(event=name, event_id=event_id), event_id, name, routed
     )
+
+
+def rejected_message(
+    refused: Refused, raw: bytes, route: str, topics: Topics, received_at: datetime
+) -> Message:
+    """The refused body as received, with why and where it was refused (field paths only)."""
+    kept_headers = headers(
+        reason=refused.reason,
+        status=str(refused.status),
+        route=route,
+        received_at=format_instant(received_at),
+        fields=",".join(f["field"] for f in refused.fields),
+    )
+    return Message(topics.rejected, raw, None, kept_headers)

@@ -17,12 +17,10 @@ from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
-from events.envelope import format_instant
-from events.topics import headers
 from ingress import auth
 from ingress.context import IngressContext
 from ingress.intake import Accepted, Refused, Unrouted, decide
-from ingress.outbound import outbound_for
+from ingress.outbound import outbound_for, rejected_message
 from spakinect_pipeline.publisher import Headers, PublishFailed
 from spakinect_pipeline.tracing import trace_headers
 
@@ -202,18 +200,12 @@ async def _keep_refused(ctx: IngressContext, refused: Refused, raw: bytes, route
     If it cannot be kept, the sender gets 503 and retries, rather than a 4xx
     that would make it give up on a body we no longer have.
     """
-    kept_headers = headers(
-        reason=refused.reason,
-        status=str(refused.status),
-        route=route,
-        received_at=format_instant(datetime.now(UTC)),
-        fields=",".join(f["field"] for f in refused.fields),
-    )
+    kept = rejected_message(refused, raw, route, ctx.topics, datetime.now(UTC))
     await ctx.publisher.publish(
-        ctx.topics.rejected,
-        raw,
-        key=None,
-        headers=_with_trace(ctx, kept_headers, **{"spakinect.refused_reason": refused.reason}),
+        kept.topic,
+        kept.value,
+        key=kept.key,
+        headers=_with_trace(ctx, kept.headers, **{"spakinect.refused_reason": refused.reason}),
         timeout=ctx.settings.publish_timeout_s,
     )
     ctx.metrics.rejected.labels(refused.reason).inc()

@@ -7,12 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from events.samples import SAMPLES
-
-ROUTES = {
-    "visit.completed": "/webhooks/visit-completed",
-    "treatment.updated": "/webhooks/treatment-updated",
-}
+from events.registry import EVENT_TYPES
 
 
 def default_url() -> str:
@@ -34,9 +29,11 @@ def send_samples(url: str | None, token: str | None) -> int:
         headers["Authorization"] = f"Bearer {token}"
     failures = 0
     with httpx.Client(timeout=10) as client:
-        for event, body in SAMPLES.items():
+        for event, event_type in EVENT_TYPES.items():
             try:
-                response = client.post(base + ROUTES[event], json=body, headers=headers)
+                response = client.post(
+                    base + event_type.route, json=event_type.sample, headers=headers
+                )
             except httpx.HTTPError as exc:
                 print(f"{event}: could not reach {base} ({type(exc).__name__})")
                 failures += 1

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import jinja2
 
 from events.envelope import Disposition, Envelope
+from events.registry import VISIT_COMPLETED
 from sinks.email.settings import EmailSettings
 
 KINDS = ("clinic", "patient")
@@ -43,7 +44,7 @@ def make_environment(template_dir: Path | None) -> jinja2.Environment:
 
 def wants_email(envelope: Envelope) -> bool:
     """Only applied visits are emailed; stale and unsuccessful ones never are."""
-    return envelope.event == "visit.completed" and envelope.disposition == Disposition.APPLY
+    return envelope.event == VISIT_COMPLETED and envelope.disposition == Disposition.APPLY
 
 
 def safe_pdf_link(value: Any) -> str | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from events.registry import VISIT_COMPLETED
 from sinks.postgres.rows import BatchRows
 from spakinect_pipeline.phi.crypto import Keyring
 
@@ -72,7 +73,7 @@ def markers(rows: BatchRows, keyring: Keyring) -> set[str]:
     """Every erasure marker that could match a row of the batch (to look up in one query)."""
     found: set[str] = set()
     for row in rows.events:
-        if row[1] == "visit.completed":
+        if row[1] == VISIT_COMPLETED:
             found.add(keyring.gfe_marker(row[2]))
             email = _email_of(_patient(orjson.loads(row[7])))
             if email:

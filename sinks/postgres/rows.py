@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from events.envelope import Disposition
+from events.registry import TREATMENT_UPDATED, VISIT_COMPLETED
 from sinks.base import Record
 
 DECISIONS = {
@@ -112,8 +113,8 @@ def treatment_row(record: Record) -> tuple[Any, ...]:
 
 def batch_rows(records: Sequence[Record]) -> BatchRows:
     """Every row a batch writes; raises KeyError/ValueError for a malformed record."""
-    visits = _newest_applied(records, "visit.completed")
-    treatments = _newest_applied(records, "treatment.updated")
+    visits = _newest_applied(records, VISIT_COMPLETED)
+    treatments = _newest_applied(records, TREATMENT_UPDATED)
     return BatchRows(
         events=[event_row(r) for r in records],
         visits=[visit_row(r) for r in visits],

@@ -2,7 +2,8 @@ import copy
 
 import pytest
 
-from events.payloads import EVENT_TYPES, PayloadInvalid, validate_event
+from events.payloads import PayloadInvalid, validate_event
+from events.registry import EVENT_TYPES
 from events.samples import SAMPLES
 
 NOW = 1_800_000_000_000

@@ -1,0 +1,146 @@
+"""docs/adding-an-event-type.md, followed: a made-up event type registered in three places
+(payload models, sample, registry row) goes from its webhook to its clean topic and rows.
+
+Everything runs in unit scope: the ingress with the in-memory publisher, the
+dedupe stage's handler on a plain dict, the Postgres sink's row builder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import pytest
+from fastapi.testclient import TestClient
+
+from events.envelope import Disposition, decode_envelope
+from events.messages import SourceMessage
+from events.payloads import NonEmptyStr, OpenModel, Timestamped
+from events.registry import EVENT_TYPES, EventType, register
+from events.schemas import schemas
+from events.topics import Topics
+from ingress.app import create_app
+from ingress.settings import IngressSettings
+from sinks.base import Record
+from sinks.email.render import wants_email
+from sinks.postgres.rows import batch_rows
+from spakinect_pipeline.config import KafkaSettings
+from streams.dedupe import DedupeHandler
+from streams.dlq import DeadLetters
+from streams.handler import Tools, process
+from tests.helpers import RecordingPublisher
+
+BOOKED = "appointment.booked"
+
+
+class AppointmentDataHead(OpenModel):
+    appointment_id: NonEmptyStr
+
+
+class AppointmentData(AppointmentDataHead):
+    location_id: str
+    starts_at: str
+
+
+class AppointmentBookedHead(Timestamped):
+    event: Literal["appointment.booked"]
+    data: AppointmentDataHead
+
+
+class AppointmentBooked(AppointmentBookedHead):
+    """An appointment was booked."""
+
+    data: AppointmentData
+
+
+SAMPLE: dict[str, Any] = {
+    "event": BOOKED,
+    "timestamp": 1714675200000,
+    "success": True,
+    "data": {"appointment_id": "appt_1", "location_id": "loc_1", "starts_at": "2026-12-01T09:00"},
+}
+
+
+@pytest.fixture
+def booked() -> Iterator[EventType]:
+    event_type = register(
+        EventType(
+            name=BOOKED,
+            route="/webhooks/appointment-booked",
+            raw_topic="appointment-booked",
+            clean_topic="appointments",
+            entity_field="appointment_id",
+            head=AppointmentBookedHead,
+            full=AppointmentBooked,
+            sample=SAMPLE,
+        )
+    )
+    yield event_type
+    del EVENT_TYPES[BOOKED]
+
+
+def test_a_registered_event_type_goes_from_its_webhook_to_its_clean_topic(
+    booked: EventType,
+) -> None:
+    topics = Topics()
+    assert "spakinect.appointment-booked" in topics.all()
+    assert "spakinect.appointments" in topics.all()
+    assert schemas()["appointment-booked"]["title"] == "AppointmentBooked"
+
+    publisher = RecordingPublisher()
+    app = create_app(IngressSettings(allow_unauthenticated=True), KafkaSettings(), publisher)
+    with TestClient(app) as client:
+        answer = client.post(booked.route, json=SAMPLE)
+        again = client.post("/webhooks", json=SAMPLE)  # routed by its "event" field
+        refused = client.post(booked.route, json={**SAMPLE, "data": {"location_id": "x"}})
+        metrics = client.get("/metrics").text
+        openapi = client.get("/openapi.json").json()
+    assert answer.status_code == again.status_code == 200
+    assert answer.json()["event_id"] == "appointment.booked:appt_1:1714675200000"
+    assert refused.status_code == 422
+    assert 'event="appointment.booked"' in metrics
+    assert booked.route in openapi["paths"]
+
+    raw = [m for m in publisher.messages if m[0] == "spakinect.appointment-booked"]
+    assert [(topic, key) for topic, key, *_ in raw] == [
+        ("spakinect.appointment-booked", b"appt_1")
+    ] * 2
+    sources = [
+        SourceMessage(topic, 0, offset, key, value, headers)
+        for offset, (topic, key, value, headers) in enumerate(raw)
+    ]
+
+    stage_out = RecordingPublisher()
+    tools = Tools("dedupe", stage_out, DeadLetters(stage_out, topics.dlq, "dedupe"))
+    handler = DedupeHandler({}, topics, window_s=3600)
+    asyncio.run(process(handler, sources, tools))
+    (clean,) = stage_out.messages  # the vendor's retry was a duplicate
+    topic, key, value, _ = clean
+    assert (topic, key) == ("spakinect.appointments", b"appt_1")
+    envelope = decode_envelope(value)
+    assert envelope.disposition is Disposition.APPLY
+    assert envelope.entity_id == "appt_1"
+
+    record = Record(envelope, SourceMessage(topic, 0, 0, key, value, []))
+    rows = batch_rows([record])
+    assert [row[:3] for row in rows.events] == [(envelope.event_id, BOOKED, "appt_1")]
+    assert rows.visits == rows.treatments == []
+    assert not wants_email(envelope)
+
+
+def test_an_event_type_cannot_take_a_route_or_topic_already_taken(booked: EventType) -> None:
+    with pytest.raises(ValueError, match="reuses"):
+        register(
+            EventType(
+                name="appointment.moved",
+                route=booked.route,
+                raw_topic="appointment-moved",
+                clean_topic="moves",
+                entity_field="appointment_id",
+                head=AppointmentBookedHead,
+                full=AppointmentBooked,
+                sample=SAMPLE,
+            )
+        )
+    assert "appointment.moved" not in EVENT_TYPES

@@ -95,11 +95,11 @@ fmt: venv ## Format and auto-fix with ruff
 
 .PHONY: schemas
 schemas: venv ## Export the JSON Schemas of the envelope and payloads to docs/schemas/
-	$(PY) -m spakinect_pipeline.cli schemas --out docs/schemas
+	$(PY) -m cli.main schemas --out docs/schemas
 
 .PHONY: send-sample
 send-sample: venv ## Post the vendor's sample events to the running ingress
-	$(PY) -m spakinect_pipeline.cli send-sample
+	$(PY) -m cli.main send-sample
 
 .PHONY: lock
 lock: ## Re-resolve dependencies and rewrite constraints.txt

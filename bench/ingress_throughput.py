@@ -76,7 +76,7 @@ def run(seconds: float, rounds: int, rate: int, connections: int) -> dict[str, A
             ports = {"a_kafka": free_port(), "b_noop": free_port()}
             servers["a_kafka"] = _server(
                 "ingress-kafka",
-                ["-m", "spakinect_pipeline.cli", "ingress"],
+                ["-m", "cli.main", "ingress"],
                 {**base, "INGRESS_PORT": str(ports["a_kafka"])},
                 root / "logs",
             )

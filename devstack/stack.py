@@ -120,7 +120,7 @@ def pipeline_process(name: str, argv: list[str], env: dict[str, str], logs: Path
     """A ``spakinect-pipeline`` subcommand as a child process, logging to ``logs/<name>.log``."""
     return ManagedProcess(
         name,
-        [sys.executable, "-m", "spakinect_pipeline.cli", *argv],
+        [sys.executable, "-m", "cli.main", *argv],
         logs / f"{name}.log",
         env={**os.environ, **env},
     )

@@ -225,7 +225,7 @@ async def cli(pipeline: Pipeline, *args: str) -> str:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "spakinect_pipeline.cli",
+        "cli.main",
         *args,
         env={**os.environ, **pipeline.env},
         stdout=asyncio.subprocess.PIPE,

@@ -34,7 +34,7 @@ async def run_cli(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "spakinect_pipeline.cli",
+        "cli.main",
         *args,
         env={**os.environ, **(env or pipeline.env)},
         stdout=asyncio.subprocess.PIPE,

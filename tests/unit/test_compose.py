@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from spakinect_pipeline.env_names import known_env_names
+from cli.env_names import known_env_names
 
 COMPOSE = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
 APP_SERVICES = {"topics", "ingress", "worker-dedupe", "worker-postgres", "worker-email"}

@@ -22,9 +22,9 @@ import yaml
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
-from spakinect_pipeline.cli import parser
+from cli.env_names import SETTINGS, known_env_names
+from cli.main import parser
 from spakinect_pipeline.config import ConfigError, env_name, load_settings
-from spakinect_pipeline.env_names import SETTINGS, known_env_names
 
 ROOT = Path(__file__).parents[2]
 K8S = ROOT / "deploy" / "k8s"

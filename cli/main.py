@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cli.phi import add_commands as add_phi_commands
 from spakinect_pipeline.config import ConfigError, KafkaSettings, LogSettings, load_settings
 from spakinect_pipeline.logs import configure_logging
-from spakinect_pipeline.phi.commands import add_commands as add_phi_commands
 from streams.stages import STAGE_NAMES
 
 
@@ -45,15 +45,15 @@ def _topics(args: argparse.Namespace) -> None:
 
 
 def _send_sample(args: argparse.Namespace) -> None:
-    from spakinect_pipeline.samples import send_samples
+    from cli.samples import send_samples
 
     sys.exit(send_samples(args.url, args.token))
 
 
 def _rejected_replay(args: argparse.Namespace) -> None:
+    from cli.phi import record_action
     from events.topics import Topics
     from ingress.replay_rejected import replay_rejected
-    from spakinect_pipeline.phi.commands import record_action
 
     kafka = load_settings(KafkaSettings)
     record_action(
@@ -88,7 +88,7 @@ def _dlq_list(args: argparse.Namespace) -> None:
 
 
 def _dlq_replay(args: argparse.Namespace) -> None:
-    from spakinect_pipeline.phi.commands import record_action
+    from cli.phi import record_action
     from streams.dlq_tools import replay
 
     letters = _dead_letters(args)

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from contextlib import aclosing
 from datetime import UTC, datetime
-
-from aiokafka import AIOKafkaConsumer
 
 from events.topics import Topics
 from ingress.intake import Refused, decide
 from ingress.outbound import outbound_for
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher
+from spakinect_pipeline.topic_reader import read_whole_topic
 from spakinect_pipeline.tracing import carried
 
 
@@ -35,39 +35,29 @@ async def replay_rejected(
 ) -> Counter[str]:
     """Return counts: ``published``, ``unrouted`` and ``still_refused:<reason>``."""
     topics = Topics(kafka.topic_prefix)
-    consumer = AIOKafkaConsumer(
-        topics.rejected,
-        **kafka.client_options(),
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
     publisher = KafkaPublisher(kafka, client_id="spakinect-rejected-replay")
     counts: Counter[str] = Counter()
-    await consumer.start()
     try:
         now_ms = int(time.time() * 1000)
-        while batch := await consumer.getmany(timeout_ms=int(idle_s * 1000)):
-            for messages in batch.values():
-                for message in messages:
-                    raw_headers = list(message.headers or ())
-                    headers = dict(raw_headers)
-                    decision = decide(message.value or b"", None, now_ms)
-                    if isinstance(decision, Refused):
-                        counts[f"still_refused:{decision.reason}"] += 1
-                        continue
-                    out = outbound_for(decision, topics, _received_at(headers))
-                    counts["published" if out.routed else "unrouted"] += 1
-                    if not dry_run:
-                        # The trace of the refused delivery continues with the replayed event.
-                        await publisher.publish(
-                            out.topic,
-                            out.value,
-                            key=out.key,
-                            headers=[*out.headers, *carried(raw_headers)],
-                            timeout=30,
-                        )
+        async with aclosing(read_whole_topic(kafka, topics.rejected, idle_s)) as rejected:
+            async for message in rejected:
+                raw_headers = list(message.headers or ())
+                headers = dict(raw_headers)
+                decision = decide(message.value or b"", None, now_ms)
+                if isinstance(decision, Refused):
+                    counts[f"still_refused:{decision.reason}"] += 1
+                    continue
+                out = outbound_for(decision, topics, _received_at(headers))
+                counts["published" if out.routed else "unrouted"] += 1
+                if not dry_run:
+                    # The trace of the refused delivery continues with the replayed event.
+                    await publisher.publish(
+                        out.topic,
+                        out.value,
+                        key=out.key,
+                        headers=[*out.headers, *carried(raw_headers)],
+                        timeout=30,
+                    )
     finally:
-        await consumer.stop()
         await publisher.stop()
     return counts

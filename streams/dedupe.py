@@ -16,7 +16,15 @@ from events.envelope import Disposition, Envelope, reencode
 from events.topics import Topics, headers
 from sinks.base import Record
 from spakinect_pipeline.publisher import Message
-from streams.dedupe_logic import Drop, Entry, ExpiryIndex, entity_key, plan_batch
+from streams.dedupe_logic import (
+    PARTITION,
+    WRITTEN_AT,
+    Drop,
+    Entry,
+    ExpiryIndex,
+    entity_key,
+    plan_batch,
+)
 from streams.faust_app import json_table
 from streams.handler import Batch, Handler, Shape
 from streams.runner import StageEnv, StageParts
@@ -107,7 +115,7 @@ class DedupeHandler(Handler):
         for key, entry in plan.entries.items():
             batch.focus(owner[key])
             self.entities[key] = entry
-            self.index.add(entry["p"], entry["at"], key)
+            self.index.add(entry[PARTITION], entry[WRITTEN_AT], key)
 
     def _clean_message(self, batch: Batch, record: Record, disposition: Disposition) -> Message:
         """The clean-topic message, carrying the trace context of its event's dedupe span."""
@@ -127,8 +135,8 @@ class DedupeHandler(Handler):
         """After a rebalance or restart, index what the table holds (restored entries too)."""
         self.index.clear()
         for key, value in self.entities.items():
-            if isinstance(value, dict) and "at" in value and "p" in value:
-                self.index.add(int(value["p"]), int(value["at"]), key)
+            if isinstance(value, dict) and WRITTEN_AT in value and PARTITION in value:
+                self.index.add(int(value[PARTITION]), int(value[WRITTEN_AT]), key)
         self.index_stale = False
         log.info("dedupe expiry index rebuilt", extra={"entries": len(self.index)})
 

@@ -3,8 +3,13 @@
 State per partition, one Faust table entry per entity (``"{event}:{entity_id}"``,
 changelog-backed)::
 
-    {"p": partition, "at": ms last written, "ts": newest applied timestamp or None,
-     "seen": {"<timestamp>": [ms first seen, success]}}
+    {PARTITION: partition, WRITTEN_AT: ms last written,
+     NEWEST_APPLIED: newest applied timestamp or None,
+     SEEN: {"<timestamp>": [ms first seen, success]}}
+
+The persisted keys are one or two letters (``p``, ``at``, ``ts``, ``seen``):
+every entry travels through the changelog, and entries already stored keep
+being read, so code names them only through these constants.
 
 The ``event_id`` is ``"{event}:{entity_id}:{timestamp}"``, so an entity's entry
 holds every event id of it seen in the window: one table read and at most one
@@ -25,6 +30,10 @@ from typing import Any
 from events.envelope import Disposition, Envelope
 
 Entry = dict[str, Any]
+PARTITION = "p"  # the source partition the entity lives on (its changelog partition)
+WRITTEN_AT = "at"  # when the entry was last written, ms: its expiry counts from here
+NEWEST_APPLIED = "ts"  # the newest applied event's vendor timestamp: older ones are stale
+SEEN = "seen"  # vendor timestamp -> [ms first seen, success] of each event in the window
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +69,12 @@ def entity_key(envelope: Envelope) -> str:
 
 def seen_in(entry: Entry | None, envelope: Envelope) -> dict[str, Any] | None:
     """What the entry remembers of this very event (same ``event_id``), if anything."""
-    item = (entry or {}).get("seen", {}).get(str(envelope.timestamp))
+    item = (entry or {}).get(SEEN, {}).get(str(envelope.timestamp))
     return None if item is None else {"at": item[0], "ok": bool(item[1])}
 
 
 def newest_in(entry: Entry | None) -> int | None:
-    ts = (entry or {}).get("ts")
+    ts = (entry or {}).get(NEWEST_APPLIED)
     return None if ts is None else int(ts)
 
 
@@ -80,12 +89,13 @@ def with_event(
 ) -> Entry:
     """The entity's entry after recording a passed event; seen items older than the window go."""
     cutoff = now_ms - window_ms
-    seen = {ts: item for ts, item in (entry or {}).get("seen", {}).items() if item[0] >= cutoff}
+    kept = (entry or {}).get(SEEN, {}).items()
+    seen = {ts: item for ts, item in kept if item[0] >= cutoff}
     seen[str(envelope.timestamp)] = [now_ms, envelope.success]
     newest = newest_in(entry)
     if decision is Disposition.APPLY:
         newest = envelope.timestamp if newest is None else max(newest, envelope.timestamp)
-    return {"p": partition, "at": now_ms, "ts": newest, "seen": seen}
+    return {PARTITION: partition, WRITTEN_AT: now_ms, NEWEST_APPLIED: newest, SEEN: seen}
 
 
 @dataclass(frozen=True, slots=True)

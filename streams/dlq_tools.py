@@ -10,16 +10,17 @@ Replaying twice is harmless: the stages and sinks are idempotent.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer
 from tqdm import tqdm
 
 from events.messages import DLQ_ERROR_HEADERS
 from events.topics import SINK_NAMES, Topics
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher
+from spakinect_pipeline.topic_reader import read_whole_topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,33 +68,21 @@ def matches(
 
 async def read_dead_letters(kafka: KafkaSettings, idle_s: float = 2.0) -> list[DeadLetter]:
     """Every message on the DLQ now (read without a consumer group)."""
-    consumer = AIOKafkaConsumer(
-        Topics(kafka.topic_prefix).dlq,
-        **kafka.client_options(),
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
     letters: list[DeadLetter] = []
-    try:
-        while batch := await consumer.getmany(timeout_ms=int(idle_s * 1000)):
-            for messages in batch.values():
-                for m in messages:
-                    raw = list(m.headers or ())
-                    letters.append(
-                        DeadLetter(
-                            offset=m.offset,
-                            partition=m.partition,
-                            failed_at=datetime.fromtimestamp(m.timestamp / 1000, tz=UTC),
-                            key=m.key,
-                            value=m.value,
-                            headers={k: v.decode("utf-8", "replace") for k, v in raw},
-                            raw_headers=raw,
-                        )
-                    )
-    finally:
-        await consumer.stop()
+    async with aclosing(read_whole_topic(kafka, Topics(kafka.topic_prefix).dlq, idle_s)) as dlq:
+        async for m in dlq:
+            raw = list(m.headers or ())
+            letters.append(
+                DeadLetter(
+                    offset=m.offset,
+                    partition=m.partition,
+                    failed_at=datetime.fromtimestamp(m.timestamp / 1000, tz=UTC),
+                    key=m.key,
+                    value=m.value,
+                    headers={k: v.decode("utf-8", "replace") for k, v in raw},
+                    raw_headers=raw,
+                )
+            )
     return sorted(letters, key=lambda letter: letter.failed_at)
 
 

@@ -1,23 +1,22 @@
-"""Faust's aiokafka consumer, corrected so a rebalance can never skip a message.
+"""Faust's aiokafka consumer, made strict so a rebalance can never skip a message.
 
-Found by the scale-out test (two workers per stage, one SIGKILLed): with
-faust-streaming 0.15 the surviving worker lost events in two ways.
+faust-streaming (0.15) loses messages around rebalances in two ways, which
+a worker killed mid-load (``tests/integration/test_scale_out.py``) shows:
 
-1. After a rebalance Faust "seeks stream partitions to committed offsets",
-   but aiokafka's ``seek_to_committed`` does nothing for a partition with no
-   committed offset (or offset 0). Records the fetcher had already read were
-   dropped from Faust's buffers, the position stayed after them, and the
-   first commit then jumped over them (~40 of 200 events in one run).
-2. Stale fetches delivered after the seek move Faust's read offset past
+1. After a rebalance Faust seeks stream partitions to their committed
+   offsets, but aiokafka's ``seek_to_committed`` does nothing for a
+   partition with no committed offset (or offset 0): records already
+   fetched are dropped from Faust's buffers while the position stays after
+   them, and the next commit jumps over them.
+2. A stale fetch delivered after the seek moves Faust's read offset past
    messages that are then dropped as "already read"; Faust fills such gaps
-   in as if acked and its commit check tolerates a one-offset hole, so the
-   skipped message was committed over (1 of 200 in another run).
+   in as if acked, and its commit check tolerates a one-offset hole.
 
-The fix: rewind partitions without a commit to their beginning (our
-``auto_offset_reset`` is earliest); commit only through unbroken runs of
-acked offsets (:mod:`streams.offsets`); never treat a gap as acked (our
+So this consumer rewinds partitions without a commit to their beginning
+(``auto_offset_reset`` is earliest); commits only through unbroken runs of
+acked offsets (:mod:`streams.offsets`); never treats a gap as acked (our
 source topics have no transactions or compaction, so offsets are
-contiguous); and when a hole persists, seek back to it so the skipped
+contiguous); and when a hole persists, seeks back to it so the skipped
 message is delivered again.
 """
 

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opentelemetry.trace import Tracer
 
@@ -87,11 +87,7 @@ class Tools:
     dlq: DeadLetters
     tracer: Tracer | None = None
     focus: Callable[[SourceMessage], None] = no_focus
-    publish_backoff: Backoff | None = None
-
-    def __post_init__(self) -> None:
-        if self.publish_backoff is None:
-            self.publish_backoff = Backoff(initial=0.2, maximum=10)
+    publish_backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.2, maximum=10))
 
 
 class Batch:
@@ -111,7 +107,6 @@ class Batch:
         if not messages:
             return
         tools = self._tools
-        assert tools.publish_backoff is not None
 
         async def write() -> None:
             await tools.publisher.publish_many(messages, timeout=10)

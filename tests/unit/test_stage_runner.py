@@ -6,7 +6,11 @@ the integration tests run the same code in real workers.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -65,7 +69,7 @@ async def test_dedupe_publishes_each_distinct_event_once_then_records_it() -> No
     table: dict[str, Any] = {}
     handler = DedupeHandler(table, TOPICS, window_s=3600)
     tools = tools_for("dedupe", publisher)
-    tools.publish_backoff.sleep = no_sleep  # type: ignore[union-attr]
+    tools.publish_backoff.sleep = no_sleep
     visit = sample_visit("gfe_1")
     await process(handler, [message(visit, 0), message(visit, 1)], tools)
     await process(handler, [message(visit, 2)], tools)
@@ -222,3 +226,59 @@ async def test_the_email_handler_sends_each_visit_once_and_skips_forgotten_patie
 
 async def no_sleep(delay: float) -> None:
     return None
+
+
+class FakeStream:
+    """The part of a Faust stream the runner uses: events, acks, the current event."""
+
+    def __init__(self, messages: list[SourceMessage]) -> None:
+        self.messages = messages
+        self.acked: list[int] = []
+        self.enable_acks = True
+
+    async def events(self) -> AsyncIterator[Any]:
+        for m in self.messages:
+            yield SimpleNamespace(message=m)
+        await asyncio.Event().wait()  # nothing more arrives
+
+    async def ack(self, event: Any) -> None:
+        self.acked.append(event.message.offset)
+
+    def _set_current_event(self, event: Any) -> None:
+        self.current = event
+
+
+async def test_past_the_dlq_limit_the_runner_crashes_the_worker_and_acks_no_further(
+    tmp_path: Path,
+) -> None:
+    from spakinect_pipeline.config import KafkaSettings
+    from streams.faust_app import create_faust_app
+    from streams.runner import StageEnv, StageParts, StageRunner
+    from streams.settings import StreamsSettings
+
+    class Keeping(Handler):
+        name = "postgres"
+        shape = Shape(1, 0)
+
+        async def handle(self, batch: Batch) -> None:
+            raise AssertionError("undecodable messages never reach the handler")
+
+    streams, kafka = StreamsSettings(state_dir=tmp_path, store="memory"), KafkaSettings()
+    env = StageEnv(create_faust_app("postgres", streams, kafka), streams, kafka, TOPICS)
+    publisher = RecordingPublisher()
+    runner = StageRunner(
+        env, StageParts(Keeping(), [TOPICS.visits], [TOPICS.visits]), None, publisher
+    )
+    runner.dlq.limit = DlqLimit(max_consecutive=2)
+    crashes: list[BaseException] = []
+
+    async def crash(reason: BaseException) -> None:
+        crashes.append(reason)
+
+    runner.app.crash = crash  # type: ignore[method-assign]
+    stream = FakeStream([SourceMessage(TOPICS.visits, 0, i, b"k", b"{}", []) for i in range(3)])
+    with pytest.raises(DlqLimitExceeded):
+        await asyncio.wait_for(runner._agent(stream), 10)
+    assert stream.acked == [0, 1]  # the third is neither dead-lettered nor acked
+    assert len(dead_letters(publisher)) == 2
+    assert [type(c) for c in crashes] == [DlqLimitExceeded]

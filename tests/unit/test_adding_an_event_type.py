@@ -8,6 +8,7 @@ dedupe stage's handler on a plain dict, the Postgres sink's row builder.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -130,17 +131,9 @@ def test_a_registered_event_type_goes_from_its_webhook_to_its_clean_topic(
 
 
 def test_an_event_type_cannot_take_a_route_or_topic_already_taken(booked: EventType) -> None:
+    moved = dataclasses.replace(booked, name="appointment.moved", raw_topic="appointment-moved")
     with pytest.raises(ValueError, match="reuses"):
-        register(
-            EventType(
-                name="appointment.moved",
-                route=booked.route,
-                raw_topic="appointment-moved",
-                clean_topic="moves",
-                entity_field="appointment_id",
-                head=AppointmentBookedHead,
-                full=AppointmentBooked,
-                sample=SAMPLE,
-            )
-        )
+        register(dataclasses.replace(moved, clean_topic="moves"))  # booked's route
+    with pytest.raises(ValueError, match="reuses"):
+        register(dataclasses.replace(moved, route="/webhooks/appointment-moved"))  # its topic
     assert "appointment.moved" not in EVENT_TYPES

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -25,21 +26,25 @@ def py_spy() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
-def start_recording(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
-    """Sample ``pid`` for ``seconds`` into ``out`` (collapsed stacks); None without py-spy."""
+def start_recording(pid: int, seconds: float | None, out: Path) -> subprocess.Popen[bytes] | None:
+    """Sample ``pid`` into ``out`` (collapsed stacks) for ``seconds`` (None: until
+    :func:`finish`); None without py-spy."""
     executable = py_spy()
     if executable is None:
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
-    argv = [executable, "record", "--pid", str(pid), "--duration", f"{max(1, round(seconds))}"]
+    argv = [executable, "record", "--pid", str(pid)]
+    if seconds is not None:
+        argv += ["--duration", f"{max(1, round(seconds))}"]
     argv += ["--format", "raw", "--rate", "200", "--nonblocking", "--output", str(out)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def finish(recording: subprocess.Popen[bytes] | None, out: Path, top: int = 15) -> list[str]:
-    """Wait for a recording and summarise it (empty when there was none or it failed)."""
+    """End a recording (SIGINT makes py-spy write what it has), summarise it; empty if none."""
     if recording is None:
         return []
+    recording.send_signal(signal.SIGINT)
     try:
         recording.wait(60)
     except subprocess.TimeoutExpired:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -21,6 +22,25 @@ class IngressMetrics:
     rejected: Counter
     unrouted: Counter
     in_flight: Gauge
+    # Labelled children by label values: ``labels()`` takes a lock and builds a key on
+    # every call; the hot path's few label sets are looked up here instead.
+    _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def request_done(self, route: str, status: int) -> None:
+        self._child(self.requests, route, str(status)).inc()
+
+    def published(self, topic: str, seconds: float) -> None:
+        self._child(self.publish_seconds, topic).observe(seconds)
+
+    def event_accepted(self, event: str) -> None:
+        self._child(self.events, event).inc()
 
     @classmethod
     def create(cls) -> IngressMetrics:

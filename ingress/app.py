@@ -15,7 +15,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.trace import Tracer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from events.payloads import TreatmentUpdated, VisitCompleted
@@ -257,23 +257,27 @@ def create_app(
             presented = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(presented.encode(), token.get_secret_value().encode()):
                 return JSONResponse({"error": "unauthorized"}, status_code=401)
-        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
 
+def uvicorn_options(settings: IngressSettings) -> dict[str, Any]:
+    """How production runs the ingress: uvloop, httptools, our own access log."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": int(settings.publish_timeout_s) + 5,
+    }
+
+
 def serve(app: FastAPI, settings: IngressSettings) -> None:
-    """Run the app the way production does: uvloop, httptools, our own access log."""
+    """Run one ingress process the way production does (see :func:`uvicorn_options`)."""
     import uvicorn
 
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=int(settings.publish_timeout_s) + 5,
-    )
+    uvicorn.run(app, **uvicorn_options(settings))

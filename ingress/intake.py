@@ -10,7 +10,13 @@ from typing import Any
 
 import orjson
 
-from events.payloads import EVENT_TYPES, PayloadInvalid, ValidatedEvent, validate_event
+from events.payloads import (
+    EVENT_TYPES,
+    PayloadInvalid,
+    ValidatedEvent,
+    json_has_no_nul,
+    validate_event,
+)
 
 MAX_DEPTH = 32
 
@@ -95,6 +101,6 @@ def decide(raw: bytes, expected_event: str | None, now_ms: int) -> Decision:
     if event_type is None:
         return Unrouted(event_name, body)
     try:
-        return Accepted(validate_event(event_type, body, now_ms))
+        return Accepted(validate_event(event_type, body, now_ms, nul_free=json_has_no_nul(raw)))
     except PayloadInvalid as exc:
         return Refused(422, "schema", "the payload does not match the schema", exc.fields)

@@ -1,8 +1,11 @@
 import copy
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from events.payloads import EVENT_TYPES, PayloadInvalid, validate_event
+from events.payloads import EVENT_TYPES, PayloadInvalid, json_has_no_nul, validate_event
 from events.samples import SAMPLES
 
 NOW = 1_800_000_000_000
@@ -115,3 +118,20 @@ def test_unknown_treatment_action_is_refused():
     with pytest.raises(PayloadInvalid) as info:
         validate_event(TREATMENT, body, NOW)
     assert fields(info.value) == {"data.action"}
+
+
+@given(st.recursive(st.text(), lambda kids: st.lists(kids) | st.dictionaries(st.text(), kids)))
+def test_json_without_a_nul_escape_decodes_to_strings_without_nul(value: object) -> None:
+    raw = orjson.dumps(value)
+
+    def strings(item: object) -> list[str]:
+        if isinstance(item, str):
+            return [item]
+        if isinstance(item, dict):
+            return [s for k, v in item.items() for s in [k, *strings(v)]]
+        if isinstance(item, list):
+            return [s for child in item for s in strings(child)]
+        return []
+
+    if any("\x00" in s for s in strings(orjson.loads(raw))):
+        assert not json_has_no_nul(raw)  # never a false "no NUL" (the reverse may be wrong)

@@ -26,7 +26,7 @@ from spakinect_pipeline.phi.settings import PhiSettings
 from spakinect_pipeline.tracing import tracer_from_env
 from streams.dedupe import DedupeStage
 from streams.email_stage import EmailStage
-from streams.faust_app import create_faust_app, prepare_changelogs
+from streams.faust_app import create_faust_app, prepare_changelogs, use_uvloop
 from streams.probes import add_probes, postgres_check, smtp_check
 from streams.settings import STAGES, StreamsSettings
 from streams.sink_stage import BatchSinkStage
@@ -104,6 +104,7 @@ def build_stage(stage: str) -> faust.App:
 
 def run_worker(stage: str) -> None:
     """Run until SIGTERM/SIGINT (Faust's worker handles the signals and the drain)."""
+    use_uvloop()
     app = build_stage(stage)
     streams = load_settings(StreamsSettings)
     asyncio.run(prepare_changelogs(app, load_settings(KafkaSettings), streams.dedupe_window))

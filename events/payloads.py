@@ -161,8 +161,7 @@ def validate_event(
     )
     context = {"now_ms": now_ms}
     try:
-        head = event_type.head.model_validate(body, context=context)
-        model = event_type.full.model_validate(body, context=context) if head.success else head
+        model = _validated(event_type, body, context)
     except ValidationError as exc:
         raise PayloadInvalid(nul_paths + _field_errors(exc)) from None
     if nul_paths:
@@ -176,6 +175,22 @@ def validate_event(
         success=bool(payload["success"]),
         payload=payload,
     )
+
+
+def _validated(event_type: EventType, body: dict[str, Any], context: dict[str, Any]) -> Any:
+    """The full model for a successful event, the head for an unsuccessful one.
+
+    ``success: true`` (the common case) is validated once, by the full model, which
+    holds every rule of the head. Only when that fails, or ``success`` is anything
+    else, does the head decide first, so refusals name the same fields as ever.
+    """
+    if body.get("success") is True:
+        try:
+            return event_type.full.model_validate(body, context=context)
+        except ValidationError:
+            pass
+    head = event_type.head.model_validate(body, context=context)
+    return event_type.full.model_validate(body, context=context) if head.success else head
 
 
 def json_has_no_nul(raw: bytes) -> bool:

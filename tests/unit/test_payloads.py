@@ -135,3 +135,25 @@ def test_json_without_a_nul_escape_decodes_to_strings_without_nul(value: object)
 
     if any("\x00" in s for s in strings(orjson.loads(raw))):
         assert not json_has_no_nul(raw)  # never a false "no NUL" (the reverse may be wrong)
+
+
+def test_a_successful_event_refused_names_the_head_fields_first_as_ever():
+    # One validation serves success: true; a refusal still comes from the head first,
+    # so a body without its entity id is told about that, not every missing field.
+    body = visit()
+    del body["data"]["gfe_id"]
+    del body["data"]["location_id"]
+    with pytest.raises(PayloadInvalid) as info:
+        validate_event(VISIT, body, NOW)
+    assert fields(info.value) == {"data.gfe_id"}
+    body = visit()
+    del body["data"]["location_id"]
+    with pytest.raises(PayloadInvalid) as info:
+        validate_event(VISIT, body, NOW)
+    assert fields(info.value) == {"data.location_id"}
+
+
+def test_success_given_as_a_string_is_validated_in_two_steps_and_kept_lax():
+    event = validate_event(VISIT, visit(success="true"), NOW)
+    assert event.success is True
+    assert event.payload["data"]["patient_details"]["email"] == "jane.smith@example.com"

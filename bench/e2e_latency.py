@@ -4,7 +4,12 @@ Starts ``python -m devstack up`` on free ports in a temporary folder, posts N
 distinct visits (plus a share of duplicate deliveries, as the vendor's
 retries would) at a steady rate, waits until every event row is in Postgres,
 then reports envelope ``received_at`` → row ``inserted_at`` (both server
-clocks) and how many duplicates the dedupe stage vs the sinks dropped.
+clocks), how many duplicates the dedupe stage vs the sinks dropped, and CPU
+per delivery (:mod:`bench.cpu`): core-ms of every process of the stack
+(ingress, each worker, Kafka, the Postgres server with its backends, the
+SMTP catcher) and of this process, the load generator, from the first post
+until every row is in. The stack runs as deployed (``LOG_LEVEL=INFO``, JSON
+logs, metrics on).
 
     python -m bench.e2e_latency [--events 200] [--rate 50] [--duplicates 0.2]
 """
@@ -18,12 +23,15 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 
+from bench.baseline import DEPLOYED_ENV
+from bench.cpu import CpuMeter, children_by_name, classify_by_cmdline, cpu_columns, spent
 from bench.report import machine, percentile, write_report
 from devstack import REPO
 from devstack.background import running_stack
@@ -51,7 +59,36 @@ async def count_topic(bootstrap: str, topic: str) -> int:
         await consumer.stop()
 
 
-async def drive(env: dict[str, str], events: int, rate: float, dup_share: float) -> dict[str, Any]:
+def _is_cli(argv: list[str]) -> bool:
+    return "cli.main" in argv or "spakinect_pipeline.cli" in argv
+
+
+def _is_stage(stage: str) -> Callable[[list[str]], bool]:
+    return lambda argv: _is_cli(argv) and argv[-2:] == ["worker", stage]
+
+
+STACK_PROCESSES = classify_by_cmdline(
+    {
+        "ingress": lambda argv: _is_cli(argv) and argv[-1:] == ["ingress"],
+        **{f"{stage}_worker": _is_stage(stage) for stage in ("dedupe", "postgres", "email")},
+        "kafka": lambda argv: "kafka.Kafka" in argv,
+        "postgres_server": lambda argv: bool(argv) and argv[0].endswith("/postgres"),
+        "smtp_catcher": lambda argv: "devstack.smtp_catcher" in argv,
+    }
+)
+
+
+def this_process_cpu_s() -> float:
+    """This process's CPU seconds: the load generator's (the HTTP client runs here)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def drive(
+    env: dict[str, str], events: int, rate: float, dup_share: float, meter: CpuMeter
+) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
     bodies = [sample_visit(f"gfe_bench_{run}_{i}") for i in range(events)]
     deliveries = bodies + random.sample(bodies, int(events * dup_share))
@@ -59,6 +96,8 @@ async def drive(env: dict[str, str], events: int, rate: float, dup_share: float)
     url = env["INGRESS_URL"] + "/webhooks/visit-completed"
     statuses: list[int] = []
     answer_ms: list[float] = []
+    before = meter.snapshot() | {"load": this_process_cpu_s()}
+    started = time.monotonic()
     async with httpx.AsyncClient(timeout=15) as client:
 
         async def post(body: dict[str, Any]) -> None:
@@ -87,6 +126,8 @@ async def drive(env: dict[str, str], events: int, rate: float, dup_share: float)
             await asyncio.sleep(0.5)
     finally:
         await conn.close()
+    span_s = time.monotonic() - started
+    cpu = spent(before, meter.snapshot() | {"load": this_process_cpu_s()})
     latencies = [float(r["ms"]) for r in rows]
     topics = Topics()
     raw = await count_topic(env["KAFKA_BOOTSTRAP_SERVERS"], topics.visit_completed)
@@ -106,6 +147,9 @@ async def drive(env: dict[str, str], events: int, rate: float, dup_share: float)
         "clean_messages": clean,
         "duplicates_dropped_by_dedupe": raw - clean,
         "duplicates_dropped_by_sinks": clean - len(rows),
+        "span_s": round(span_s, 1),
+        # Per delivery (duplicates included): each one costs the ingress and the dedupe stage.
+        **cpu_columns(cpu, len(deliveries), span_s),
     }
 
 
@@ -118,10 +162,11 @@ def main() -> None:
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="spakinect-bench-") as tmp,
-        running_stack(Path(tmp) / "data", extra_env={"LOG_LEVEL": "WARNING"}) as stack,
+        running_stack(Path(tmp) / "data", extra_env=DEPLOYED_ENV) as stack,
     ):
         time.sleep(5)  # let the workers join their groups
-        result = asyncio.run(drive(stack.env, args.events, args.rate, args.duplicates))
+        meter = CpuMeter(children_by_name(stack.process.pid, STACK_PROCESSES))
+        result = asyncio.run(drive(stack.env, args.events, args.rate, args.duplicates, meter))
     result |= machine({"all": "ingress, 3 workers, Kafka, Postgres, SMTP catcher: any core"})
     write_report(result, args.out)
 

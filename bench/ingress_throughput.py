@@ -1,17 +1,25 @@
-"""Ingress throughput and latency: the real ingress vs the same app with a no-op publish.
+"""Ingress throughput, latency and CPU per request: ours vs a no-op publish vs a bare route.
 
 (a) ``spakinect-pipeline ingress`` publishing with acks=all and the idempotent
 producer to a local Kafka broker; (b) ``bench.noop_ingress``, the same app
-whose publish returns at once: the HTTP stack's ceiling. Both run side by
-side in one session, alternating, so the ratio a/b survives a noisy machine.
+whose publish returns at once; (c) ``bench.bare_ingress``, a bare FastAPI
+route with the visit payload's model and nothing of ours: the framework's
+ceiling. All served with the same uvicorn settings and run as deployed
+(``LOG_LEVEL=INFO``, JSON logs, metrics on), alternating A B C A B C in one
+session, so the ratios a/c and b/c survive a noisy machine. With
+``--baseline REF`` (a) and (b) also run from git ``REF``'s tree
+(``a_kafka_before``, ``b_noop_before``) in the same rotation: before/after.
 
 - closed loop, maximum throughput: ``wrk`` (req/s, p50, p99);
-- fixed offered rate: ``hey -q`` at ``--rate`` req/s (p50, p99).
+- fixed offered rate: ``hey -q`` at ``--rate`` req/s (p50, p99);
+- CPU per request (core-ms): the server's process tree, the Kafka JVM for
+  the variants that publish to it, and the load generator (:mod:`bench.cpu`).
 
 The servers are pinned to CPU 0 and the load generator to CPU 1 (when the
-machine has two or more); Kafka floats.
+machine has two or more); Kafka floats. ``--profile`` adds one py-spy-sampled
+wrk run per variant after the measured ones and reports its top frames.
 
-    python -m bench.ingress_throughput [--seconds 10] [--rounds 2] [--rate 2000]
+    python -m bench.ingress_throughput [--seconds 10] [--rounds 2] [--rate 2000] [--baseline REF]
 """
 
 from __future__ import annotations
@@ -23,9 +31,15 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench.baseline import DEPLOYED_ENV, checkout, tree_env
+from bench.cpu import CpuMeter, cpu_columns, spent
+from bench.profile import finish, start_recording
 from bench.report import machine, median, write_report
 from bench.tools import hey, wrk
 from devstack import REPO
@@ -38,6 +52,38 @@ from spakinect_pipeline.topic_admin import ensure_topics
 
 SERVER_CPU = 0
 LOAD_CPU = 1
+BARE = "c_bare"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One server the rotation measures; ``tree`` None is this checkout."""
+
+    name: str
+    module: list[str]
+    publishes: bool
+    tree: Path | None = None
+
+
+CLI_MODULES = ("cli.main", "spakinect_pipeline.cli")  # today's, and older trees' for --baseline
+
+
+def _cli_module(tree: Path) -> str:
+    return CLI_MODULES[0] if (tree / "cli" / "main.py").exists() else CLI_MODULES[1]
+
+
+def variants(baseline_tree: Path | None) -> list[Variant]:
+    def ours(tree: Path | None, suffix: str) -> list[Variant]:
+        cli = _cli_module(tree or REPO)
+        return [
+            Variant(f"a_kafka{suffix}", [cli, "ingress"], publishes=True, tree=tree),
+            Variant(f"b_noop{suffix}", ["bench.noop_ingress"], publishes=False, tree=tree),
+        ]
+
+    bare = Variant(BARE, ["bench.bare_ingress"], publishes=False)
+    if baseline_tree is None:
+        return [*ours(None, ""), bare]
+    return [*ours(None, ""), bare, *ours(baseline_tree, "_before")]
 
 
 def _pin(pid: int | None, cpu: int) -> str:
@@ -48,20 +94,75 @@ def _pin(pid: int | None, cpu: int) -> str:
     return str(cpu)
 
 
-def _server(name: str, argv: list[str], env: dict[str, str], logs: Path) -> ManagedProcess:
-    process = ManagedProcess(name, [sys.executable, *argv], logs / f"{name}.log", env=env)
+def _server(variant: Variant, port: int, base: dict[str, str], logs: Path) -> ManagedProcess:
+    argv = [sys.executable, "-m", *variant.module]
+    if variant.module[0] not in CLI_MODULES:
+        argv += ["--port", str(port)]
+    env = {**base, "INGRESS_PORT": str(port)}
+    if variant.tree is not None:
+        env |= tree_env(variant.tree)
+    process = ManagedProcess(
+        f"ingress-{variant.name}", argv, logs / f"{variant.name}.log", env=env, cwd=variant.tree
+    )
     process.start()
-    wait_http(process, f"http://127.0.0.1:{env['INGRESS_PORT']}/readyz")
+    wait_http(process, f"http://127.0.0.1:{port}/readyz")
     return process
 
 
-def run(seconds: float, rounds: int, rate: int, connections: int) -> dict[str, Any]:
+def measured(
+    load: Callable[[], dict[str, float]], meter: CpuMeter, publishes: bool, seconds: float
+) -> dict[str, float]:
+    """One load run's figures with its CPU per request, per participant and in total."""
+    before = meter.snapshot()
+    figures = load()
+    cpu = spent(before, meter.snapshot())
+    if not publishes:
+        cpu.pop("kafka", None)  # idle, not taking part
+    cpu["load"] = figures.pop("load_cpu_s")
+    columns = cpu_columns(cpu, max(1, int(figures["requests"])), seconds)
+    return (
+        figures
+        | flat(columns, "cpu_ms_per_req", "cpu_ms_per_event")
+        | flat(columns, "cpu_cores", "cpu_cores")
+    )
+
+
+def flat(columns: dict[str, Any], prefix: str, key: str) -> dict[str, float]:
+    return {f"{prefix}.{name}": value for name, value in columns[key].items()}
+
+
+def _short(name: str) -> str:
+    """``a_kafka`` → ``a``, ``b_noop_before`` → ``b_before``."""
+    return name.split("_")[0] + ("_before" if name.endswith("_before") else "")
+
+
+def ratios(result: dict[str, Any], names: list[str]) -> dict[str, float]:
+    """Rate, p99 and server CPU per request of each variant over the bare route's (and a/b)."""
+    pairs = [(n, BARE) for n in names if n != BARE]
+    pairs += [(a, a.replace("a_kafka", "b_noop")) for a in names if a.startswith("a_kafka")]
+    out: dict[str, float] = {}
+    for x, y in pairs:
+        if f"{y}.max.rps" not in result:
+            continue
+        label = f"{_short(x)}_over_{_short(y)}"
+        for metric in ("rps", "p99_ms", "cpu_ms_per_req.server"):
+            out[f"ratio_{label}.max.{metric}"] = round(
+                result[f"{x}.max.{metric}"] / result[f"{y}.max.{metric}"], 3
+            )
+    return out
+
+
+def run(
+    seconds: float, rounds: int, rate: int, connections: int, baseline: str | None, profile: bool
+) -> dict[str, Any]:
     for tool in ("wrk", "hey"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found: apt-get install wrk hey (see README, Benchmarks)")
     body = json.dumps(SAMPLES["visit.completed"]).encode()
     with tempfile.TemporaryDirectory(prefix="spakinect-bench-ingress-") as tmp:
         root = Path(tmp)
+        tree = checkout(baseline, root / "baseline") if baseline else None
+        chosen = variants(tree)
         broker = KafkaBroker.on_free_ports(root)
         broker.start()
         servers: dict[str, ManagedProcess] = {}
@@ -69,39 +170,42 @@ def run(seconds: float, rounds: int, rate: int, connections: int) -> dict[str, A
             asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=[broker.bootstrap_servers])))
             base = {
                 **os.environ,
+                **DEPLOYED_ENV,
                 "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
                 "INGRESS_ALLOW_UNAUTHENTICATED": "true",
-                "LOG_LEVEL": "WARNING",
             }
-            ports = {"a_kafka": free_port(), "b_noop": free_port()}
-            servers["a_kafka"] = _server(
-                "ingress-kafka",
-                ["-m", "cli.main", "ingress"],
-                {**base, "INGRESS_PORT": str(ports["a_kafka"])},
-                root / "logs",
-            )
-            servers["b_noop"] = _server(
-                "ingress-noop",
-                ["-m", "bench.noop_ingress", "--port", str(ports["b_noop"])],
-                {**base, "INGRESS_PORT": str(ports["b_noop"])},
-                root / "logs",
-            )
+            ports = {v.name: free_port() for v in chosen}
+            for variant in chosen:
+                servers[variant.name] = _server(variant, ports[variant.name], base, root / "logs")
             where = {name: f"cpu {_pin(p.pid, SERVER_CPU)}" for name, p in servers.items()}
             load_cpu = LOAD_CPU if (os.cpu_count() or 1) >= 2 else None
             where |= {
                 "wrk/hey": f"cpu {load_cpu if load_cpu is not None else 'any'}",
                 "kafka": "any",
             }
+            kafka_pid = broker.process.pid if broker.process else None
+            meters = {
+                n: CpuMeter({"server": p.pid, "kafka": kafka_pid}) for n, p in servers.items()
+            }
             urls = {n: f"http://127.0.0.1:{p}/webhooks/visit-completed" for n, p in ports.items()}
-            for url in urls.values():  # warm up: connections, producer, JIT-free but caches
+            for url in urls.values():  # warm up: connections, producer, caches
                 wrk(url, body, 2, connections, load_cpu, root)
             closed: dict[str, list[dict[str, float]]] = {n: [] for n in urls}
             fixed: dict[str, list[dict[str, float]]] = {n: [] for n in urls}
             for _ in range(rounds):
+                for v in chosen:
+                    load = partial(wrk, urls[v.name], body, seconds, connections, load_cpu, root)
+                    closed[v.name].append(measured(load, meters[v.name], v.publishes, seconds))
+                for v in chosen:
+                    load = partial(hey, urls[v.name], body, seconds, rate, load_cpu, root)
+                    fixed[v.name].append(measured(load, meters[v.name], v.publishes, seconds))
+            profiles: dict[str, list[str]] = {}
+            if profile:
                 for name, url in urls.items():
-                    closed[name].append(wrk(url, body, seconds, connections, load_cpu, root))
-                for name, url in urls.items():
-                    fixed[name].append(hey(url, body, seconds, rate, load_cpu, root))
+                    out = root / "profiles" / f"{name}.txt"
+                    recording = start_recording(servers[name].pid or 0, seconds, out)
+                    wrk(url, body, seconds, connections, load_cpu, root)
+                    profiles[f"profile.{name}"] = finish(recording, out)
         finally:
             for process in servers.values():
                 process.stop(20)
@@ -111,19 +215,15 @@ def run(seconds: float, rounds: int, rate: int, connections: int) -> dict[str, A
         "seconds_per_run": seconds,
         "connections": connections,
         "offered_rate": rate,
+        "baseline": baseline,
+        "env": DEPLOYED_ENV,
     }
     for name in urls:
         for kind, runs in (("max", closed[name]), (f"at_{rate}", fixed[name])):
             for metric in runs[0]:
-                result[f"{name}.{kind}.{metric}"] = round(median([r[metric] for r in runs]), 2)
-    result["ratio_a_over_b.max_rps"] = round(
-        result["a_kafka.max.rps"] / result["b_noop.max.rps"], 3
-    )
-    result["ratio_a_over_b.max_p99"] = round(
-        result["a_kafka.max.p99_ms"] / result["b_noop.max.p99_ms"], 3
-    )
-    result |= machine(where)
-    return result
+                result[f"{name}.{kind}.{metric}"] = round(median([r[metric] for r in runs]), 4)
+    result |= ratios(result, list(urls))
+    return result | profiles | machine(where)
 
 
 def main() -> None:
@@ -132,9 +232,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rate", type=int, default=2000, help="offered req/s for hey")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--baseline", help="also run (a) and (b) as of this git ref")
+    parser.add_argument("--profile", action="store_true", help="py-spy top frames per variant")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ingress.json")
     args = parser.parse_args()
-    result = run(args.seconds, args.rounds, args.rate, args.connections)
+    result = run(
+        args.seconds, args.rounds, args.rate, args.connections, args.baseline, args.profile
+    )
     write_report(result, args.out)
 
 

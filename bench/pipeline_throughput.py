@@ -8,16 +8,27 @@ Each variant has topics of its own (``KAFKA_TOPIC_PREFIX``), preloaded just
 before it starts: shared clean topics would hand a later run of ours the
 earlier run's deduped events.
 
-- (a) ours: the dedupe worker and the Postgres worker (two processes);
+- (a) ours: the dedupe worker and the Postgres worker (two processes, run
+  as deployed: ``LOG_LEVEL=INFO``, JSON logs, metrics on);
 - (b) the raw limit (:mod:`bench.raw_limit`): aiokafka + COPY, no Faust;
-- (c) the peer (:mod:`bench.quix_peer`): the same job in Quix Streams, its
-  state for dedupe, in its own venv (``.venv-quix``, made on first use);
+- (c) the peer (:mod:`bench.quix_peer`) doing the same job as ours in Quix
+  Streams, in two processes: one decides (its state for dedupe) and
+  publishes the clean topic, a second consumer writes Postgres from it; in
+  its own venv (``.venv-quix``, made on first use);
+- (d) ``quix_one_process``: Quix deciding and writing in one process, no
+  clean topic (less work than ours: a lower bound for the peer);
 - with ``--baseline REF``, also ours as of git ``REF`` (``ours_baseline``),
   for before/after figures measured side by side.
 
-Reported per variant: wall time from process start, events/s over it, and
-rows/s between the first and the last row (start-up excluded); ratios a/b
-and a/c; and whether the three databases hold the same rows.
+Reported per variant: wall time from process start until every row is in,
+events/s over it, rows/s between the first and the last row (start-up
+excluded), and CPU per event (:mod:`bench.cpu`: core-ms per raw event of
+each of the variant's processes, the Kafka JVM and the Postgres server with
+all its backends, over the same span, and in total, also per distinct
+event); ratios a/b and a/c (rate and CPU per event); and whether the
+databases hold the same rows. ``--profile`` samples each of the variant's
+Python processes with py-spy and reports its top frames (slows them: not
+for figures).
 
     python -m bench.pipeline_throughput [--events 200000] [--duplicates 0.2] [--baseline REF]
 """
@@ -38,6 +49,9 @@ from typing import Any
 
 import asyncpg
 
+from bench.baseline import DEPLOYED_ENV, checkout
+from bench.cpu import TOTAL, CpuMeter, cpu_columns, spent
+from bench.profile import finish, start_recording
 from bench.raw_events import preload, with_duplicates
 from bench.report import machine, write_report
 from devstack import REPO
@@ -51,7 +65,7 @@ from spakinect_pipeline.topic_admin import ensure_topics
 
 QUIX_VENV = REPO / ".venv-quix"
 QUIX_REQUIREMENTS = REPO / "bench" / "quix-requirements.txt"
-VARIANTS = ("ours", "raw_limit", "quix")
+VARIANTS = ("ours", "raw_limit", "quix", "quix_one_process")
 BASELINE = "ours_baseline"
 
 
@@ -66,16 +80,6 @@ def quix_python() -> Path:
         subprocess.run([*pip, "-r", str(QUIX_REQUIREMENTS)], check=True)
         stamp.touch()
     return python
-
-
-def checkout(ref: str, into: Path) -> Path:
-    """The tree of git ``ref`` (no history) in ``into``: the baseline's code."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", ref], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
 
 
 async def row_counts(dsn: str) -> dict[str, int]:
@@ -123,40 +127,44 @@ def processes_for(variant: str, env: dict[str, str], dsn: str, root: Path) -> li
             "STREAMS_APP_ID": group,
             "KAFKA_TOPIC_PREFIX": prefix_of(variant),
             "STREAMS_STATE_DIR": str(root / "state" / group),
-            "LOG_LEVEL": "WARNING",
+            **DEPLOYED_ENV,
             "PYTHONPATH": str(tree),
         }
         processes = [
             pipeline_process(
-                f"{group}-{stage}",
+                f"{stage}_worker",
                 stage_argv(stage),
                 stage_env | {"STREAMS_WEB_PORT": str(free_port())},
-                logs,
+                logs / variant,
             )
             for stage in ("dedupe", "postgres")
         ]
         for process in processes:
             process.cwd = tree
         return processes
-    topic = Topics(prefix_of(variant)).visit_completed
-    args = ["--bootstrap", bootstrap, "--dsn", dsn, "--group", group, "--topic", topic]
+    topics = Topics(prefix_of(variant))
+    args = ["--bootstrap", bootstrap, "--dsn", dsn, "--topic", topics.visit_completed]
     if variant == "raw_limit":
-        return [
-            ManagedProcess(
-                group, [sys.executable, "-m", "bench.raw_limit", *args], logs / f"{group}.log"
-            )
-        ]
+        argv = [sys.executable, "-m", "bench.raw_limit", *args, "--group", group]
+        return [ManagedProcess("raw_limit", argv, logs / f"{group}.log")]
     python = quix_python()
-    state = ["--state-dir", str(root / "state" / group)]
+    state = ["--state-dir", str(root / "state" / group), "--clean-topic", topics.visits]
+    modes = ["single"] if variant == "quix_one_process" else ["dedupe", "sink"]
     return [
         ManagedProcess(
-            group,
-            [str(python), "-m", "bench.quix_peer", *args, *state],
-            logs / f"{group}.log",
+            f"quix_{mode}",
+            [str(python), "-m", "bench.quix_peer", *args, *state, *mode_args(mode, group)],
+            logs / variant / f"quix_{mode}.log",
             env={**os.environ, "PYTHONPATH": str(REPO)},
             cwd=REPO,
         )
+        for mode in modes
     ]
+
+
+def mode_args(mode: str, group: str) -> list[str]:
+    """A Quix peer process's mode and its own consumer group."""
+    return ["--mode", mode, "--group", f"{group}-{mode}"]
 
 
 async def open_group_coordinator(kafka: KafkaSettings, timeout: float = 60) -> None:
@@ -181,29 +189,62 @@ async def open_group_coordinator(kafka: KafkaSettings, timeout: float = 60) -> N
 
 
 def run_variant(
-    variant: str, env: dict[str, str], dsn: str, root: Path, distinct: int, total: int
+    variant: str,
+    services: dict[str, int | None],
+    run: tuple[dict[str, str], str, Path],
+    distinct: int,
+    total: int,
+    profile: bool = False,
 ) -> dict[str, Any]:
+    """Start the variant's processes, wait for every row, and take its figures.
+
+    ``services`` are the shared servers' pids (Kafka, Postgres) whose CPU the
+    variant's span also costs; ``run`` is the env, database DSN and work folder.
+    """
+    env, dsn, root = run
     processes = processes_for(variant, env, dsn, root)
+    services_meter = CpuMeter(services)
+    before = services_meter.snapshot()  # the variant's own processes start from zero
     started = time.monotonic()
     for process in processes:
         process.start()
+    meter = CpuMeter({p.name: p.pid for p in processes} | services)
+    recordings = {
+        p.name: start_recording(p.pid or 0, None, root / "profiles" / f"{variant}-{p.name}.txt")
+        for p in processes
+        if profile
+    }
     try:
         result = asyncio.run(wait_rows(dsn, distinct, timeout=1800))
+        wall = time.monotonic() - started
+        cpu = spent(before, meter.snapshot())
+        profiles = {
+            f"profile.{name}": finish(rec, root / "profiles" / f"{variant}-{name}.txt")
+            for name, rec in recordings.items()
+        }
     finally:
         for process in processes:
             process.stop(grace=20)
-    wall = time.monotonic() - started
+    columns = cpu_columns(cpu, total, wall)
     return {
         "wall_s": round(wall, 1),
         "events_per_s": round(total / wall, 1),
         "first_to_last_row_s": round(result["first_to_last_row_s"], 1),
         "rows_per_s_steady": round(distinct / max(0.001, result["first_to_last_row_s"]), 1),
+        **columns,
+        "cpu_ms_per_distinct_event": round(sum(cpu.values()) * 1000 / distinct, 4),
         "rows": asyncio.run(row_counts(dsn)),
+        **profiles,
     }
 
 
 def run(
-    root: Path, events: int, duplicates: float, variants: list[str], baseline: str | None
+    root: Path,
+    events: int,
+    duplicates: float,
+    variants: list[str],
+    baseline: str | None,
+    profile: bool = False,
 ) -> dict[str, Any]:
     if baseline:
         checkout(baseline, root / "baseline")
@@ -229,7 +270,15 @@ def run(
             )
             dsn = asyncio.run(create_database(services.postgres.dsn, f"bench_{variant}"))
             asyncio.run(migrate(dsn))
-            results[variant] = run_variant(variant, env, dsn, root, distinct, len(messages))
+            pids = {
+                "kafka": services.kafka.process.pid if services.kafka.process else None,
+                "postgres_server": (
+                    services.postgres.process.pid if services.postgres.process else None
+                ),
+            }
+            results[variant] = run_variant(
+                variant, pids, (env, dsn, root), distinct, len(messages), profile
+            )
             print(variant, results[variant], flush=True)
     finally:
         services.stop()
@@ -243,12 +292,16 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     for other, name in (
         ("raw_limit", "a_over_b"),
         ("quix", "a_over_c"),
+        ("quix_one_process", "a_over_d"),
         (BASELINE, "after_over_before"),
     ):
         if ours and other in results:
             out[name] = round(ours["events_per_s"] / results[other]["events_per_s"], 3)
             out[f"{name}_steady"] = round(
                 ours["rows_per_s_steady"] / results[other]["rows_per_s_steady"], 3
+            )
+            out[f"{name}_cpu_per_event"] = round(
+                ours["cpu_ms_per_event"][TOTAL] / results[other]["cpu_ms_per_event"][TOTAL], 3
             )
     if len(results) > 1:
         out["same_rows"] = len({str(r["rows"]) for r in results.values()}) == 1
@@ -261,6 +314,7 @@ def main() -> None:
     parser.add_argument("--duplicates", type=float, default=0.2)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--baseline", help="also run ours as of this git ref (before/after)")
+    parser.add_argument("--profile", action="store_true", help="py-spy top frames per process")
     parser.add_argument(
         "--out", type=Path, default=REPO / "bench" / "results" / "pipeline_throughput.json"
     )
@@ -270,7 +324,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variant(s) {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     with tempfile.TemporaryDirectory(prefix="spakinect-bench-pipeline-") as tmp:
-        result = run(Path(tmp), args.events, args.duplicates, variants, args.baseline)
+        result = run(Path(tmp), args.events, args.duplicates, variants, args.baseline, args.profile)
     result |= machine({"all": "Kafka, Postgres, then each variant's processes in turn: any core"})
     write_report(result, args.out)
 

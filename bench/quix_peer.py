@@ -1,16 +1,24 @@
-"""The peer for the pipeline-throughput benchmark: the same job written with Quix Streams.
+"""The peers for the pipeline-throughput benchmark: the same job written with Quix Streams.
 
 Runs in its own venv (``.venv-quix``, ``bench/quix-requirements.txt``) with
-the repository on ``PYTHONPATH``. One Quix application reads the raw visit
-topic, decides each event with our pure :func:`~streams.dedupe_logic.plan_batch`
+the repository on ``PYTHONPATH``. Deciding reads the raw visit topic and
+decides each event with our pure :func:`~streams.dedupe_logic.plan_batch`
 against Quix's own (RocksDB, changelogged) state per key — the same entity
 entry our dedupe stage keeps: event ids seen in the window and the newest
-timestamp — drops duplicates and hands the rest, with their disposition, to a Quix
-``BatchingSink`` that writes them with our Postgres sink (one transaction per
-partition batch, newer-only apply). Quix's own PostgreSQL sink writes one
-table of its own shape, so it cannot do the newer-only apply.
+timestamp — and drops duplicates. Writing hands envelopes, with their
+disposition, to a Quix ``BatchingSink`` that writes them with our Postgres
+sink (one transaction per partition batch, newer-only apply). Quix's own
+PostgreSQL sink writes one table of its own shape, so it cannot do the
+newer-only apply. ``--mode``:
 
-    .venv-quix/bin/python -m bench.quix_peer --bootstrap HOST:PORT --dsn DSN --group G
+- ``dedupe``: decide, then publish the clean topic (key, envelope with its
+  disposition and the headers ours writes): our dedupe stage's job;
+- ``sink``: a second application (its own consumer group) reads the clean
+  topic and writes Postgres: our Postgres stage's job. ``dedupe`` + ``sink``
+  is the same job as ours, in two processes;
+- ``single`` (default): decide and write in one process, no clean topic.
+
+    .venv-quix/bin/python -m bench.quix_peer --bootstrap HOST:PORT --dsn DSN --group G [--mode M]
 """
 
 from __future__ import annotations
@@ -23,9 +31,9 @@ from typing import Any
 from quixstreams import Application, State, message_context
 from quixstreams.sinks import BatchingSink, SinkBatch
 
-from events.envelope import decode_envelope
+from events.envelope import Envelope, decode_envelope, reencode
 from events.messages import SourceMessage
-from events.topics import Topics
+from events.topics import Topics, headers
 from sinks.base import Record
 from sinks.postgres.writer import PostgresSink
 from spakinect_pipeline.phi.crypto import keyring_from, new_key_entry
@@ -75,6 +83,19 @@ class OurPostgresSink(BatchingSink):
         self._loop.run_until_complete(self._sink.write(records))
 
 
+def clean_headers(envelope: Envelope, *_: Any) -> list[tuple[str, bytes]]:
+    """The headers our dedupe stage puts on a clean message."""
+    assert envelope.disposition is not None
+    return headers(
+        event=envelope.event, event_id=envelope.event_id, disposition=envelope.disposition.value
+    )
+
+
+def clean_value(envelope: Envelope) -> bytes:
+    assert envelope.disposition is not None
+    return reencode(envelope, envelope.disposition)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bootstrap", required=True)
@@ -82,6 +103,8 @@ def main() -> None:
     parser.add_argument("--group", required=True)
     parser.add_argument("--state-dir", default="state")
     parser.add_argument("--topic", default=Topics().visit_completed)
+    parser.add_argument("--clean-topic", default=Topics().visits)
+    parser.add_argument("--mode", choices=("single", "dedupe", "sink"), default="single")
     args = parser.parse_args()
     app = Application(
         broker_address=args.bootstrap,
@@ -91,10 +114,19 @@ def main() -> None:
         commit_interval=1.0,
         loglevel="WARNING",
     )
-    topic = app.topic(args.topic, key_deserializer="str", value_deserializer="bytes")
-    stream = app.dataframe(topic)
+    options = {"key_deserializer": "str", "value_deserializer": "bytes"}
+    if args.mode == "sink":
+        stream = app.dataframe(app.topic(args.clean_topic, **options)).apply(decode_envelope)
+        stream.sink(OurPostgresSink(args.dsn))
+        app.run()
+        return
+    stream = app.dataframe(app.topic(args.topic, **options))
     stream = stream.apply(decide, stateful=True).filter(lambda envelope: envelope is not None)
-    stream.sink(OurPostgresSink(args.dsn))
+    if args.mode == "single":
+        stream.sink(OurPostgresSink(args.dsn))
+    else:
+        clean = app.topic(args.clean_topic, key_serializer="str", value_serializer="bytes")
+        stream.set_headers(clean_headers).apply(clean_value).to_topic(clean)
     app.run()
 
 

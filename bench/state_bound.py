@@ -7,7 +7,10 @@ on a local broker and samples, every ``--every`` seconds: the worker's RSS,
 the entries it holds (its ``expiry_index_entries`` gauge), the bytes of its
 changelog segments on the broker's disk and the events it has handled. It
 reports these when the window first fills (one window after the first event)
-and at the end (every event handled), with the ratio end/first.
+and at the end (every event handled), with the ratio end/first, and CPU per
+event handled (:mod:`bench.cpu`: the worker and the Kafka JVM, over the
+worker's run). The worker runs as deployed (``LOG_LEVEL=INFO``, JSON logs,
+metrics on).
 
     python -m bench.state_bound [--events 1000000] [--window 60]
 """
@@ -25,6 +28,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.baseline import DEPLOYED_ENV
+from bench.cpu import CpuMeter, cpu_columns, spent
 from bench.raw_events import distinct_visits, preload
 from bench.report import machine, write_report
 from devstack import REPO
@@ -103,17 +108,26 @@ def run(root: Path, events: int, window: float, every: float) -> dict[str, Any]:
             "STREAMS_APP_ID": APP_ID,
             "STREAMS_STATE_DIR": str(state_dir),
             "STREAMS_WEB_PORT": str(port),
-            "LOG_LEVEL": "WARNING",
+            **DEPLOYED_ENV,
         }
         worker = pipeline_process("dedupe", stage_argv("dedupe"), env, root / "logs")
+        kafka_pid = broker.process.pid if broker.process else None
+        before = CpuMeter({"kafka": kafka_pid}).snapshot()
+        started = time.monotonic()
         worker.start()
         try:
             series = watch(worker.pid or 0, port, broker.data_dir / "log", state_dir, events, every)
+            cpu = spent(
+                before, CpuMeter({"kafka": kafka_pid, "dedupe_worker": worker.pid}).snapshot()
+            )
+            span_s = time.monotonic() - started
         finally:
             worker.stop(grace=30)
     finally:
         broker.stop()
-    return summarise(series, events, window) | {"preload_s": round(preload_s, 1)}
+    summary = summarise(series, events, window)
+    cost = cpu_columns(cpu, max(1, summary["handled"]), span_s)
+    return summary | cost | {"preload_s": round(preload_s, 1)}
 
 
 def watch(

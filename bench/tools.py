@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+
+from bench.cpu import child_cpu_s
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -29,10 +32,14 @@ def wrk(
         'wrk.headers["User-Agent"] = "Spakinect-Webhook/1.0"\n'
     )
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script)]
-    out = subprocess.run(
-        _pinned([*argv, url], cpu), capture_output=True, text=True, check=True
-    ).stdout
-    return parse_wrk(out)
+    return _run(_pinned([*argv, url], cpu), parse_wrk)
+
+
+def _run(argv: list[str], parse: Callable[[str], dict[str, float]]) -> dict[str, float]:
+    """Run a load generator to its end: its figures plus the CPU it used (``load_cpu_s``)."""
+    before = child_cpu_s()
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return parse(out) | {"load_cpu_s": child_cpu_s() - before}
 
 
 def _find(pattern: str, out: str, what: str, tool: str) -> re.Match[str]:
@@ -49,10 +56,12 @@ def parse_wrk(out: str) -> dict[str, float]:
         return float(match[1]) * _UNITS[match[2]]
 
     rps = _find(r"Requests/sec:\s+([\d.]+)", out, "Requests/sec", "wrk")
+    requests = _find(r"^\s*(\d+) requests in ", out, "request count", "wrk")
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
     return {
         "rps": float(rps[1]),
+        "requests": float(requests[1]),
         "p50_ms": latency("50"),
         "p99_ms": latency("99"),
         "non_2xx": float(non_2xx[1]) if non_2xx else 0.0,
@@ -71,8 +80,7 @@ def hey(
         "hey", "-z", f"{seconds:g}s", "-c", str(workers), "-q", f"{rate / workers:g}",
         "-m", "POST", "-T", "application/json", "-D", str(payload), url,
     ]  # fmt: skip
-    out = subprocess.run(_pinned(argv, cpu), capture_output=True, text=True, check=True).stdout
-    return parse_hey(out)
+    return _run(_pinned(argv, cpu), parse_hey)
 
 
 def parse_hey(out: str) -> dict[str, float]:
@@ -84,6 +92,7 @@ def parse_hey(out: str) -> dict[str, float]:
     total = sum(int(n) for n in re.findall(r"\[\d+\]\s+(\d+) responses", out))
     return {
         "rps": float(rps[1]),
+        "requests": float(total),
         "p50_ms": latency("50"),
         "p99_ms": latency("99"),
         "non_2xx": float(total - (int(ok[1]) if ok else 0)),

@@ -20,6 +20,11 @@ def _ingress(args: argparse.Namespace) -> None:
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_settings(IngressSettings, **overrides)
+    if settings.workers > 1:
+        from ingress.workers import serve_workers
+
+        serve_workers(settings)
+        return
     serve(create_app(settings, load_settings(KafkaSettings)), settings)
 
 

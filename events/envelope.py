@@ -60,10 +60,12 @@ class EnvelopeInvalid(ValueError):
 
 
 def format_instant(moment: datetime) -> str:
-    """ISO 8601 UTC with milliseconds and ``Z``: ``2026-11-28T17:00:00.123Z``."""
-    return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    )
+    """ISO 8601 UTC with milliseconds and ``Z``: ``2026-11-28T17:00:00.123Z``.
+
+    ``isoformat`` rather than ``strftime``: this runs for every event, and is several
+    times faster.
+    """
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
 def encode_envelope(

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +15,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.trace import Tracer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from events.topics import Topics
@@ -33,10 +33,16 @@ READY_WITHIN_S = 30.0
 METADATA_REFRESH_S = 10.0
 
 
+# Fields a handler may bind for the request's access line (see AccessLog).
+REQUEST_LOG_FIELDS = ("event_id", "topic")
+
+
 class AccessLog:
     """Pure ASGI middleware: request id, in-flight gauge, one log line per request.
 
     Logs the path without the query string: the shared secret may travel as ``?token=``.
+    The line also carries what the handler bound to the log context (the event id and
+    topic of a stored event), so a stored event costs one line, not two.
     """
 
     def __init__(self, app: ASGIApp, metrics: IngressMetrics) -> None:
@@ -47,7 +53,7 @@ class AccessLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = uuid.uuid4().hex[:16]
+        request_id = os.urandom(8).hex()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500
@@ -66,7 +72,7 @@ class AccessLog:
             self.metrics.in_flight.dec()
             route = scope.get("route")
             route_name = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(route_name, str(status)).inc()
+            self.metrics.request_done(route_name, status)
             log.info(
                 "request",
                 extra={
@@ -76,7 +82,7 @@ class AccessLog:
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 },
             )
-            structlog.contextvars.unbind_contextvars("request_id")
+            structlog.contextvars.unbind_contextvars("request_id", *REQUEST_LOG_FIELDS)
 
 
 async def _keep_metadata_fresh(ctx: IngressContext) -> None:
@@ -163,23 +169,27 @@ def create_app(
             presented = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(presented.encode(), token.get_secret_value().encode()):
                 return JSONResponse({"error": "unauthorized"}, status_code=401)
-        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
 
+def uvicorn_options(settings: IngressSettings) -> dict[str, Any]:
+    """How production runs the ingress: uvloop, httptools, our own access log."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": int(settings.publish_timeout_s) + 5,
+    }
+
+
 def serve(app: FastAPI, settings: IngressSettings) -> None:
-    """Run the app the way production does: uvloop, httptools, our own access log."""
+    """Run one ingress process the way production does (see :func:`uvicorn_options`)."""
     import uvicorn
 
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=int(settings.publish_timeout_s) + 5,
-    )
+    uvicorn.run(app, **uvicorn_options(settings))

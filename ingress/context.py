@@ -23,7 +23,9 @@ class IngressContext:
     tracer: Tracer | None = None  # None: tracing off (see spakinect_pipeline.tracing)
 
 
-def get_context(request: Request) -> IngressContext:
+async def get_context(request: Request) -> IngressContext:
+    """Async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a
+    thread hand-off on every request for what is an attribute read."""
     ctx: IngressContext = request.app.state.ctx
     return ctx
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from events.payloads import PayloadInvalid, ValidatedEvent, validate_event
+from events.payloads import PayloadInvalid, ValidatedEvent, json_has_no_nul, validate_event
 from events.registry import EVENT_TYPES
 
 MAX_DEPTH = 32
@@ -62,14 +62,18 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
 
 
 def parse_body(raw: bytes) -> dict[str, Any] | Refused:
-    """Step 6: UTF-8, JSON, an object, nesting no deeper than 32."""
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return Refused(400, "invalid_utf8", "body is not valid UTF-8")
+    """Step 6: UTF-8, JSON, an object, nesting no deeper than 32.
+
+    orjson refuses invalid UTF-8 itself, so the body is decoded once; only a body it
+    refuses is decoded again, to tell the sender which of the two it got wrong.
+    """
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return Refused(400, "invalid_utf8", "body is not valid UTF-8")
         return Refused(400, "invalid_json", "body is not valid JSON")
     if not isinstance(body, dict):
         return Refused(400, "not_an_object", "body must be a JSON object")
@@ -92,6 +96,6 @@ def decide(raw: bytes, expected_event: str | None, now_ms: int) -> Decision:
     if event_type is None:
         return Unrouted(event_name, body)
     try:
-        return Accepted(validate_event(event_type, body, now_ms))
+        return Accepted(validate_event(event_type, body, now_ms, nul_free=json_has_no_nul(raw)))
     except PayloadInvalid as exc:
         return Refused(422, "schema", "the payload does not match the schema", exc.fields)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from events.registry import EVENT_TYPES
+
+# Set (before prometheus_client is imported) when several ingress processes share a port:
+# see ingress.workers.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,35 @@ class IngressMetrics:
     rejected: Counter
     unrouted: Counter
     in_flight: Gauge
+    # Labelled children by label values: ``labels()`` takes a lock and builds a key on
+    # every call; the hot path's few label sets are looked up here instead.
+    _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def exposition(self) -> bytes:
+        """Prometheus text of this app's metrics, summed over every worker process if several."""
+        if not os.environ.get(MULTIPROCESS_DIR):
+            return bytes(generate_latest(self.registry))
+        from prometheus_client import multiprocess
+
+        workers = CollectorRegistry()
+        multiprocess.MultiProcessCollector(workers)  # type: ignore[no-untyped-call]
+        return bytes(generate_latest(workers))
+
+    def request_done(self, route: str, status: int) -> None:
+        self._child(self.requests, route, str(status)).inc()
+
+    def published(self, topic: str, seconds: float) -> None:
+        self._child(self.publish_seconds, topic).observe(seconds)
+
+    def event_accepted(self, event: str) -> None:
+        self._child(self.events, event).inc()
 
     @classmethod
     def create(cls) -> IngressMetrics:
@@ -59,7 +94,10 @@ class IngressMetrics:
                 "ingress_unrouted_total", "Events of an unknown type", registry=registry
             ),
             in_flight=Gauge(
-                "ingress_in_flight_requests", "Requests being handled", registry=registry
+                "ingress_in_flight_requests",
+                "Requests being handled",
+                registry=registry,
+                multiprocess_mode="livesum",  # the sum over live workers
             ),
         )
         # Exported at 0 from the start, so "no event for 3 hours" is visible after a restart.

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import structlog
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
@@ -182,11 +183,12 @@ async def _store(
         headers=headers,
         timeout=ctx.settings.publish_timeout_s,
     )
-    ctx.metrics.publish_seconds.labels(message.topic).observe(time.perf_counter() - started)
+    ctx.metrics.published(message.topic, time.perf_counter() - started)
     answer: dict[str, Any] = {"received": True, "event_id": message.event_id}
     if message.routed:
-        ctx.metrics.events.labels(message.event).inc()
-        log.info("event stored", extra={"event_id": message.event_id, "topic": message.topic})
+        ctx.metrics.event_accepted(message.event)
+        # Logged on the request's access line (ingress.app.AccessLog): one line per event.
+        structlog.contextvars.bind_contextvars(event_id=message.event_id, topic=message.topic)
     else:
         ctx.metrics.unrouted.inc()
         answer["routed"] = False

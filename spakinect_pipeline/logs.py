@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
+import orjson
 import structlog
 
 from spakinect_pipeline.config import LogSettings
@@ -24,7 +26,7 @@ def configure_logging(settings: LogSettings) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_orjson_text)
         if settings.format == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -40,6 +42,12 @@ def configure_logging(settings: LogSettings) -> None:
     handler.setFormatter(formatter)
     logging.getLogger().handlers[:] = [handler]
     set_levels(settings.level)
+
+
+def _orjson_text(value: Any, **options: Any) -> str:
+    """JSON text by orjson (every request logs a line: several times faster than json.dumps);
+    structlog passes ``default`` for values JSON has no type for."""
+    return orjson.dumps(value, default=options.get("default")).decode()
 
 
 # Libraries whose DEBUG/INFO output can carry message payloads (aiokafka logs whole

@@ -17,6 +17,18 @@ from streams.settings import StreamsSettings
 log = logging.getLogger(__name__)
 
 
+def use_uvloop() -> None:
+    """Run the worker's event loop on uvloop, as the ingress does (mode's loop selection).
+
+    Faust's per-message path is mostly event-loop work (futures, tasks, socket
+    writes per produce), which uvloop does in C. Faust's Cython stream iterator
+    needs nothing: it is on whenever ``NO_CYTHON`` is unset.
+    """
+    import mode.loop
+
+    mode.loop.use("uvloop")
+
+
 def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings) -> faust.App:
     """A Faust app for ``stage``; tables use RocksDB unless STREAMS_STORE=memory."""
     datadir = streams.state_dir / stage

@@ -18,7 +18,7 @@ import faust
 from events.topics import Topics
 from spakinect_pipeline.config import KafkaSettings, LogSettings, load_settings
 from spakinect_pipeline.tracing import tracer_from_env
-from streams.faust_app import create_faust_app, prepare_changelogs
+from streams.faust_app import create_faust_app, prepare_changelogs, use_uvloop
 from streams.runner import StageEnv, StageRunner
 from streams.settings import StreamsSettings
 from streams.stages import STAGES
@@ -71,6 +71,7 @@ def build_stage(stage: str) -> faust.App:
 
 def run_worker(stage: str) -> None:
     """Run until SIGTERM/SIGINT (Faust's worker handles the signals and the drain)."""
+    use_uvloop()
     app = build_stage(stage)
     streams = load_settings(StreamsSettings)
     asyncio.run(prepare_changelogs(app, load_settings(KafkaSettings), streams.dedupe_window))

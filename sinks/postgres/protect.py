@@ -13,9 +13,9 @@ patient fields null, ``phi_redacted_at`` set. Everything else stays plain.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -37,14 +37,57 @@ VISIT_COLUMNS = (
 _VISIT_PATIENT = slice(4, 8)  # positions of PATIENT_COLUMNS in a visit row
 
 
+class Hashes(Protocol):
+    """Erasure markers and blind indexes (a :class:`Keyring` or a batch's memo of one)."""
+
+    def gfe_marker(self, gfe_id: str) -> str: ...
+
+    def email_index(self, email: str) -> str: ...
+
+
+@dataclass(slots=True)
+class BatchHashes:
+    """One batch's markers and blind indexes, each HMAC computed once.
+
+    The writer needs them twice: to look the batch's erasure markers up before
+    its transaction (:func:`markers`), then to seal its rows (:func:`protect`);
+    and a visit's event row and visit row hash the same gfe_id and email. Kept
+    for one batch only: its keys are patient emails.
+    """
+
+    keyring: Keyring
+    _gfe: dict[str, str] = field(default_factory=dict)
+    _email: dict[str, str] = field(default_factory=dict)
+
+    def gfe_marker(self, gfe_id: str) -> str:
+        marker = self._gfe.get(gfe_id)
+        if marker is None:
+            marker = self._gfe[gfe_id] = self.keyring.gfe_marker(gfe_id)
+        return marker
+
+    def email_index(self, email: str) -> str:
+        index = self._email.get(email)
+        if index is None:
+            index = self._email[email] = self.keyring.email_index(email)
+        return index
+
+
 @dataclass(frozen=True, slots=True)
 class Protection:
-    """What sealing one batch needs: keys, the batch's erasure markers, the retention cutoff."""
+    """What sealing one batch needs: keys, the batch's erasure markers, the retention cutoff.
+
+    ``hashes``: the batch's :class:`BatchHashes` when :func:`markers` already made them.
+    """
 
     keyring: Keyring
     now: datetime
     erased: frozenset[str] = frozenset()
     cutoff: datetime | None = None
+    hashes: Hashes | None = None
+
+    @property
+    def hashing(self) -> Hashes:
+        return self.hashes if self.hashes is not None else self.keyring
 
     def redacts(self, when: datetime, markers: list[str]) -> bool:
         old = self.cutoff is not None and when < self.cutoff
@@ -69,19 +112,19 @@ def _email_of(patient: Any) -> str | None:
     return email if isinstance(email, str) and email else None
 
 
-def markers(rows: BatchRows, keyring: Keyring) -> set[str]:
+def markers(rows: BatchRows, hashes: Hashes) -> set[str]:
     """Every erasure marker that could match a row of the batch (to look up in one query)."""
     found: set[str] = set()
     for row in rows.events:
         if row[1] == VISIT_COMPLETED:
-            found.add(keyring.gfe_marker(row[2]))
+            found.add(hashes.gfe_marker(row[2]))
             email = _email_of(_patient(orjson.loads(row[7])))
             if email:
-                found.add(keyring.email_index(email))
+                found.add(hashes.email_index(email))
     for row in rows.visits:
-        found.add(keyring.gfe_marker(row[0]))
+        found.add(hashes.gfe_marker(row[0]))
         if row[7]:
-            found.add(keyring.email_index(row[7]))
+            found.add(hashes.email_index(row[7]))
     return found
 
 
@@ -92,8 +135,8 @@ def protect_event(row: tuple[Any, ...], p: Protection) -> tuple[Any, ...]:
     if patient is None:
         return (*row, None, None)
     email = _email_of(patient)
-    index = p.keyring.email_index(email) if email else None
-    candidates = [p.keyring.gfe_marker(row[2]), *([index] if index else [])]
+    index = p.hashing.email_index(email) if email else None
+    candidates = [p.hashing.gfe_marker(row[2]), *([index] if index else [])]
     if p.redacts(row[3], candidates):
         payload["data"]["patient_details"] = None
         return (*row[:7], orjson.dumps(payload).decode(), None, p.now)
@@ -105,8 +148,8 @@ def protect_event(row: tuple[Any, ...], p: Protection) -> tuple[Any, ...]:
 def protect_visit(row: tuple[Any, ...], p: Protection) -> tuple[Any, ...]:
     """A visit row with sealed (or redacted) patient columns, + email index, redacted_at."""
     gfe_id, email = row[0], row[7]
-    index = p.keyring.email_index(email) if email else None
-    candidates = [p.keyring.gfe_marker(gfe_id), *([index] if index else [])]
+    index = p.hashing.email_index(email) if email else None
+    candidates = [p.hashing.gfe_marker(gfe_id), *([index] if index else [])]
     if p.redacts(row[8], candidates):
         return (*row[:4], None, None, None, None, *row[8:], None, p.now)
     sealed = [

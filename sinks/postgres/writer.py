@@ -21,7 +21,7 @@ import asyncpg
 
 from sinks.base import InvalidBatch, Record, RetryableError, SinkError
 from sinks.postgres.migrate import migrate
-from sinks.postgres.protect import Protection, markers, protect
+from sinks.postgres.protect import BatchHashes, Protection, markers, protect
 from sinks.postgres.redact import sweep
 from sinks.postgres.rows import batch_rows, columns
 from spakinect_pipeline.phi.crypto import Keyring
@@ -221,7 +221,8 @@ class PostgresSink:
     async def write(self, batch: Sequence[Record]) -> None:
         try:
             rows = batch_rows(batch)
-            candidates = markers(rows, self.keyring)
+            hashes = BatchHashes(self.keyring)
+            candidates = markers(rows, hashes)
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise InvalidBatch(f"malformed record ({type(exc).__name__})") from None
         pool = await self._ensure_pool()
@@ -230,10 +231,9 @@ class PostgresSink:
                 await conn.execute(SHARE_ERASURE_LOCK, ERASURE_LOCK)
                 erased = await conn.fetch(ERASED, list(candidates)) if candidates else []
                 now = self.clock()
-                rows = protect(
-                    rows,
-                    Protection(self.keyring, now, frozenset(r[0] for r in erased), self.cutoff()),
-                )
+                erased_markers = frozenset(r[0] for r in erased)
+                protection = Protection(self.keyring, now, erased_markers, self.cutoff(), hashes)
+                rows = protect(rows, protection)
                 await conn.execute(INSERT_EVENTS, *columns(rows.events, 10))
                 if rows.visits:
                     applied = await conn.fetch(UPSERT_VISITS, *columns(rows.visits, 12))

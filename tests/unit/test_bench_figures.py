@@ -55,15 +55,27 @@ def test_state_figures_are_taken_one_window_after_the_first_event_and_at_the_end
 
 def test_throughput_ratios_compare_ours_with_the_limit_and_the_peer() -> None:
     figures = {"events_per_s": 0, "rows_per_s_steady": 0, "rows": {"spakinect_events": 8}}
+
+    def cpu(total: float) -> dict[str, dict[str, float]]:
+        return {"cpu_ms_per_event": {"dedupe_worker": total / 2, "total": total}}
+
     results = {
-        "ours": figures | {"events_per_s": 500.0, "rows_per_s_steady": 800.0},
-        "raw_limit": figures | {"events_per_s": 2000.0, "rows_per_s_steady": 4000.0},
-        "quix": figures | {"events_per_s": 1000.0, "rows_per_s_steady": 800.0},
+        "ours": figures | {"events_per_s": 500.0, "rows_per_s_steady": 800.0} | cpu(1.5),
+        "raw_limit": figures | {"events_per_s": 2000.0, "rows_per_s_steady": 4000.0} | cpu(0.3),
+        "quix": figures | {"events_per_s": 1000.0, "rows_per_s_steady": 800.0} | cpu(1.0),
+        "quix_one_process": figures
+        | {"events_per_s": 1250.0, "rows_per_s_steady": 1000.0}
+        | cpu(0.75),
     }
     out = ratios(results)
     assert out["a_over_b"] == 0.25
     assert out["a_over_c"] == 0.5
     assert out["a_over_c_steady"] == 1.0
+    assert out["a_over_d"] == 0.4
+    # CPU per event: ours over the other (above 1: ours costs more per event).
+    assert out["a_over_b_cpu_per_event"] == 5.0
+    assert out["a_over_c_cpu_per_event"] == 1.5
+    assert out["a_over_d_cpu_per_event"] == 2.0
     assert out["same_rows"] is True
     results["quix"] = results["quix"] | {"rows": {"spakinect_events": 7}}
     assert ratios(results)["same_rows"] is False

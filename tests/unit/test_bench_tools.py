@@ -74,6 +74,7 @@ Status code distribution:
 def test_wrk_report_gives_rate_percentiles_in_ms_and_failures() -> None:
     assert parse_wrk(WRK) == {
         "rps": 1494.75,
+        "requests": 1644.0,
         "p50_ms": 2.46,
         "p99_ms": 5.57,
         "non_2xx": 1644.0,
@@ -87,6 +88,7 @@ def test_hey_report_gives_rate_percentiles_in_ms_and_failures() -> None:
     assert figures["p50_ms"] == pytest.approx(2.8)
     assert figures["p99_ms"] == pytest.approx(4.9)
     assert figures["non_2xx"] == 80.0
+    assert figures["requests"] == 80.0
 
 
 def test_wrk_socket_errors_are_summed() -> None:

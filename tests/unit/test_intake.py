@@ -64,3 +64,21 @@ def test_schema_violation_is_422_with_fields():
     assert isinstance(decision, Refused)
     assert decision.status == 422
     assert [f["field"] for f in decision.fields] == ["timestamp"]
+
+
+def test_a_nul_escaped_anywhere_in_the_raw_body_is_still_found_and_named() -> None:
+    # The fast path skips the walk only when the raw JSON has no \u0000 escape at all.
+    body = orjson.loads(orjson.dumps(SAMPLES["visit.completed"]))
+    body["data"]["patient_details"]["name"] = "Ja\x00ne"
+    body["data"]["requested_treatments"] = ["Bo\x00tox"]
+    decision = decide(orjson.dumps(body), "visit.completed", 1714675200000)
+    assert isinstance(decision, Refused)
+    assert decision.status == 422
+    assert {f["field"] for f in decision.fields} == {
+        "data.patient_details.name",
+        "data.requested_treatments.0",
+    }
+    # A backslash before "u0000" is not a NUL: accepted, after the walk says so.
+    body = orjson.loads(orjson.dumps(SAMPLES["visit.completed"]))
+    body["data"]["location_id"] = "loc\\u0000"
+    assert isinstance(decide(orjson.dumps(body), "visit.completed", 1714675200000), Accepted)

@@ -1,8 +1,11 @@
 import copy
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from events.payloads import PayloadInvalid, validate_event
+from events.payloads import PayloadInvalid, json_has_no_nul, validate_event
 from events.registry import EVENT_TYPES
 from events.samples import SAMPLES
 
@@ -116,3 +119,42 @@ def test_unknown_treatment_action_is_refused():
     with pytest.raises(PayloadInvalid) as info:
         validate_event(TREATMENT, body, NOW)
     assert fields(info.value) == {"data.action"}
+
+
+@given(st.recursive(st.text(), lambda kids: st.lists(kids) | st.dictionaries(st.text(), kids)))
+def test_json_without_a_nul_escape_decodes_to_strings_without_nul(value: object) -> None:
+    raw = orjson.dumps(value)
+
+    def strings(item: object) -> list[str]:
+        if isinstance(item, str):
+            return [item]
+        if isinstance(item, dict):
+            return [s for k, v in item.items() for s in [k, *strings(v)]]
+        if isinstance(item, list):
+            return [s for child in item for s in strings(child)]
+        return []
+
+    if any("\x00" in s for s in strings(orjson.loads(raw))):
+        assert not json_has_no_nul(raw)  # never a false "no NUL" (the reverse may be wrong)
+
+
+def test_a_successful_event_refused_names_the_head_fields_first_as_ever():
+    # One validation serves success: true; a refusal still comes from the head first,
+    # so a body without its entity id is told about that, not every missing field.
+    body = visit()
+    del body["data"]["gfe_id"]
+    del body["data"]["location_id"]
+    with pytest.raises(PayloadInvalid) as info:
+        validate_event(VISIT, body, NOW)
+    assert fields(info.value) == {"data.gfe_id"}
+    body = visit()
+    del body["data"]["location_id"]
+    with pytest.raises(PayloadInvalid) as info:
+        validate_event(VISIT, body, NOW)
+    assert fields(info.value) == {"data.location_id"}
+
+
+def test_success_given_as_a_string_is_validated_in_two_steps_and_kept_lax():
+    event = validate_event(VISIT, visit(success="true"), NOW)
+    assert event.success is True
+    assert event.payload["data"]["patient_details"]["email"] == "jane.smith@example.com"

@@ -7,6 +7,7 @@ import orjson
 from events.envelope import Disposition
 from sinks.postgres.protect import (
     VISIT_COLUMNS,
+    BatchHashes,
     Protection,
     markers,
     open_payload,
@@ -78,3 +79,35 @@ def test_events_without_patient_data_are_unchanged():
     (event,) = rows.events
     assert orjson.loads(event[7]) == failed
     assert event[8:] == (None, None)
+
+
+class CountingRing:
+    """The keyring's two hashes, counting the HMACs actually computed."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def gfe_marker(self, gfe_id: str) -> str:
+        self.calls += 1
+        return RING.gfe_marker(gfe_id)
+
+    def email_index(self, email: str) -> str:
+        self.calls += 1
+        return RING.email_index(email)
+
+
+def test_a_batch_computes_each_marker_and_index_once_with_the_keyrings_values():
+    plain = batch_rows([rec(visit(1714675200000)), rec(visit(1714675300000))])
+    counting = CountingRing()
+    hashes = BatchHashes(counting)  # type: ignore[arg-type]
+    found = markers(plain, hashes)
+    assert found == markers(plain, RING)
+    assert counting.calls == 2  # one gfe_id, one email, for two events and their visit row
+    erased = frozenset({RING.gfe_marker("gfe_other")})
+    memo = protect(plain, Protection(RING, NOW, erased, hashes=hashes))
+    assert counting.calls == 2  # sealing reused them
+    direct = protect(plain, Protection(RING, NOW, erased))
+    assert [r[8] for r in memo.events] == [r[8] for r in direct.events]
+    assert [visit_dict(r)["patient_email_index"] for r in memo.visits] == [
+        visit_dict(r)["patient_email_index"] for r in direct.visits
+    ]

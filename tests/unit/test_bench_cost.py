@@ -1,0 +1,113 @@
+"""CPU per event: the accounting arithmetic, process-tree sampling, report rows and profiles."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench.cpu import CpuMeter, children_by_name, cost_per_event, cpu_columns, spent, tree_cpu_s
+from bench.ingress_throughput import ratios
+from bench.profile import top_own
+
+
+def test_cost_is_cpu_seconds_spent_in_the_span_per_event_in_core_ms() -> None:
+    before = {"ingress": 10.0, "kafka": 100.0}
+    after = {"ingress": 12.0, "kafka": 100.5, "wrk": 0.25}  # wrk appeared during the span
+    cpu = spent(before, after)
+    assert cpu == {"ingress": 2.0, "kafka": 0.5, "wrk": 0.25}
+    assert cost_per_event(cpu, 1000) == {"ingress": 2.0, "kafka": 0.5, "wrk": 0.25, "total": 2.75}
+    columns = cpu_columns(cpu, 1000, wall_s=5.0)
+    assert columns["cpu_cores"] == {"ingress": 0.4, "kafka": 0.1, "wrk": 0.05, "total": 0.55}
+
+
+def test_a_counter_that_went_backwards_costs_nothing_and_zero_events_is_an_error() -> None:
+    # A participant restarted between the snapshots: its fresh counter is below the old one.
+    assert spent({"worker": 5.0}, {"worker": 1.0}) == {"worker": 0.0}
+    with pytest.raises(ValueError, match="at least one event"):
+        cost_per_event({"worker": 1.0}, 0)
+
+
+BURN = "import time\nend = time.process_time() + {s}\nwhile time.process_time() < end: pass\n"
+
+
+def test_a_tree_counts_its_descendants_also_those_that_exited_inside_the_span() -> None:
+    # The parent starts a child that burns 0.3 s of CPU and is reaped, then waits: as a
+    # postmaster's backends come and go, the child's time must still be counted.
+    script = (
+        "import subprocess, sys, time\n"
+        "time.sleep(0.5)\n"
+        f"subprocess.run([sys.executable, '-c', {BURN.format(s=0.3)!r}])\n"
+        "time.sleep(30)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        meter = CpuMeter({"tree": parent.pid, "never": None})
+        before = meter.snapshot()
+        assert set(before) == {"tree"}
+        time.sleep(2.5)
+        cpu = spent(before, meter.snapshot())
+        assert 0.3 <= cpu["tree"] < 1.5
+    finally:
+        parent.kill()
+        parent.wait()
+    assert tree_cpu_s(parent.pid) == 0.0  # gone: nothing, not an error
+
+
+def test_children_are_named_by_rule_and_numbered_when_repeated() -> None:
+    sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
+    script = (
+        "import subprocess, sys, time\n"
+        f"ps = [subprocess.Popen({sleeper!r}) for _ in range(2)]\n"
+        "time.sleep(30)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 10
+        while len(named := children_by_name(parent.pid, lambda _pid: "sleeper")) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert set(named) == {"sleeper", "sleeper-2"}
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_ingress_ratios_are_over_the_bare_route_and_a_over_b() -> None:
+    def figures(name: str, rps: float, p99: float, cpu: float) -> dict[str, float]:
+        return {
+            f"{name}.max.rps": rps,
+            f"{name}.max.p99_ms": p99,
+            f"{name}.max.cpu_ms_per_req.server": cpu,
+        }
+
+    result = (
+        figures("a_kafka", 1000, 40, 1.0)
+        | figures("b_noop", 2000, 20, 0.5)
+        | figures("c_bare", 4000, 10, 0.25)
+        | figures("a_kafka_before", 500, 80, 2.0)
+    )
+    out = ratios(result, ["a_kafka", "b_noop", "c_bare", "a_kafka_before"])
+    assert out["ratio_a_over_c.max.rps"] == 0.25
+    assert out["ratio_b_over_c.max.rps"] == 0.5
+    assert out["ratio_a_over_c.max.cpu_ms_per_req.server"] == 4.0
+    assert out["ratio_a_before_over_c.max.rps"] == 0.125
+    assert out["ratio_a_over_b.max.p99_ms"] == 2.0
+    # No b_noop_before ran: no a_before/b_before ratio rather than a made-up one.
+    assert not any(key.startswith("ratio_a_before_over_b") for key in out)
+
+
+def test_profile_summary_ranks_leaf_frames_by_own_samples_across_lines() -> None:
+    collapsed = "\n".join(
+        [
+            "run (asyncio/runners.py:118);handle (app.py:10);too_deep (intake.py:50) 30",
+            "run (asyncio/runners.py:118);handle (app.py:10);too_deep (intake.py:52) 10",
+            "run (asyncio/runners.py:118);handle (app.py:12) 50",
+            "run (asyncio/runners.py:118) 20",
+            "not a stack line",
+        ]
+    )
+    assert top_own(collapsed, 2) == [("handle (app.py)", 45.5), ("too_deep (intake.py)", 36.4)]
+    assert top_own("", 5) == []

@@ -1,0 +1,61 @@
+"""Inject one gray fault for a while, then end it; note what the stack showed meanwhile.
+
+``pause``: a service SIGSTOPped with its children, then SIGCONT. ``stall``: the
+SMTP relay swapped for one that accepts and never answers. ``fill``: the
+service's data directory (a size-limited tmpfs) filled to the last block, then
+freed. ``partition``: the ingress's link to Kafka cut (``chaos.netns``), then
+restored. The
+supervisor restarts any pipeline process that exits during the run; a service
+that died of the fault is restarted once the fault ends: both count as
+restarts needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from chaos.faults import fill, free_space
+from chaos.stack import ChaosStack
+
+PROBE_AFTER_S = 5.0  # DESIGN's probes answer within 1.5 s; give the stage a few checks
+
+
+def data_mount(service: str, root: Path) -> Path:
+    """Where ``service`` keeps its data under a chaos stack's ``root`` (devstack layout)."""
+    return {"kafka": root / "kafka" / "log", "postgres": root / "postgres" / "pgdata"}[service]
+
+
+async def inject(stack: ChaosStack, fault: str, target: str, seconds: float) -> dict[str, Any]:
+    """Run the fault for ``seconds``; return what was seen, ``fault_ended`` (monotonic) with it."""
+    seen: dict[str, Any] = {}
+    if fault == "pause":
+        stack.pause(target)
+    elif fault == "stall":
+        await stack.stall_smtp()
+    elif fault == "fill":
+        filler = fill(data_mount(target, stack.root))
+        seen["free_bytes_while_full"] = free_space(filler.parent)
+    elif fault == "partition" and stack.partition:
+        await asyncio.to_thread(stack.partition.cut)
+    else:
+        raise ValueError(f"unknown gray fault {fault!r}")
+    started = time.monotonic()
+    await asyncio.sleep(min(PROBE_AFTER_S, seconds))
+    stage = "postgres" if target == "postgres" else "email" if target == "smtp" else "ingress"
+    seen[f"{stage}_readyz_during_fault"] = await asyncio.to_thread(stack.readyz, stage)
+    await asyncio.sleep(max(0.0, seconds - (time.monotonic() - started)))
+    if fault == "pause":
+        stack.pause(target, resume=True)
+    elif fault == "stall":
+        seen["stalled_smtp_connections"] = stack.stalled_smtp.accepted
+        await stack.unstall_smtp()
+    elif fault == "fill":
+        filler.unlink()
+        await stack.revive(target)  # a broker that shut down on the full disk: by hand
+    elif stack.partition:
+        await asyncio.to_thread(stack.partition.restore)
+    seen["fault_ended"] = time.monotonic()
+    return seen

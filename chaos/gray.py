@@ -45,7 +45,7 @@ async def inject(stack: ChaosStack, fault: str, target: str, seconds: float) -> 
     started = time.monotonic()
     await asyncio.sleep(min(PROBE_AFTER_S, seconds))
     stage = "postgres" if target == "postgres" else "email" if target == "smtp" else "ingress"
-    seen[f"{stage}_readyz_during_fault"] = await asyncio.to_thread(stack.readyz, stage)
+    seen[f"{stage}_readyz_during_fault"] = (await asyncio.to_thread(stack.readyz, stage))[0]
     await asyncio.sleep(max(0.0, seconds - (time.monotonic() - started)))
     if fault == "pause":
         stack.pause(target, resume=True)

@@ -43,6 +43,10 @@ from devstack.smtp_catcher import read_mails
 from events.topics import Topics
 
 DRAIN_TIMEOUT_S = 300.0
+# A fault that outlasts the session timeout may cost each group a rebalance as members
+# drop out and one as they come back. (Checked for gray faults: a kill's restarted worker
+# counts from 0 again.)
+REBALANCES_NOT_A_STORM = 3
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,7 @@ async def _drive(stack: ChaosStack, scenario: Scenario, events: int, rate: float
     # A gray fault kills nothing on purpose: a pipeline process that exits is restarted
     # (as the kubelet would) and counted as a restart needed.
     supervisor = asyncio.create_task(stack.supervise()) if scenario.fault != "kill" else None
+    rebalances = await asyncio.to_thread(stack.rebalances)
     # The client in a process of its own: here the fault injection's threads (brokers polled
     # until ready) would hold the GIL and stretch the client's own stopwatch by seconds.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -199,6 +204,7 @@ async def _drive(stack: ChaosStack, scenario: Scenario, events: int, rate: float
     mailed_at = time.monotonic()
     if supervisor is not None:
         supervisor.cancel()
+    after = await asyncio.to_thread(stack.rebalances)
     statuses = Counter(log.statuses)
     ingress_seconds = stack.ingress_answer_seconds()
     return {
@@ -229,6 +235,8 @@ async def _drive(stack: ChaosStack, scenario: Scenario, events: int, rate: float
         "drained_s_after_load": round(drained_at - max(load_ended, fault_ended), 1),
         "emails_drained_s_after_fault": round(mailed_at - fault_ended, 1),
         "restarts_needed": len(stack.restarts),
+        # A worker restarted by the supervisor counts from 0 again; restarts show it.
+        "most_rebalances_in_a_worker": max(max(0, after[s] - rebalances[s]) for s in after),
         "restarted": ",".join(stack.restarts) or "-",
         **seen,
         **(
@@ -271,6 +279,8 @@ def failures(result: dict[str, Any], scenario: Scenario) -> list[str]:
         problems.append(f"{result['acked_below_min_isr']} 2xx while two of three brokers were down")
     if result["visits_with_extra_emails"] > scenario.email_worker_crashes:
         problems.append(f"{result['visits_with_extra_emails']} visits emailed more than once")
+    if scenario.fault != "kill" and result["most_rebalances_in_a_worker"] > REBALANCES_NOT_A_STORM:
+        problems.append(f"a rebalance storm: {result['most_rebalances_in_a_worker']} in a worker")
     if result["restarts_needed"] > scenario.allowed_restarts:
         problems.append(f"restarts needed: {result['restarted']}")
     return problems

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from chaos.answers import ingress_answer_seconds
 from chaos.faults import StalledServer, signal_tree
@@ -153,17 +155,20 @@ class ChaosStack:
         await self.stalled_smtp.stop()
         await asyncio.to_thread(self.services.smtp.start)
 
-    def readyz(self, name: str) -> int:
-        """The status of a pipeline process's ``/readyz`` (-1: no answer within 3 s)."""
+    def readyz(self, name: str) -> tuple[int, dict[str, Any]]:
+        """Status and body of a pipeline process's ``/readyz`` (-1: no answer within 3 s)."""
         base = self.ingress_url if name == "ingress" else f"http://127.0.0.1:{self.web_ports[name]}"
-        url = f"{base}/readyz"
         try:
-            with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 - ours
-                return int(response.status)
+            with urllib.request.urlopen(f"{base}/readyz", timeout=3) as response:  # noqa: S310
+                return int(response.status), json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return -1
+            return exc.code, json.loads(exc.read() or b"{}")
+        except (OSError, ValueError):
+            return -1, {}
+
+    def rebalances(self) -> dict[str, int]:
+        """Rebalances each worker has started so far (its ``/readyz`` says)."""
+        return {stage: int(self.readyz(stage)[1].get("rebalances", 0)) for stage in STAGES}
 
     async def revive(self, name: str) -> None:
         """Start ``name`` again if it died (what an operator or the kubelet would do);

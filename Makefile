@@ -36,7 +36,7 @@ test-unit: venv k8s-tools promtool ## Run the unit tests only (no services)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: chaos
-chaos: venv ## Fault injection (Kafka, worker, Postgres, SMTP, ingress killed under load): counts, chaos/results/*.json
+chaos: venv ## Fault injection (kills, a cluster, gray faults: hung Kafka/Postgres, stalled SMTP, full disks, partition; root): chaos/results/*.json
 	$(PY) -m chaos.run --scenario all --events 5000 --rate 100
 
 .PHONY: bench

@@ -28,18 +28,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from bench.report import machine, write_report
 from chaos.answers import over_bound
+from chaos.counts import drained, emails, rows
 from chaos.faults import mount_tmpfs, unmount
 from chaos.gray import data_mount, inject
 from chaos.netns import Partition
-from chaos.stack import CLINIC, PUBLISH_BUDGET_S, ChaosStack
+from chaos.stack import PUBLISH_BUDGET_S, ChaosStack
 from chaos.vendor import ANSWER_TIMEOUT_S, deliver_all
 from devstack import REPO
 from devstack.kafka_cluster import KafkaCluster
-from devstack.smtp_catcher import read_mails
 from events.topics import Topics
 
 DRAIN_TIMEOUT_S = 300.0
@@ -77,45 +75,6 @@ SCENARIOS = {
     "partition": Scenario(("ingress",), 30, fault="partition"),
 }
 LEADER_KILLS = 5
-
-
-async def _rows(dsn: str, prefix: str) -> tuple[set[str], int]:
-    conn = await asyncpg.connect(dsn, timeout=5)  # a hung server must not hang the count
-    try:
-        rows = await conn.fetch(
-            "SELECT entity_id FROM spakinect_events WHERE entity_id LIKE $1",
-            prefix + "%",
-            timeout=10,
-        )
-    finally:
-        await conn.close()
-    ids = [r["entity_id"] for r in rows]
-    return set(ids), len(ids) - len(set(ids))
-
-
-def _emails(mail_dir: Path, prefix: str) -> Counter[str]:
-    sent: Counter[str] = Counter()
-    for message in read_mails(mail_dir, CLINIC):
-        for word in str(message.get("Subject", "")).split():
-            if word.startswith(prefix):
-                sent[word] += 1
-    return sent
-
-
-async def _stored(dsn: str, prefix: str) -> set[str]:
-    """The stored ids, or none while Postgres cannot answer (killed, stopped, full)."""
-    try:
-        return (await _rows(dsn, prefix))[0]
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-        return set()
-
-
-async def _drained(dsn: str, prefix: str, acked: set[str], deadline: float) -> float:
-    """When every acknowledged event had its row (or the deadline)."""
-    while True:
-        if acked <= await _stored(dsn, prefix) or time.monotonic() > deadline:
-            return time.monotonic()
-        await asyncio.sleep(1)
 
 
 async def _inject(
@@ -190,14 +149,14 @@ async def _drive(stack: ChaosStack, scenario: Scenario, events: int, rate: float
     acked = log.acked
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     # Watched while the fault may still last: a stage it does not touch drains meanwhile.
-    drained_at = await _drained(stack.dsn, prefix, acked, deadline)
+    drained_at = await drained(stack.dsn, prefix, acked, deadline)
     seen = await fault
     fault_ended = seen.pop("fault_ended")
-    stored, duplicate_rows = await _rows(stack.dsn, prefix)
+    stored, duplicate_rows = await rows(stack.dsn, prefix)
     visits = acked & stored
     mails: Counter[str] = Counter()
     while time.monotonic() < deadline:
-        mails = _emails(stack.services.mail_dir, prefix)
+        mails = emails(stack.services.mail_dir, prefix)
         if all(mails[g] for g in visits):
             break
         await asyncio.sleep(1)

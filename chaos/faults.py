@@ -69,19 +69,26 @@ def unmount(path: Path) -> None:
     subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
 
 
+CHUNK = 1024 * 1024
+
+
 def fill(mount: Path) -> Path:
-    """Take every free block of ``mount`` with one file; return it (delete it to free)."""
+    """Take every free block of ``mount`` with one file, appended to on each call (a writer
+    that frees some, e.g. Postgres recycling WAL, gets it taken again); delete it to free.
+
+    Allocated a chunk at a time from the file's end: a ``fallocate`` that fails undoes
+    what that call allocated, so one call asking for more than is free would leave the
+    disk as empty as before.
+    """
     filler = mount / "chaos-filler"
-    stats = os.statvfs(mount)
-    free = stats.f_bavail * stats.f_frsize
     fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
     try:
-        # Leave nothing: the filesystem may free a little more between the two calls.
-        for size in (free, free + 64 * stats.f_frsize):
-            try:
-                os.posix_fallocate(fd, 0, size)
-            except OSError:
-                break
+        for chunk in (CHUNK, os.statvfs(mount).f_frsize):
+            while True:
+                try:
+                    os.posix_fallocate(fd, os.fstat(fd).st_size, chunk)
+                except OSError:
+                    break
     finally:
         os.close(fd)
     return filler

@@ -23,6 +23,16 @@ from chaos.stack import ChaosStack
 PROBE_AFTER_S = 5.0  # DESIGN's probes answer within 1.5 s; give the stage a few checks
 
 
+async def _keep_full(mount: Path, seen: dict[str, Any]) -> None:
+    """Take back, every 0.5 s, whatever the service freed; note the most it had meanwhile."""
+    seen["most_free_bytes_while_full"] = 0
+    while True:
+        free = free_space(mount)
+        seen["most_free_bytes_while_full"] = max(seen["most_free_bytes_while_full"], free)
+        await asyncio.to_thread(fill, mount)
+        await asyncio.sleep(0.5)
+
+
 def data_mount(service: str, root: Path) -> Path:
     """Where ``service`` keeps its data under a chaos stack's ``root`` (devstack layout)."""
     return {"kafka": root / "kafka" / "log", "postgres": root / "postgres" / "pgdata"}[service]
@@ -37,7 +47,7 @@ async def inject(stack: ChaosStack, fault: str, target: str, seconds: float) -> 
         await stack.stall_smtp()
     elif fault == "fill":
         filler = fill(data_mount(target, stack.root))
-        seen["free_bytes_while_full"] = free_space(filler.parent)
+        keep_full = asyncio.create_task(_keep_full(filler.parent, seen))
     elif fault == "partition" and stack.partition:
         await asyncio.to_thread(stack.partition.cut)
     else:
@@ -53,6 +63,7 @@ async def inject(stack: ChaosStack, fault: str, target: str, seconds: float) -> 
         seen["stalled_smtp_connections"] = stack.stalled_smtp.accepted
         await stack.unstall_smtp()
     elif fault == "fill":
+        keep_full.cancel()
         filler.unlink()
         await stack.revive(target)  # a broker that shut down on the full disk: by hand
     elif stack.partition:

@@ -19,8 +19,15 @@ from typing import Any
 
 from chaos.faults import fill, free_space
 from chaos.stack import ChaosStack
+from streams.probes import CHECK_TIMEOUT_S, REUSE_S
 
-PROBE_AFTER_S = 5.0  # DESIGN's probes answer within 1.5 s; give the stage a few checks
+
+def probe_after(target: str) -> float:
+    """When the stage's ``/readyz`` must have seen the fault: past the time a worker reuses
+    a check's result (the relay's for 15 s, so as not to greet it on every probe) and the
+    check's own bound, with a margin; the ingress has no such reuse."""
+    dependency = {"postgres": "postgres", "smtp": "smtp"}.get(target)
+    return REUSE_S[dependency] + CHECK_TIMEOUT_S + 1.5 if dependency else 5.0
 
 
 async def _keep_full(mount: Path, seen: dict[str, Any]) -> None:
@@ -53,7 +60,7 @@ async def inject(stack: ChaosStack, fault: str, target: str, seconds: float) -> 
     else:
         raise ValueError(f"unknown gray fault {fault!r}")
     started = time.monotonic()
-    await asyncio.sleep(min(PROBE_AFTER_S, seconds))
+    await asyncio.sleep(min(probe_after(target), seconds))
     stage = "postgres" if target == "postgres" else "email" if target == "smtp" else "ingress"
     seen[f"{stage}_readyz_during_fault"] = (await asyncio.to_thread(stack.readyz, stage))[0]
     await asyncio.sleep(max(0.0, seconds - (time.monotonic() - started)))

@@ -28,7 +28,7 @@ up: venv ## Run the whole pipeline on real local services (foreground; Ctrl-C st
 	$(PY) -m devstack up $(UP_ARGS)
 
 .PHONY: test
-test: venv lint k8s-tools promtool ## Lint, then run every test (integration tests start real local services)
+test: venv lint k8s-tools promtool chaos-tools ## Lint, then run every test (integration tests start real local services)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
@@ -36,7 +36,7 @@ test-unit: venv k8s-tools promtool ## Run the unit tests only (no services)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: chaos
-chaos: venv ## Fault injection (Kafka, worker, Postgres, SMTP, ingress killed under load): counts, chaos/results/*.json
+chaos: venv chaos-tools ## Fault injection (kills, a cluster, gray faults: hung Kafka/Postgres, stalled SMTP, full disks, partition; root): chaos/results/*.json
 	$(PY) -m chaos.run --scenario all --events 5000 --rate 100
 
 .PHONY: bench
@@ -67,6 +67,13 @@ k8s-tools: ## Install kubectl if missing, to render deploy/k8s (Debian, as root)
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && { apt-get install -y -qq kubectl || apt-get install -y -qq kubernetes-client; }; \
 	  else echo "the manifest tests need kubectl: sudo apt-get install kubernetes-client" >&2; exit 1; fi; }
+
+.PHONY: chaos-tools
+chaos-tools: ## Install ip (Debian's iproute2) if missing: the partition scenario's network namespace
+	@command -v ip >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends iproute2; \
+	  else echo "make chaos needs ip: sudo apt-get install iproute2" >&2; exit 1; fi; }
 
 .PHONY: promtool
 promtool: ## Install promtool (Debian's prometheus package) if missing: the alert-rule tests need it

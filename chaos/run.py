@@ -1,12 +1,15 @@
 """One fault per run under vendor-like load, then count: nothing acknowledged may be lost.
 
-    python -m chaos.run [--scenario kafka|worker|postgres|smtp|ingress|all] [--events 5000]
+    python -m chaos.run [--scenario kafka|worker|...|stalled-smtp|all] [--events 5000]
 
 Each run starts its own stack (so it can kill any part of it), delivers
 ``--events`` visits (20% of them twice) at ``--rate`` per second with a
 client that retries every non-2xx until it gets one, injects the fault at
 30% of the load, waits for the pipeline to drain and checks the counts, and
 that the ingress answered every request within the publish budget plus 1 s.
+Gray faults (``chaos.gray``: a process stopped, a relay that never answers, a
+full disk) also report how long after the fault ended everything drained and
+how many restarts it took (0 unless the scenario allows and the README says).
 Prints a table and writes ``chaos/results/<scenario>.json``.
 """
 
@@ -21,22 +24,27 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from bench.report import machine, write_report
 from chaos.answers import over_bound
-from chaos.stack import CLINIC, PUBLISH_BUDGET_S, ChaosStack
+from chaos.counts import drained, emails, rows
+from chaos.faults import mount_tmpfs, unmount
+from chaos.gray import data_mount, inject
+from chaos.netns import Partition
+from chaos.stack import PUBLISH_BUDGET_S, ChaosStack
 from chaos.vendor import ANSWER_TIMEOUT_S, deliver_all
 from devstack import REPO
 from devstack.kafka_cluster import KafkaCluster
-from devstack.smtp_catcher import read_mails
 from events.topics import Topics
 
 DRAIN_TIMEOUT_S = 300.0
+# A fault that outlasts the session timeout may cost each group a rebalance as members
+# drop out and one as they come back. (Checked for gray faults: a kill's restarted worker
+# counts from 0 again.)
+REBALANCES_NOT_A_STORM = 3
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,9 @@ class Scenario:
     email_worker_crashes: int = 0
     brokers: int = 1
     min_load_s: float = 0.0  # the cluster's faults take ~2 min: the load must last as long
+    fault: str = "kill"  # or a gray fault of chaos.gray: pause, stall, fill
+    allowed_restarts: int = 0  # restarts the README's operating section documents
+    tmpfs_mb: int = 0  # fill: the target's data directory on a tmpfs of this size
 
 
 SCENARIOS = {
@@ -56,41 +67,30 @@ SCENARIOS = {
     "ingress": Scenario(("ingress",), 1),
     # The busiest raw partition's leader SIGKILLed 5 times, then two of three brokers down.
     "cluster": Scenario((), 10, brokers=3, min_load_s=150),
+    "hung-kafka": Scenario(("kafka",), 30, fault="pause"),
+    "hung-postgres": Scenario(("postgres",), 30, fault="pause"),
+    "stalled-smtp": Scenario(("smtp",), 30, fault="stall"),
+    "full-kafka-disk": Scenario(("kafka",), 30, fault="fill", tmpfs_mb=256, allowed_restarts=1),
+    "full-postgres-disk": Scenario(("postgres",), 30, fault="fill", tmpfs_mb=256),
+    "partition": Scenario(("ingress",), 30, fault="partition"),
 }
 LEADER_KILLS = 5
 
 
-async def _rows(dsn: str, prefix: str) -> tuple[set[str], int]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT entity_id FROM spakinect_events WHERE entity_id LIKE $1", prefix + "%"
-        )
-    finally:
-        await conn.close()
-    ids = [r["entity_id"] for r in rows]
-    return set(ids), len(ids) - len(set(ids))
-
-
-def _emails(mail_dir: Path, prefix: str) -> Counter[str]:
-    sent: Counter[str] = Counter()
-    for message in read_mails(mail_dir, CLINIC):
-        for word in str(message.get("Subject", "")).split():
-            if word.startswith(prefix):
-                sent[word] += 1
-    return sent
-
-
-async def _inject(stack: ChaosStack, scenario: Scenario, at: float, spans: list[float]) -> float:
+async def _inject(
+    stack: ChaosStack, scenario: Scenario, at: float, spans: list[float]
+) -> dict[str, Any]:
     await asyncio.sleep(at)
+    if scenario.fault != "kill":
+        return await inject(stack, scenario.fault, scenario.kills[0], scenario.down_s)
     if stack.cluster is not None:
-        return await _cluster_faults(stack.cluster, scenario, spans)
+        return {"fault_ended": await _cluster_faults(stack.cluster, scenario, spans)}
     for name in scenario.kills:
         await stack.kill(name)
     await asyncio.sleep(scenario.down_s)
     for name in scenario.kills:
         await stack.restart(name)
-    return time.monotonic()
+    return {"fault_ended": time.monotonic()}
 
 
 async def _cluster_faults(cluster: KafkaCluster, scenario: Scenario, spans: list[float]) -> float:
@@ -135,6 +135,10 @@ async def _drive(stack: ChaosStack, scenario: Scenario, events: int, rate: float
     load_s = events * 1.2 / rate
     spans: list[float] = []
     fault = asyncio.create_task(_inject(stack, scenario, 0.3 * load_s, spans))
+    # A gray fault kills nothing on purpose: a pipeline process that exits is restarted
+    # (as the kubelet would) and counted as a restart needed.
+    supervisor = asyncio.create_task(stack.supervise()) if scenario.fault != "kill" else None
+    rebalances = await asyncio.to_thread(stack.rebalances)
     # The client in a process of its own: here the fault injection's threads (brokers polled
     # until ready) would hold the GIL and stretch the client's own stopwatch by seconds.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -142,22 +146,24 @@ async def _drive(stack: ChaosStack, scenario: Scenario, events: int, rate: float
             pool, deliver_all, url, gfe_ids, rate
         )
     load_ended = time.monotonic()  # every delivery answered 2xx: no new acks from here
-    fault_ended = await fault
     acked = log.acked
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while True:
-        stored, duplicate_rows = await _rows(stack.dsn, prefix)
-        if acked <= stored or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(1)
-    drained_at = time.monotonic()
+    # Watched while the fault may still last: a stage it does not touch drains meanwhile.
+    drained_at = await drained(stack.dsn, prefix, acked, deadline)
+    seen = await fault
+    fault_ended = seen.pop("fault_ended")
+    stored, duplicate_rows = await rows(stack.dsn, prefix)
     visits = acked & stored
     mails: Counter[str] = Counter()
     while time.monotonic() < deadline:
-        mails = _emails(stack.services.mail_dir, prefix)
+        mails = emails(stack.services.mail_dir, prefix)
         if all(mails[g] for g in visits):
             break
         await asyncio.sleep(1)
+    mailed_at = time.monotonic()
+    if supervisor is not None:
+        supervisor.cancel()
+    after = await asyncio.to_thread(stack.rebalances)
     statuses = Counter(log.statuses)
     ingress_seconds = stack.ingress_answer_seconds()
     return {
@@ -186,6 +192,12 @@ async def _drive(stack: ChaosStack, scenario: Scenario, events: int, rate: float
         # load has ended; so also how long after the load's end that was.
         "drained_s_after_fault": round(drained_at - fault_ended, 1),
         "drained_s_after_load": round(drained_at - max(load_ended, fault_ended), 1),
+        "emails_drained_s_after_fault": round(mailed_at - fault_ended, 1),
+        "restarts_needed": len(stack.restarts),
+        # A worker restarted by the supervisor counts from 0 again; restarts show it.
+        "most_rebalances_in_a_worker": max(max(0, after[s] - rebalances[s]) for s in after),
+        "restarted": ",".join(stack.restarts) or "-",
+        **seen,
         **(
             {
                 "leader_kills": LEADER_KILLS,
@@ -226,14 +238,27 @@ def failures(result: dict[str, Any], scenario: Scenario) -> list[str]:
         problems.append(f"{result['acked_below_min_isr']} 2xx while two of three brokers were down")
     if result["visits_with_extra_emails"] > scenario.email_worker_crashes:
         problems.append(f"{result['visits_with_extra_emails']} visits emailed more than once")
+    if scenario.fault != "kill" and result["most_rebalances_in_a_worker"] > REBALANCES_NOT_A_STORM:
+        problems.append(f"a rebalance storm: {result['most_rebalances_in_a_worker']} in a worker")
+    if result["restarts_needed"] > scenario.allowed_restarts:
+        problems.append(f"restarts needed: {result['restarted']}")
     return problems
 
 
-def run(name: str, events: int, rate: float) -> dict[str, Any]:
+def run(name: str, events: int, rate: float, fault_s: float | None = None) -> dict[str, Any]:
+    """One scenario; ``fault_s`` shortens (or lengthens) its fault, e.g. for CI."""
     scenario = SCENARIOS[name]
+    if fault_s is not None:
+        scenario = replace(scenario, down_s=fault_s)
     with tempfile.TemporaryDirectory(prefix=f"spakinect-chaos-{name}-") as tmp:
-        stack = ChaosStack(Path(tmp), REPO / ".cache", brokers=scenario.brokers)
+        partition = Partition() if scenario.fault == "partition" else None
+        stack = ChaosStack(Path(tmp), REPO / ".cache", scenario.brokers, partition)
+        mount = data_mount(scenario.kills[0], Path(tmp)) if scenario.tmpfs_mb else None
         try:
+            if mount is not None:
+                mount_tmpfs(mount, scenario.tmpfs_mb)
+            if partition is not None:
+                partition.create()
             stack.start()
             time.sleep(8)  # let the workers join their groups before the load
             if scenario.min_load_s:
@@ -241,8 +266,18 @@ def run(name: str, events: int, rate: float) -> dict[str, Any]:
             result = asyncio.run(_drive(stack, scenario, events, rate))
         finally:
             stack.stop()
+            if mount is not None:
+                unmount(mount)
+            if partition is not None:
+                partition.delete()
     where = {"all": "Kafka, Postgres, SMTP catcher, ingress, 3 workers, client: this host"}
-    return {"scenario": name, **result, "rate": rate, **machine(where)}
+    return {
+        "scenario": name,
+        "fault_s": scenario.down_s,
+        **result,
+        "rate": rate,
+        **machine(where),
+    }
 
 
 def main() -> None:

@@ -133,6 +133,9 @@ class KafkaBroker:
         self.partitions = partitions
         self.heap = heap
         self.process: ManagedProcess | None = None
+        # (address, port) of one more plain listener, on another network than 127.0.0.1
+        # (chaos: the link to a network namespace); clients that bootstrap there stay there.
+        self.link_listener: tuple[str, int] | None = None
 
     @classmethod
     def on_free_ports(cls, root: Path, **options: Any) -> KafkaBroker:
@@ -161,17 +164,20 @@ class KafkaBroker:
             if self.voters
             else {"controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}"}
         )
+        plain = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        if self.link_listener:
+            plain.append("LINK://{}:{}".format(*self.link_listener))
         props = {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),
             **quorum,
-            "listeners": (
-                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
-            ),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": ",".join([*plain, f"CONTROLLER://127.0.0.1:{self.controller_port}"]),
+            "advertised.listeners": ",".join(plain),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": (
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,LINK:PLAINTEXT"
+            ),
             "log.dirs": str(self.data_dir / "log"),
             **broker_behaviour(self.partitions, int(replicas)),
         }

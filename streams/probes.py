@@ -79,6 +79,7 @@ def decide(assignment: Assignment, failures: Mapping[str, str | None]) -> Readin
     body: dict[str, Any] = {
         "ready": not problems,
         "partitions": assignment.partitions,
+        "rebalances": assignment.rebalances,  # since start: a storm shows as a climbing count
         "checks": {name: failures[name] or "ok" for name in sorted(failures)},
     }
     if problems:

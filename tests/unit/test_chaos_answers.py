@@ -46,6 +46,9 @@ def result(**changes: Any) -> dict[str, Any]:
         "answers_over_budget_plus_1s": 0,
         "visits_without_email": 0,
         "visits_with_extra_emails": 0,
+        "restarts_needed": 0,
+        "restarted": "-",
+        "most_rebalances_in_a_worker": 1,
     }
     return clean | changes
 
@@ -62,3 +65,24 @@ def test_the_run_fails_when_the_bound_could_not_be_checked() -> None:
     assert failures(result(ingress_answers=0), SCENARIOS["kafka"]) == [
         "no answer in the ingress's access log: the bound went unchecked"
     ]
+
+
+def test_a_gray_fault_fails_on_a_restart_unless_the_scenario_documents_it() -> None:
+    assert failures(result(restarts_needed=1, restarted="email"), SCENARIOS["hung-kafka"]) == [
+        "restarts needed: email"
+    ]
+    # A broker shuts itself down on a full log dir: one restart, documented in the README.
+    assert (
+        failures(result(restarts_needed=1, restarted="kafka"), SCENARIOS["full-kafka-disk"]) == []
+    )
+    assert failures(
+        result(restarts_needed=2, restarted="kafka,email"), SCENARIOS["full-kafka-disk"]
+    )
+
+
+def test_a_gray_fault_fails_on_a_rebalance_storm_a_kill_is_not_judged_by_it() -> None:
+    assert failures(result(most_rebalances_in_a_worker=3), SCENARIOS["hung-kafka"]) == []
+    assert failures(result(most_rebalances_in_a_worker=4), SCENARIOS["hung-kafka"]) == [
+        "a rebalance storm: 4 in a worker"
+    ]
+    assert failures(result(most_rebalances_in_a_worker=4), SCENARIOS["kafka"]) == []

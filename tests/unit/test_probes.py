@@ -19,6 +19,7 @@ def test_ready_when_rebalanced_and_every_dependency_answered() -> None:
     assert readiness.body == {
         "ready": True,
         "partitions": 3,
+        "rebalances": 1,
         "checks": {"kafka": "ok", "postgres": "ok"},
     }
 

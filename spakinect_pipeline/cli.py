@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from console.cli import add_commands as add_console_commands
 from spakinect_pipeline.config import ConfigError, KafkaSettings, LogSettings, load_settings
 from spakinect_pipeline.logs import configure_logging
 from spakinect_pipeline.phi.commands import add_commands as add_phi_commands
@@ -147,6 +148,7 @@ def parser() -> argparse.ArgumentParser:
         action.add_argument("--stage", choices=STAGE_CHOICES)
         action.set_defaults(func=func)
     add_phi_commands(sub)
+    add_console_commands(sub)
     schemas = sub.add_parser("schemas", help="export JSON Schemas of the envelope and payloads")
     schemas.add_argument("--out", default="docs/schemas")
     schemas.set_defaults(func=_schemas)

@@ -1,0 +1,119 @@
+"""The console's FastAPI app: routers, the lifespan that opens Postgres and Kafka, and serve()."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from console import routes_auth, routes_dlq, routes_pages
+from console.auth import LoginLimiter, Sessions
+from console.deps import LoginRequired, State, page
+from console.kafka_view import KafkaView
+from console.settings import ConsoleSettings
+from events.topics import Topics
+from sinks.email.settings import EmailSettings
+from spakinect_pipeline.config import KafkaSettings
+from spakinect_pipeline.phi.crypto import Keyring
+
+log = logging.getLogger(__name__)
+SECURITY_HEADERS = {
+    # Every asset is ours; no inline script can run even if some markup slipped through.
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; object-src 'none'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+def create_app(
+    settings: ConsoleSettings,
+    kafka: KafkaSettings,
+    dsn: str,
+    keyring: Keyring,
+    email: EmailSettings,
+    app_id: str,
+    ingress_url: str | None = None,
+) -> FastAPI:
+    state = State(
+        settings=settings,
+        kafka=kafka,
+        topics=Topics(kafka.topic_prefix),
+        dsn=dsn,
+        keyring=keyring,
+        email=email,
+        app_id=app_id,
+        ingress_url=ingress_url,
+        sessions=Sessions(settings.signing_key(), settings.session_ttl),
+        limiter=LoginLimiter(settings.login_attempts, settings.login_window),
+        view=KafkaView(kafka),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+        await state.view.start()
+        try:
+            yield
+        finally:
+            await state.view.stop()
+            await state.pool.close()
+
+    app = FastAPI(
+        title="spakinect console",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.console = state
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    for module in (routes_auth, routes_pages, routes_dlq):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    @app.exception_handler(LoginRequired)
+    async def to_login(request: Request, exc: LoginRequired) -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(HTTPException)
+    async def error_page(request: Request, exc: HTTPException) -> Any:
+        return page(request, "error.html", None, exc.status_code, message=exc.detail)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    return app
+
+
+def serve(app: FastAPI, settings: ConsoleSettings) -> None:
+    """Run on the console's own address; the access log shows paths only (no patient data
+    is ever in a console URL)."""
+    import uvicorn
+
+    log.info("console listening", extra={"bind": settings.bind})
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=True,
+        proxy_headers=False,
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,188 @@
+"""What the console reads from Kafka, without a consumer group and without scanning topics.
+
+Counts come from offsets (``offsets_for_times`` per hour, end minus
+beginning); a timeline reads one partition from a known offset or time,
+bounded in messages, so a lookup costs the same on a topic of any size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import murmur2
+
+from spakinect_pipeline.config import KafkaSettings
+
+SCAN_LIMIT = 5000
+"""Most messages a lookup reads from one partition."""
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """One message a lookup found: where, when, and its headers (never its value)."""
+
+    topic: str
+    partition: int
+    offset: int
+    at: datetime
+    headers: dict[str, str]
+    value: bytes | None
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (murmur2, as the producers use)."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class KafkaView:
+    """One long-lived consumer (no group) and admin client, shared by the console's requests."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.kafka = kafka
+        self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._lock = asyncio.Lock()  # assign/seek on the one consumer, one request at a time
+
+    async def start(self) -> None:
+        options = self.kafka.client_options()
+        self._consumer = AIOKafkaConsumer(
+            **options, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        self._admin = AIOKafkaAdminClient(**options)
+        await self._consumer.start()
+        await self._admin.start()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._admin is not None:
+            await self._admin.close()
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        assert self._consumer is not None, "KafkaView.start() first"
+        return self._consumer
+
+    async def partitions(self, topic: str) -> list[TopicPartition]:
+        found = self.consumer.partitions_for_topic(topic)
+        if not found:
+            await self.consumer._client.force_metadata_update()
+            found = self.consumer.partitions_for_topic(topic) or set()
+        return [TopicPartition(topic, p) for p in sorted(found)]
+
+    async def count(self, topic: str) -> int:
+        """Messages on ``topic`` now (end minus beginning offsets)."""
+        tps = await self.partitions(topic)
+        if not tps:
+            return 0
+        begin = await self.consumer.beginning_offsets(tps)
+        end = await self.consumer.end_offsets(tps)
+        return sum(end[tp] - begin[tp] for tp in tps)
+
+    async def offsets_at(self, topic: str, moments_ms: Sequence[int]) -> list[int]:
+        """Total offset on ``topic`` at each moment: differences are messages per interval."""
+        tps = await self.partitions(topic)
+        if not tps:
+            return [0 for _ in moments_ms]
+        end = await self.consumer.end_offsets(tps)
+        totals = []
+        for ms in moments_ms:
+            found = await self.consumer.offsets_for_times(dict.fromkeys(tps, ms))
+            totals.append(sum(end[tp] if found[tp] is None else found[tp].offset for tp in tps))
+        return totals
+
+    async def last_message_at(self, topics: Sequence[str]) -> datetime | None:
+        """Timestamp of the newest message on any of ``topics``."""
+        newest: datetime | None = None
+        for topic in topics:
+            tps = await self.partitions(topic)
+            end = await self.consumer.end_offsets(tps) if tps else {}
+            for tp, offset in end.items():
+                found = await self.read(tp.topic, tp.partition, offset - 1, limit=1)
+                if found and (newest is None or found[0].at > newest):
+                    newest = found[0].at
+        return newest
+
+    async def read(
+        self,
+        topic: str,
+        partition: int,
+        start: int,
+        *,
+        limit: int = SCAN_LIMIT,
+        key: bytes | None = None,
+        until_s: float = 5.0,
+    ) -> list[Found]:
+        """Messages of one partition from ``start`` to its end (at most ``limit`` read),
+        those with ``key`` only when it is given."""
+        if start < 0:
+            return []
+        tp = TopicPartition(topic, partition)
+        async with self._lock:
+            end = (await self.consumer.end_offsets([tp]))[tp]
+            stop = min(end, start + limit)
+            if start >= stop:
+                return []
+            self.consumer.assign([tp])
+            self.consumer.seek(tp, start)
+            found: list[Found] = []
+            deadline = time.monotonic() + until_s
+            position = start
+            while position < stop and time.monotonic() < deadline:
+                batch = await self.consumer.getmany(tp, timeout_ms=500, max_records=500)
+                for m in batch.get(tp, []):
+                    position = m.offset + 1
+                    if m.offset >= stop:
+                        break
+                    if key is None or m.key == key:
+                        headers = {k: v.decode("utf-8", "replace") for k, v in m.headers or ()}
+                        found.append(
+                            Found(topic, partition, m.offset, _at(m.timestamp), headers, m.value)
+                        )
+            self.consumer.assign([])
+        return found
+
+    async def offset_at(self, topic: str, partition: int, ms: int) -> int:
+        """The first offset of one partition at or after ``ms`` (its end when none)."""
+        tp = TopicPartition(topic, partition)
+        found = await self.consumer.offsets_for_times({tp: ms})
+        if found[tp] is not None:
+            return int(found[tp].offset)
+        return int((await self.consumer.end_offsets([tp]))[tp])
+
+    async def group_lag(self, group: str, topics: Sequence[str]) -> dict[str, Any]:
+        """Committed offsets of ``group`` against the topics' ends: messages behind, and
+        since when the oldest waiting message has waited."""
+        assert self._admin is not None
+        committed = await self._admin.list_consumer_group_offsets(group)
+        lag = 0
+        oldest: datetime | None = None
+        for topic in topics:
+            tps = await self.partitions(topic)
+            end = await self.consumer.end_offsets(tps) if tps else {}
+            for tp, last in end.items():
+                meta = committed.get(tp)
+                done = meta.offset if meta is not None and meta.offset >= 0 else 0
+                if last > done:
+                    lag += last - done
+                    first = await self.read(tp.topic, tp.partition, done, limit=1)
+                    if first and (oldest is None or first[0].at < oldest):
+                        oldest = first[0].at
+        return {"lag": lag, "waiting_since": oldest}
+
+    async def group_members(self, group: str) -> int:
+        assert self._admin is not None
+        (response,) = await self._admin.describe_consumer_groups([group])
+        groups = response.to_object()["groups"]
+        return len(groups[0].get("members", [])) if groups else 0

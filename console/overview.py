@@ -1,0 +1,101 @@
+"""The overview page's figures, all from offsets and group metadata (no topic scans)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+
+from console.chart import Bar, bars, per_interval
+from console.kafka_view import KafkaView
+from events.topics import Topics
+
+EVENTS = ("visit.completed", "treatment.updated")
+
+
+@dataclass(slots=True)
+class Overview:
+    day: list[Bar]
+    week: list[Bar]
+    day_total: dict[str, int]
+    stages: list[dict[str, Any]]
+    dlq: int
+    rejected: int
+    last_received: datetime | None
+    ready: dict[str, bool] = field(default_factory=dict)
+
+
+def hour_starts(now: datetime, hours: int) -> list[datetime]:
+    top = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return [top - timedelta(hours=hours - 1 - i) for i in range(hours)]
+
+
+def stage_inputs(topics: Topics) -> dict[str, list[str]]:
+    return {
+        "dedupe": [topics.visit_completed, topics.treatment_updated],
+        "postgres": [topics.visits, topics.treatments, topics.retry("postgres")],
+        "email": [topics.visits, topics.retry("email")],
+    }
+
+
+async def _series(view: KafkaView, topics: Topics, starts: list[datetime]) -> dict[str, list[int]]:
+    moments = [int(s.timestamp() * 1000) for s in starts] + [2**62]
+    out = {}
+    for event in EVENTS:
+        topic = topics.raw_for(event)
+        assert topic is not None
+        out[event] = per_interval(await view.offsets_at(topic, moments))
+    return out
+
+
+async def _ingress_ready(url: str | None) -> bool | None:
+    if not url:
+        return None
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            return (await client.get(url.rstrip("/") + "/readyz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def gather(
+    view: KafkaView, pool: asyncpg.Pool, topics: Topics, app_id: str, ingress_url: str | None
+) -> Overview:
+    now = datetime.now(UTC)
+    day_starts, week_starts = hour_starts(now, 24), hour_starts(now, 24 * 7)
+    day, week = await _series(view, topics, day_starts), await _series(view, topics, week_starts)
+    hour_ago = int((now - timedelta(hours=1)).timestamp() * 1000)
+    stages = []
+    ready: dict[str, bool] = {"kafka": True}
+    for stage, inputs in stage_inputs(topics).items():
+        group = f"{app_id}-{stage}"
+        lag = await view.group_lag(group, inputs)
+        last_hour = 0
+        for topic in inputs:
+            before, end = await view.offsets_at(topic, [hour_ago, 2**62])
+            last_hour += end - before
+        members = await view.group_members(group)
+        ready[f"worker {stage}"] = members > 0
+        stages.append({"stage": stage, "members": members, "last_hour": last_hour, **lag})
+    try:
+        ready["postgres"] = await pool.fetchval("SELECT 1") == 1
+    except (OSError, asyncpg.PostgresError):
+        ready["postgres"] = False
+    ingress = await _ingress_ready(ingress_url)
+    if ingress is not None:
+        ready["ingress"] = ingress
+    return Overview(
+        day=bars(day_starts, day),
+        week=bars(week_starts, week),
+        day_total={event: sum(values) for event, values in day.items()},
+        stages=stages,
+        dlq=await view.count(topics.dlq),
+        rejected=await view.count(topics.rejected),
+        last_received=await view.last_message_at(
+            [topics.visit_completed, topics.treatment_updated]
+        ),
+        ready=ready,
+    )

@@ -1,0 +1,284 @@
+"""The operator console in a real browser (Debian's chromium, driven by Playwright) against
+the real pipeline: lookup timeline, masked and revealed patient, audited actions, DLQ replay,
+roles, CSRF, escaping and session expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from devstack.process import ManagedProcess, free_port
+from devstack.stack import http_ok, pipeline_process
+from events.samples import SAMPLES, sample_visit
+from tests.helpers import wait_until
+
+from .conftest import Pipeline
+
+CHROMIUM = "/usr/bin/chromium"
+PASSWORD = "correct horse battery staple"
+ROLES = ("viewer", "operator", "phi", "admin")
+
+
+@dataclass
+class Console:
+    url: str
+    short_url: str  # the same console with a 2 s session TTL
+
+
+def _users_add(env: dict[str, str], name: str, role: str) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spakinect_pipeline.cli",
+            "users",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+        ],
+        input=PASSWORD + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def _console(pipeline: Pipeline, name: str, ttl: str) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    env = {
+        **pipeline.env,
+        "CONSOLE_BIND": f"127.0.0.1:{port}",
+        "CONSOLE_SECRET_KEY": secrets.token_urlsafe(32),
+        "CONSOLE_SESSION_TTL": ttl,
+        "INGRESS_URL": pipeline.ingress_url,
+    }
+    process = pipeline_process(name, ["console"], env, pipeline.logs)
+    process.start()
+    url = f"http://127.0.0.1:{port}"
+    process.wait_ready(lambda: http_ok(f"{url}/healthz"), 60, "console up")
+    return process, url
+
+
+@pytest.fixture(scope="module")
+async def console(pipeline: Pipeline) -> AsyncIterator[Console]:
+    env = {**pipeline.env, "PYTHONUNBUFFERED": "1"}
+    import os
+
+    await asyncio.gather(
+        *(asyncio.to_thread(_users_add, {**os.environ, **env}, r, r) for r in ROLES)
+    )
+    main, url = await asyncio.to_thread(_console, pipeline, "console", "1h")
+    short, short_url = await asyncio.to_thread(_console, pipeline, "console-short", "2s")
+    try:
+        yield Console(url, short_url)
+    finally:
+        await asyncio.gather(asyncio.to_thread(main.stop, 20), asyncio.to_thread(short.stop, 20))
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def logged_in(browser: Browser, url: str, user: str) -> Page:
+    page = await (await browser.new_context()).new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: dialogs.append(d.message))
+    page.dialogs = dialogs  # type: ignore[attr-defined]
+    await page.goto(url + "/login")
+    await page.fill("input[name=username]", user)
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button[type=submit]")
+    await expect(page.locator("h1")).to_have_text("Overview")
+    return page
+
+
+async def test_sample_timeline_masked_reveal_and_audit(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    assert (await pipeline.post(SAMPLES["visit.completed"])).status_code == 200
+    assert (await pipeline.post(SAMPLES["visit.completed"])).status_code == 200  # a retry
+    gfe_id = SAMPLES["visit.completed"]["data"]["gfe_id"]
+    await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id)
+
+    async def mailed() -> list[object]:
+        return [m for m in pipeline.mails() if gfe_id in str(m["Subject"])]
+
+    await wait_until(mailed, 60, "the clinic's mail")
+
+    page = await logged_in(browser, console.url, "phi")
+    await page.goto(f"{console.url}/lookup?kind=gfe_id&q={gfe_id}")
+    steps = page.locator("tr.step")
+
+    async def all_steps() -> bool:
+        await page.reload()
+        return await page.locator("tr.step.done[data-stage=email]").count() == 1
+
+    await wait_until(all_steps, 60, "the email step")
+    text = await page.locator("table.timeline").inner_text()
+    assert re.search(r"received, on t\w+\.visit-completed\[\d\]@\d+", text)
+    assert "dropped duplicate" in text
+    assert "verdict apply" in text
+    assert "spakinect_events row written, applied to gfe_visits" in text
+    assert re.search(r"sent to c\*\*\*@example\.test, Message-ID <visit\.completed", text)
+    assert await steps.count() == 5
+    patient = page.locator("#patient")
+    await expect(patient).to_contain_text("J*** S****")
+    await expect(patient).to_contain_text("j***@example.com")
+    assert "Jane" not in await page.content()
+    assert gfe_id not in await page.title()
+
+    await page.fill("form.reveal input[name=reason]", "clinic called about this visit")
+    await page.click("form.reveal button")
+    await expect(page.locator("#patient")).to_contain_text("Jane Smith")
+    assert "/lookup/reveal" in page.url
+    assert "Jane" not in page.url
+
+    admin = await logged_in(browser, console.url, "admin")
+    await admin.goto(f"{console.url}/audit?action=phi.reveal")
+    row = admin.locator("tr.audit").first
+    await expect(row).to_contain_text("console:phi")
+    await expect(row).to_contain_text(f"gfe:{gfe_id}")
+    await expect(row).to_contain_text("clinic called about this visit")
+    await expect(row).to_contain_text("127.0.0.1")
+
+
+async def test_poisoned_row_is_replayed_from_the_page(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    blocked, gfe_id = f"loc_blocked_{run}", f"gfe_console_{run}"
+    await pipeline.fetch(
+        f"ALTER TABLE gfe_visits ADD CONSTRAINT block_{run} CHECK (location_id <> '{blocked}')"
+    )
+    assert (await pipeline.post(sample_visit(gfe_id, location_id=blocked))).status_code == 200
+    page = await logged_in(browser, console.url, "operator")
+
+    async def listed() -> bool:
+        await page.goto(f"{console.url}/dlq?stage=postgres")
+        return await page.locator(f"tr.letter:has-text('{gfe_id}')").count() == 1
+
+    await wait_until(listed, 60, "the dead letter on the page")
+    await page.goto(f"{console.url}/lookup?kind=gfe_id&q={gfe_id}")
+    await expect(page.locator("tr.step.failed[data-stage=postgres]")).to_contain_text("23514")
+    await expect(page.locator("tr.step.waiting[data-stage=postgres]")).to_contain_text(
+        "the postgres stage holds it"
+    )
+
+    await pipeline.fetch(f"ALTER TABLE gfe_visits DROP CONSTRAINT block_{run}")  # the fix
+    await page.goto(f"{console.url}/dlq?stage=postgres")
+    await page.check(f"tr.letter:has-text('{gfe_id}') input[type=checkbox]")
+    await page.click("#replay-selected")
+    await expect(page.locator("h1")).to_have_text("Replay 1 dead letter(s)?")
+    await page.click("#confirm-replay")
+    await expect(page.locator("p.ok")).to_contain_text("Replayed 1 of 1")
+    await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id)
+    entries = await pipeline.fetch(
+        "SELECT actor FROM audit_log WHERE action = 'dlq.replay' AND details::text LIKE $1",
+        f"%{gfe_id}%",
+    )
+    assert [e["actor"] for e in entries] == ["console:operator"]
+
+
+async def test_viewer_sees_no_replay_and_a_forged_post_is_refused(
+    console: Console, browser: Browser
+) -> None:
+    page = await logged_in(browser, console.url, "viewer")
+    await page.goto(f"{console.url}/dlq")
+    assert await page.locator("#replay-selected").count() == 0
+    assert await page.locator("input[name=letter]").count() == 0
+    csrf = await page.locator("header input[name=csrf]").get_attribute("value")
+    response = await page.request.post(
+        f"{console.url}/dlq/replay", form={"csrf": csrf or "", "letter": "0:0", "confirm": "yes"}
+    )
+    assert response.status == 403
+    reveal = await page.request.post(
+        f"{console.url}/lookup/reveal", form={"csrf": csrf or "", "gfe_id": "x", "reason": "test"}
+    )
+    assert reveal.status == 403
+    assert (await page.request.get(f"{console.url}/audit")).status == 403
+
+
+async def test_a_post_without_the_csrf_token_is_refused(console: Console, browser: Browser) -> None:
+    page = await logged_in(browser, console.url, "admin")
+    response = await page.request.post(
+        f"{console.url}/dlq/replay", form={"letter": "0:0", "confirm": "yes"}
+    )
+    assert response.status == 403
+    assert "CSRF" in await response.text()
+    wrong = await page.request.post(
+        f"{console.url}/dlq/replay", form={"csrf": "0" * 64, "letter": "0:0", "confirm": "yes"}
+    )
+    assert wrong.status == 403
+
+
+async def test_a_hostile_patient_name_renders_as_text(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    gfe_id = f"gfe_xss_{uuid.uuid4().hex[:6]}"
+    hostile = "<img src=x onerror=alert(1)>"
+    body = sample_visit(gfe_id)
+    body["data"]["patient_details"]["name"] = hostile
+    assert (await pipeline.post(body)).status_code == 200
+    await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id)
+    page = await logged_in(browser, console.url, "phi")
+    await page.goto(f"{console.url}/lookup?kind=gfe_id&q={gfe_id}")
+    await page.fill("form.reveal input[name=reason]", "checking the escaping")
+    await page.click("form.reveal button")
+    await expect(page.locator("#patient .name")).to_have_text(hostile)
+    assert await page.locator("#patient img").count() == 0
+    assert page.dialogs == []  # type: ignore[attr-defined]
+
+
+async def test_an_expired_session_goes_back_to_login(console: Console, browser: Browser) -> None:
+    page = await logged_in(browser, console.short_url, "viewer")
+    cookies = await page.context.cookies()
+    session = next(c for c in cookies if c["name"] == "console_session")
+    assert session["httpOnly"]
+    assert session["sameSite"] == "Strict"
+    await asyncio.sleep(3.5)
+    await page.goto(f"{console.short_url}/lookup")
+    assert page.url.endswith("/login")
+    # The server refuses the old value too, even from a client that keeps it.
+    await page.context.add_cookies([{**session, "expires": -1}])  # type: ignore[typeddict-item]
+    await page.goto(f"{console.short_url}/lookup")
+    assert page.url.endswith("/login")
+
+
+async def test_failed_logins_are_limited_and_audited(pipeline: Pipeline, console: Console) -> None:
+    async with httpx.AsyncClient(base_url=console.short_url, timeout=10) as client:
+        statuses = []
+        for _ in range(6):
+            form = await client.get("/login")
+            token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+            assert token is not None
+            answer = await client.post(
+                "/login",
+                data={"username": "nobody", "password": "wrong", "login_token": token.group(1)},
+            )
+            statuses.append(answer.status_code)
+    assert statuses == [401] * 5 + [429]
+    failed = await pipeline.fetch(
+        "SELECT count(*) AS n FROM audit_log"
+        " WHERE action = 'login.failed' AND target = 'user:nobody'"
+    )
+    assert failed[0]["n"] == 5

@@ -1,0 +1,148 @@
+"""The console's pure parts: masks, sessions and CSRF, roles, the login limit, the chart,
+the timeline's steps and user-name rules."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from console.auth import LoginLimiter, Sessions, allows
+from console.chart import bars, per_interval
+from console.kafka_view import Found, partition_for
+from console.mask import mask_email, mask_name, mask_patient
+from console.settings import ConsoleSettings
+from console.timeline import email_step, entity_of, raw_steps
+from console.users import UserError, check
+from sinks.email.settings import EmailSettings
+from spakinect_pipeline.config import ConfigError
+
+AT = datetime(2026, 11, 28, 17, tzinfo=UTC)
+
+
+def test_names_and_emails_are_masked() -> None:
+    assert mask_name("Jane Smith") == "J*** S****"
+    assert mask_name("Al") == "A***"
+    assert mask_name(None) == "—"
+    assert mask_email("jane.smith@example.com") == "j***@example.com"
+    assert mask_email("no-at-sign") == "n*********"
+    assert mask_patient({"patient_name": "Jo Doe", "patient_email": "jo@x.org"}) == {
+        "patient_name": "J*** D***",
+        "patient_email": "j***@x.org",
+    }
+
+
+def test_a_session_round_trips_and_a_forged_one_is_refused() -> None:
+    sessions = Sessions("k" * 32, 60)
+    value = sessions.issue("ana")
+    session = sessions.read(value)
+    assert session is not None
+    assert session.username == "ana"
+    assert sessions.read(value[:-2] + "xx") is None
+    assert Sessions("other" * 8, 60).read(value) is None
+    assert sessions.read(None) is None
+
+
+def test_a_session_expires_after_its_ttl() -> None:
+    sessions = Sessions("k" * 32, 1)
+    value = sessions.issue("ana")
+    time.sleep(2.2)
+    assert sessions.read(value) is None
+
+
+def test_csrf_tokens_belong_to_their_session() -> None:
+    sessions = Sessions("k" * 32, 60)
+    one, two = sessions.read(sessions.issue("ana")), sessions.read(sessions.issue("ana"))
+    assert one is not None
+    assert two is not None
+    assert sessions.csrf_ok(one, sessions.csrf_token(one))
+    assert not sessions.csrf_ok(one, sessions.csrf_token(two))
+    assert not sessions.csrf_ok(one, "")
+    assert not sessions.csrf_ok(one, None)
+
+
+def test_roles_are_a_ladder() -> None:
+    assert allows("admin", "phi")
+    assert allows("phi", "operator")
+    assert not allows("operator", "phi")
+    assert not allows("viewer", "operator")
+    assert not allows("root", "viewer")
+
+
+def test_the_login_limit_counts_per_address_and_per_user_within_the_window() -> None:
+    limiter = LoginLimiter(attempts=2, window_s=10)
+    limiter.failed("1.2.3.4", "ana", now=0)
+    assert not limiter.blocked("1.2.3.4", "bob", now=1)
+    limiter.failed("5.6.7.8", "Ana", now=1)
+    assert limiter.blocked("9.9.9.9", "ana", now=2)  # the user, from anywhere
+    limiter.failed("1.2.3.4", "carl", now=2)
+    assert limiter.blocked("1.2.3.4", "dora", now=3)  # the address, for any user
+    assert not limiter.blocked("1.2.3.4", "ana", now=13)  # the window has passed
+
+
+def test_settings_need_a_long_secret_and_a_host_port() -> None:
+    with pytest.raises(ConfigError, match="CONSOLE_SECRET_KEY"):
+        ConsoleSettings(secret_key="short").signing_key()
+    settings = ConsoleSettings(bind="0.0.0.0:9000")
+    assert (settings.host, settings.port) == ("0.0.0.0", 9000)
+    with pytest.raises(ValueError, match="host:port"):
+        ConsoleSettings(bind="9000")
+
+
+def test_user_names_roles_and_passwords_are_checked() -> None:
+    check("ana.b@clinic", "phi", "x" * 12)
+    for bad in ({"username": "Ana"}, {"username": "a b"}, {"username": ""}):
+        with pytest.raises(UserError):
+            check(bad["username"])
+    with pytest.raises(UserError, match="role"):
+        check("ana", "root")
+    with pytest.raises(UserError, match="12 characters"):
+        check("ana", "viewer", "short")
+
+
+def test_the_chart_counts_per_hour_and_scales_to_the_peak() -> None:
+    assert per_interval([0, 3, 3, 10]) == [3, 0, 7]
+    drawn = bars([AT, AT], {"visit.completed": [2, 4], "treatment.updated": [0, 4]})
+    assert len(drawn) == 3  # zero counts draw nothing
+    assert max(b.height for b in drawn) == pytest.approx(75)
+    assert bars([], {}) == []
+
+
+def test_partitions_follow_the_producers_default_partitioner() -> None:
+    producers = DefaultPartitioner()
+    for i in range(200):
+        key = f"gfe_{i}".encode()
+        assert partition_for(key, 6) == producers(key, list(range(6)), list(range(6)))
+
+
+def test_event_ids_name_their_entity() -> None:
+    assert entity_of("visit.completed:gfe_1:1714675200000") == ("visit.completed", "gfe_1")
+    assert entity_of("garbage") is None
+
+
+def found(offset: int) -> Found:
+    return Found("t.visit-completed", 1, offset, AT, {"event_id": "e"}, None)
+
+
+def test_the_first_delivery_is_received_and_later_ones_are_duplicates() -> None:
+    steps = raw_steps([found(9), found(4)])
+    assert [s.state for s in steps] == ["done", "skipped"]
+    assert "t.visit-completed[1]@4" in steps[0].detail
+    assert "dropped duplicate" in steps[1].detail
+
+
+def test_the_email_step_says_why_not() -> None:
+    email = EmailSettings(to=["clinic@example.test"])
+    assert email_step("e", None, None, None, email, AT).state == "waiting"
+    assert "stale" in email_step("e", "stale", None, None, email, None).detail
+    erased = {"phi_redacted_at": AT, "location_id": None}
+    assert "erased" in email_step("e", "apply", erased, None, email, None).detail
+    held = email_step("e", "apply", None, None, email, AT)
+    assert (held.state, held.at) == ("waiting", AT)
+    assert "email stage holds it" in held.detail
+    sent = email_step("visit.completed:g:1", "apply", None, {"at": 1000}, email, None)
+    assert (sent.state, sent.at) == ("done", datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC))
+    assert "c***@example.test" in sent.detail
+    assert "Message-ID <visit.completed.g.1.clinic." in sent.detail

@@ -178,6 +178,12 @@ async def test_poisoned_row_is_replayed_from_the_page(
         return await page.locator(f"tr.letter:has-text('{gfe_id}')").count() == 1
 
     await wait_until(listed, 60, "the dead letter on the page")
+    await page.goto(f"{console.url}/")
+    assert int(await page.locator("#dlq-count").inner_text()) >= 1
+    await expect(page.locator("#last-received")).not_to_have_text("none yet")
+    assert await page.locator("svg.chart rect").count() >= 1
+    for part in ("kafka", "postgres", "ingress", "worker dedupe", "worker postgres"):
+        await expect(page.locator(f"li.ok[data-part='{part}']")).to_have_text(f"{part}: ready")
     await page.goto(f"{console.url}/lookup?kind=gfe_id&q={gfe_id}")
     await expect(page.locator("tr.step.failed[data-stage=postgres]")).to_contain_text("23514")
     await expect(page.locator("tr.step.waiting[data-stage=postgres]")).to_contain_text(

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -94,6 +95,11 @@ def create_app(
     @app.exception_handler(HTTPException)
     async def error_page(request: Request, exc: HTTPException) -> Any:
         return page(request, "error.html", None, exc.status_code, message=exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_form(request: Request, exc: RequestValidationError) -> Any:
+        fields = sorted({".".join(str(x) for x in e["loc"][1:]) for e in exc.errors()})
+        return page(request, "error.html", None, 400, message=f"invalid: {', '.join(fields)}")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from spakinect_pipeline.config import KafkaSettings
@@ -183,6 +184,9 @@ class KafkaView:
 
     async def group_members(self, group: str) -> int:
         assert self._admin is not None
-        (response,) = await self._admin.describe_consumer_groups([group])
+        try:
+            (response,) = await self._admin.describe_consumer_groups([group])
+        except KafkaError:  # no coordinator yet: nobody is in the group
+            return 0
         groups = response.to_object()["groups"]
         return len(groups[0].get("members", [])) if groups else 0

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 
-from console import users
+from console.auth import allows
 from console.deps import ConsoleState, Csrf, CurrentUser, OperatorUser, State, client_addr, page
 from ingress.replay_rejected import replay_rejected
 from spakinect_pipeline import audit
@@ -61,7 +61,7 @@ async def dlq_detail(
     if letter is None:
         raise HTTPException(404, "no such dead letter")
     body = None
-    if users_may_see_body(user):
+    if allows(user.role, "phi"):
         await audit.record(
             st.db,
             "dlq.view-body",
@@ -72,12 +72,6 @@ async def dlq_detail(
         )
         body = (letter.value or b"").decode("utf-8", "replace")
     return page(request, "dlq_detail.html", user, letter=letter, body=body)
-
-
-def users_may_see_body(user: users.User) -> bool:
-    from console.auth import allows
-
-    return allows(user.role, "phi")
 
 
 @router.post("/dlq/replay", dependencies=[Csrf])

@@ -215,10 +215,13 @@ class Timelines:
         visit: Any,
     ) -> Delivery:
         mine = [f for f in raw if f.headers.get("event_id") == event_id]
+        row = rows.get(event_id)
         steps = raw_steps(mine)
+        if not steps and row is not None:
+            detail = f"received (its raw message is beyond the last {SCAN_LIMIT} read)"
+            steps.append(Step("ingress", "done", row["received_at"], detail))
         received = steps[0].at if steps else None
         published = next((f for f in clean if f.headers.get("event_id") == event_id), None)
-        row = rows.get(event_id)
         steps.append(clean_step(row, published, received))
         disposition = (
             row["disposition"]

@@ -5,6 +5,7 @@ roles, CSRF, escaping and session expiry."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import subprocess
@@ -23,10 +24,12 @@ from events.samples import SAMPLES, sample_visit
 from tests.helpers import wait_until
 
 from .conftest import Pipeline
+from .test_faults import cli
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery staple"
 ROLES = ("viewer", "operator", "phi", "admin")
+CLI = [sys.executable, "-m", "spakinect_pipeline.cli"]
 
 
 @dataclass
@@ -35,25 +38,14 @@ class Console:
     short_url: str  # the same console with a 2 s session TTL
 
 
-def _users_add(env: dict[str, str], name: str, role: str) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spakinect_pipeline.cli",
-            "users",
-            "add",
-            name,
-            "--role",
-            role,
-            "--password-stdin",
-        ],
-        input=PASSWORD + "\n",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+def _run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], input=stdin, env=env, capture_output=True, text=True, timeout=60
     )
+
+
+def _users_add(env: dict[str, str], name: str, role: str) -> None:
+    done = _run(env, "users", "add", name, "--role", role, "--password-stdin", stdin=PASSWORD)
     assert done.returncode == 0, done.stderr
 
 
@@ -76,8 +68,6 @@ def _console(pipeline: Pipeline, name: str, ttl: str) -> tuple[ManagedProcess, s
 @pytest.fixture(scope="module")
 async def console(pipeline: Pipeline) -> AsyncIterator[Console]:
     env = {**pipeline.env, "PYTHONUNBUFFERED": "1"}
-    import os
-
     await asyncio.gather(
         *(asyncio.to_thread(_users_add, {**os.environ, **env}, r, r) for r in ROLES)
     )
@@ -235,6 +225,15 @@ async def test_a_post_without_the_csrf_token_is_refused(console: Console, browse
         f"{console.url}/dlq/replay", form={"csrf": "0" * 64, "letter": "0:0", "confirm": "yes"}
     )
     assert wrong.status == 403
+    csrf = await page.locator("header input[name=csrf]").get_attribute("value")
+    missing = await page.request.post(f"{console.url}/dlq/replay", form={"csrf": csrf or ""})
+    assert missing.status == 400
+    assert "invalid: letter" in await missing.text()
+    short = await page.request.post(
+        f"{console.url}/lookup/reveal", form={"csrf": csrf or "", "gfe_id": "g", "reason": "x"}
+    )
+    assert short.status == 400
+    assert "a reason is needed" in await short.text()
 
 
 async def test_a_hostile_patient_name_renders_as_text(
@@ -288,3 +287,78 @@ async def test_failed_logins_are_limited_and_audited(pipeline: Pipeline, console
         " WHERE action = 'login.failed' AND target = 'user:nobody'"
     )
     assert failed[0]["n"] == 5
+
+
+async def test_an_erased_patient_shows_as_erased(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    gfe_id = f"gfe_erased_{uuid.uuid4().hex[:6]}"
+    assert (await pipeline.post(sample_visit(gfe_id))).status_code == 200
+    await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id)
+    await cli(pipeline, "phi", "forget", "--gfe-id", gfe_id, "--reason", "patient asked")
+    page = await logged_in(browser, console.url, "phi")
+    response = await page.goto(f"{console.url}/lookup?kind=gfe_id&q={gfe_id}")
+    assert response is not None
+    assert response.status == 200
+    await expect(page.locator("#patient.erased")).to_contain_text("Patient: erased on")
+    assert await page.locator("form.reveal").count() == 0
+    await expect(page.locator("tr.step[data-stage=ingress]")).to_have_count(1)
+
+
+async def test_refused_bodies_are_revalidated_and_replayed_after_a_confirmation(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    broken = sample_visit(f"gfe_refused_{uuid.uuid4().hex[:6]}")
+    del broken["data"]["location_id"]  # still refused by today's models
+    assert (await pipeline.post(broken)).status_code == 422
+    page = await logged_in(browser, console.url, "operator")
+    await page.goto(f"{console.url}/rejected")
+    await expect(page.locator("main")).to_contain_text("still_refused:")
+    await page.click("main form button")
+    await expect(page.locator("h1")).to_have_text("Replay refused bodies?")
+    await page.click("#confirm-replay")
+    await expect(page.locator("p.ok")).to_contain_text("Published 0 body(ies)")
+    entries = await pipeline.fetch(
+        "SELECT actor FROM audit_log WHERE action = 'rejected.replay' AND actor LIKE 'console:%'"
+    )
+    assert [e["actor"] for e in entries] == ["console:operator"]
+
+
+async def test_users_cli_changes_passwords_and_removal_ends_sessions(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    env = {**os.environ, **pipeline.env}
+    await asyncio.to_thread(_users_add, env, "temp.user", "viewer")
+    page = await logged_in(browser, console.url, "temp.user")
+    changed = await asyncio.to_thread(
+        _run, env, "users", "passwd", "temp.user", "--password-stdin", stdin="another long one"
+    )
+    assert changed.returncode == 0, changed.stderr
+    async with httpx.AsyncClient(base_url=console.url, timeout=10) as client:
+        form = await client.get("/login")
+        token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+        assert token is not None
+        old = await client.post(
+            "/login",
+            data={"username": "temp.user", "password": PASSWORD, "login_token": token.group(1)},
+        )
+        assert old.status_code == 401
+    removed = await asyncio.to_thread(_run, env, "users", "remove", "temp.user")
+    assert removed.returncode == 0, removed.stderr
+    await page.goto(f"{console.url}/lookup")
+    assert page.url.endswith("/login")
+    again = await asyncio.to_thread(_run, env, "users", "remove", "temp.user")
+    assert again.returncode == 1
+    assert "no user temp.user" in again.stderr
+    actions = await pipeline.fetch(
+        "SELECT action FROM audit_log WHERE target = 'user:temp.user' AND action LIKE 'user.%'"
+        " ORDER BY id"
+    )
+    assert [a["action"] for a in actions] == ["user.add", "user.passwd", "user.remove"]
+
+
+async def test_no_patient_data_in_the_console_log(pipeline: Pipeline, console: Console) -> None:
+    logs = "".join(p.read_text() for p in pipeline.logs.glob("console*.log"))
+    assert "GET /lookup" in logs  # the access log is on
+    for secret in ("Jane", "jane.smith", "onerror"):
+        assert secret not in logs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.phi.crypto import Keyring
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("console.access")
 SECURITY_HEADERS = {
     # Every asset is ours; no inline script can run even if some markup slipped through.
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; object-src 'none'; "
@@ -81,11 +83,20 @@ def create_app(
         app.include_router(module.router)
 
     @app.middleware("http")
-    async def security_headers(
+    async def headers_and_access_log(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
+        started = time.perf_counter()
         response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
+        # The path only: a query string is a search, and forms are never logged.
+        access.info(
+            f"{request.method} {request.url.path} {response.status_code}",
+            extra={
+                "client": request.client.host if request.client else None,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
         return response
 
     @app.exception_handler(LoginRequired)
@@ -109,8 +120,7 @@ def create_app(
 
 
 def serve(app: FastAPI, settings: ConsoleSettings) -> None:
-    """Run on the console's own address; the access log shows paths only (no patient data
-    is ever in a console URL)."""
+    """Run on the console's own address, with our access log (paths, never query strings)."""
     import uvicorn
 
     log.info("console listening", extra={"bind": settings.bind})
@@ -119,7 +129,7 @@ def serve(app: FastAPI, settings: ConsoleSettings) -> None:
         host=settings.host,
         port=settings.port,
         log_config=None,
-        access_log=True,
+        access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=10,
     )

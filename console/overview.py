@@ -65,8 +65,9 @@ async def gather(
     view: KafkaView, pool: asyncpg.Pool, topics: Topics, app_id: str, ingress_url: str | None
 ) -> Overview:
     now = datetime.now(UTC)
-    day_starts, week_starts = hour_starts(now, 24), hour_starts(now, 24 * 7)
-    day, week = await _series(view, topics, day_starts), await _series(view, topics, week_starts)
+    week_starts = hour_starts(now, 24 * 7)
+    week = await _series(view, topics, week_starts)
+    day_starts, day = week_starts[-24:], {event: values[-24:] for event, values in week.items()}
     hour_ago = int((now - timedelta(hours=1)).timestamp() * 1000)
     stages = []
     ready: dict[str, bool] = {"kafka": True}

@@ -49,7 +49,7 @@ def _users_add(env: dict[str, str], name: str, role: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def _console(pipeline: Pipeline, name: str, ttl: str) -> tuple[ManagedProcess, str]:
+def _console(pipeline: Pipeline, name: str, ttl: str, **more: str) -> tuple[ManagedProcess, str]:
     port = free_port()
     env = {
         **pipeline.env,
@@ -57,6 +57,7 @@ def _console(pipeline: Pipeline, name: str, ttl: str) -> tuple[ManagedProcess, s
         "CONSOLE_SECRET_KEY": secrets.token_urlsafe(32),
         "CONSOLE_SESSION_TTL": ttl,
         "INGRESS_URL": pipeline.ingress_url,
+        **more,
     }
     process = pipeline_process(name, ["console"], env, pipeline.logs)
     process.start()
@@ -362,3 +363,35 @@ async def test_no_patient_data_in_the_console_log(pipeline: Pipeline, console: C
     assert "GET /lookup" in logs  # the access log is on
     for secret in ("Jane", "jane.smith", "onerror"):
         assert secret not in logs
+
+
+async def test_behind_a_trusted_proxy_its_header_names_the_user(
+    pipeline: Pipeline, console: Console
+) -> None:
+    proxy = {"CONSOLE_TRUSTED_PROXY_HEADER": "X-Forwarded-User"}
+    process, url = await asyncio.to_thread(_console, pipeline, "console-proxy", "1h", **proxy)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            nobody = await client.get("/lookup")
+            assert nobody.status_code == 303
+            assert nobody.headers["location"] == "/login"
+            unknown = await client.get("/lookup", headers={"X-Forwarded-User": "mallory"})
+            assert unknown.status_code == 303
+            page = await client.get("/audit", headers={"X-Forwarded-User": "Admin"})
+            assert page.status_code == 200
+            token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert token is not None
+            as_viewer = await client.post(
+                "/dlq/replay",
+                headers={"X-Forwarded-User": "viewer"},
+                data={"csrf": token.group(1), "letter": "0:0"},
+            )
+            assert as_viewer.status_code == 403
+            not_found = await client.post(
+                "/dlq/replay",
+                headers={"X-Forwarded-User": "admin"},
+                data={"csrf": token.group(1), "letter": "99:99"},
+            )
+            assert not_found.status_code == 404  # past CSRF and role: no such dead letter
+    finally:
+        await asyncio.to_thread(process.stop, 20)

@@ -91,16 +91,19 @@ class KafkaView:
         end = await self.consumer.end_offsets(tps)
         return sum(end[tp] - begin[tp] for tp in tps)
 
-    async def offsets_at(self, topic: str, moments_ms: Sequence[int]) -> list[int]:
-        """Total offset on ``topic`` at each moment: differences are messages per interval."""
-        tps = await self.partitions(topic)
+    async def offsets_at(self, topics: Sequence[str], moments_ms: Sequence[int]) -> list[list[int]]:
+        """Per topic, its total offset at each moment (one request per moment for all
+        topics): differences are messages per interval."""
+        tps = [tp for topic in topics for tp in await self.partitions(topic)]
+        totals = [[0 for _ in moments_ms] for _ in topics]
         if not tps:
-            return [0 for _ in moments_ms]
+            return totals
         end = await self.consumer.end_offsets(tps)
-        totals = []
-        for ms in moments_ms:
+        for i, ms in enumerate(moments_ms):
             found = await self.consumer.offsets_for_times(dict.fromkeys(tps, ms))
-            totals.append(sum(end[tp] if found[tp] is None else found[tp].offset for tp in tps))
+            for tp in tps:
+                offset = end[tp] if found[tp] is None else found[tp].offset
+                totals[topics.index(tp.topic)][i] += offset
         return totals
 
     async def last_message_at(self, topics: Sequence[str]) -> datetime | None:

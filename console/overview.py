@@ -43,12 +43,9 @@ def stage_inputs(topics: Topics) -> dict[str, list[str]]:
 
 async def _series(view: KafkaView, topics: Topics, starts: list[datetime]) -> dict[str, list[int]]:
     moments = [int(s.timestamp() * 1000) for s in starts] + [2**62]
-    out = {}
-    for event in EVENTS:
-        topic = topics.raw_for(event)
-        assert topic is not None
-        out[event] = per_interval(await view.offsets_at(topic, moments))
-    return out
+    raw = [topics.raw_for(event) or "" for event in EVENTS]
+    totals = await view.offsets_at(raw, moments)
+    return {event: per_interval(t) for event, t in zip(EVENTS, totals, strict=True)}
 
 
 async def _ingress_ready(url: str | None) -> bool | None:
@@ -74,10 +71,9 @@ async def gather(
     for stage, inputs in stage_inputs(topics).items():
         group = f"{app_id}-{stage}"
         lag = await view.group_lag(group, inputs)
-        last_hour = 0
-        for topic in inputs:
-            before, end = await view.offsets_at(topic, [hour_ago, 2**62])
-            last_hour += end - before
+        last_hour = sum(
+            end - before for before, end in await view.offsets_at(inputs, [hour_ago, 2**62])
+        )
         members = await view.group_members(group)
         ready[f"worker {stage}"] = members > 0
         stages.append({"stage": stage, "members": members, "last_hour": last_hour, **lag})

@@ -76,7 +76,7 @@ def up(root: Path, cache: Path, ports: Ports) -> int:
             "EMAIL_TO": os.environ.get("EMAIL_TO", "clinic@example.test"),
         }
         processes.append(pipeline_process("ingress", stage_argv("ingress"), common, services.logs))
-        console_bind = os.environ.get("CONSOLE_BIND", "127.0.0.1:8100")
+        console_bind = os.environ.get("CONSOLE_BIND", f"127.0.0.1:{services.ports.console}")
         console_env = {
             **common,
             "CONSOLE_BIND": console_bind,

@@ -90,7 +90,9 @@ def postgres_step(row: asyncpg.Record | None, visit: Any, since: datetime | None
             if visit is not None and visit["event_id"] == row["event_id"]
             else ", not applied (a newer visit, or not apply)"
         )
-    return Step("postgres", "done", row["inserted_at"], f"spakinect_events row written{applied}")
+    source = f"{row['clean_topic']}[{row['clean_partition']}]@{row['clean_offset']}"
+    detail = f"spakinect_events row written from {source}{applied}"
+    return Step("postgres", "done", row["inserted_at"], detail)
 
 
 def email_step(

@@ -129,7 +129,9 @@ async def test_sample_timeline_masked_reveal_and_audit(
     assert re.search(r"received, on t\w+\.visit-completed\[\d\]@\d+", text)
     assert "dropped duplicate" in text
     assert "verdict apply" in text
-    assert "spakinect_events row written, applied to gfe_visits" in text
+    assert re.search(
+        r"spakinect_events row written from t\w+\.visits\[\d\]@\d+, applied to gfe_visits", text
+    )
     assert re.search(r"sent to c\*\*\*@example\.test, Message-ID <visit\.completed", text)
     assert await steps.count() == 5
     patient = page.locator("#patient")

@@ -130,6 +130,8 @@ def serve(app: FastAPI, settings: ConsoleSettings) -> None:
         port=settings.port,
         log_config=None,
         access_log=False,
-        proxy_headers=False,
+        # X-Forwarded-For is believed from these addresses only (none by default).
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or "",
         timeout_graceful_shutdown=10,
     )

@@ -11,7 +11,7 @@ from fastapi import Depends, Form, HTTPException, Request
 from fastapi.templating import Jinja2Templates
 
 from console import users
-from console.auth import LoginLimiter, Session, Sessions, allows
+from console.auth import LoginLimiter, Session, Sessions, allows, same
 from console.kafka_view import KafkaView
 from console.settings import ConsoleSettings
 from console.timeline import Timelines
@@ -69,7 +69,7 @@ async def current_user(request: Request) -> users.User:
     name: str | None = None
     if header:
         name = request.headers.get(header)
-        if name:  # the proxy's user: its CSRF token is bound to the name
+        if name:  # the proxy's user: its CSRF token is bound to the name, and expires
             request.state.session = Session(name.lower(), f"proxy:{name.lower()}")
     else:
         session = st.sessions.read(request.cookies.get(COOKIE))
@@ -79,6 +79,8 @@ async def current_user(request: Request) -> users.User:
     user = await users.get(st.db, name.lower()) if name else None
     if user is None:
         raise LoginRequired
+    if not header and not same(request.state.session.generation, user.generation):
+        raise LoginRequired  # logged out, or the password changed, since it was issued
     return user
 
 
@@ -103,8 +105,11 @@ def csrf_token(request: Request) -> str:
 async def checked_csrf(
     request: Request, user: CurrentUser, csrf: Annotated[str, Form()] = ""
 ) -> None:
-    """Every POST echoes its session's CSRF token (behind a trusted proxy too: its
-    SameSite=strict cookie is what the token is bound to)."""
+    """Every POST echoes a CSRF token of its session made less than an hour ago.
+
+    With a session cookie the token is bound to that session's random nonce;
+    behind a trusted proxy there is no cookie, so it is bound to the user
+    name, and its expiry is what limits a leaked token."""
     session: Session | None = getattr(request.state, "session", None)
     if session is None or not state(request).sessions.csrf_ok(session, csrf):
         raise HTTPException(403, "CSRF token missing or wrong: reload the page and try again")

@@ -15,7 +15,10 @@ class ConsoleSettings(BaseSettings):
     balancer needs the same one, and changing it logs everybody out. With
     ``trusted_proxy_header`` set (e.g. ``X-Forwarded-User`` from an OIDC
     proxy), that header names the user and no password is asked: only set it
-    when nothing but the proxy can reach the console.
+    when nothing but the proxy can reach the console. ``forwarded_allow_ips``
+    (comma-separated addresses, or ``*``) lists the load balancers whose
+    ``X-Forwarded-For`` is believed: without it, every client behind a load
+    balancer has the balancer's address, for the login limit and the audit log.
     """
 
     model_config = component_config("CONSOLE_")
@@ -27,6 +30,7 @@ class ConsoleSettings(BaseSettings):
     login_attempts: int = Field(default=5, ge=1, le=1000)
     login_window: Duration = Field(default=900.0, gt=0)
     secure_cookies: bool = False
+    forwarded_allow_ips: str | None = None
 
     @field_validator("bind")
     @classmethod

@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import anyio
 import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from console.auth import ROLES
+from console.auth import ROLES, generation
 from spakinect_pipeline import audit
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.@-]{0,63}$")
@@ -31,6 +32,18 @@ class UserError(ValueError):
 class User:
     username: str
     role: str
+    generation: str = ""  # sessions issued under another one are void (see console.auth)
+
+
+_SELECT = (
+    "SELECT username, role, password_hash, session_epoch FROM console_users WHERE username = $1"
+)
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(
+        row["username"], row["role"], generation(row["password_hash"], row["session_epoch"])
+    )
 
 
 def check(username: str, role: str | None = None, password: str | None = None) -> None:
@@ -73,7 +86,8 @@ async def passwd(pool: asyncpg.Pool, username: str, password: str, actor: str) -
     check(username, password=password)
     async with pool.acquire() as conn, conn.transaction():
         done = await conn.fetchval(
-            "UPDATE console_users SET password_hash = $2, updated_at = clock_timestamp()"
+            "UPDATE console_users SET password_hash = $2, session_epoch = session_epoch + 1,"
+            " updated_at = clock_timestamp()"
             " WHERE username = $1 RETURNING username",
             username,
             _hasher.hash(password),
@@ -84,10 +98,15 @@ async def passwd(pool: asyncpg.Pool, username: str, password: str, actor: str) -
 
 
 async def get(pool: asyncpg.Pool, username: str) -> User | None:
-    row = await pool.fetchrow(
-        "SELECT username, role FROM console_users WHERE username = $1", username
+    row = await pool.fetchrow(_SELECT, username)
+    return _user(row) if row else None
+
+
+async def end_sessions(pool: asyncpg.Pool, username: str) -> None:
+    """Void every session of ``username`` (log out everywhere): bump its ``session_epoch``."""
+    await pool.execute(
+        "UPDATE console_users SET session_epoch = session_epoch + 1 WHERE username = $1", username
     )
-    return User(row["username"], row["role"]) if row else None
 
 
 async def listing(pool: asyncpg.Pool) -> list[User]:
@@ -97,11 +116,12 @@ async def listing(pool: asyncpg.Pool) -> list[User]:
 
 async def verify(pool: asyncpg.Pool, username: str, password: str) -> User | None:
     """The user when the password matches, else None (same work either way)."""
-    row = await pool.fetchrow(
-        "SELECT username, role, password_hash FROM console_users WHERE username = $1", username
-    )
+    row = await pool.fetchrow(_SELECT, username)
     try:
-        _hasher.verify(row["password_hash"] if row else _DUMMY_HASH, password)
+        # argon2 takes tens of ms of CPU: in a thread, so other requests are not stalled.
+        await anyio.to_thread.run_sync(
+            _hasher.verify, row["password_hash"] if row else _DUMMY_HASH, password
+        )
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return None
-    return User(row["username"], row["role"]) if row else None
+    return _user(row) if row else None

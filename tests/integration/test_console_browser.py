@@ -91,13 +91,17 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def logged_in(browser: Browser, url: str, user: str) -> Page:
+    return await logged_in_as(browser, url, user, PASSWORD)
+
+
+async def logged_in_as(browser: Browser, url: str, user: str, password: str) -> Page:
     page = await (await browser.new_context()).new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda d: dialogs.append(d.message))
     page.dialogs = dialogs  # type: ignore[attr-defined]
     await page.goto(url + "/login")
     await page.fill("input[name=username]", user)
-    await page.fill("input[name=password]", PASSWORD)
+    await page.fill("input[name=password]", password)
     await page.click("button[type=submit]")
     await expect(page.locator("h1")).to_have_text("Overview")
     return page
@@ -224,10 +228,11 @@ async def test_a_post_without_the_csrf_token_is_refused(console: Console, browse
     )
     assert response.status == 403
     assert "CSRF" in await response.text()
-    wrong = await page.request.post(
-        f"{console.url}/dlq/replay", form={"csrf": "0" * 64, "letter": "0:0", "confirm": "yes"}
-    )
-    assert wrong.status == 403
+    for forged in ("0" * 64, "é", "1700000000.é"):  # non-ASCII is refused, not an error
+        wrong = await page.request.post(
+            f"{console.url}/dlq/replay", form={"csrf": forged, "letter": "0:0", "confirm": "yes"}
+        )
+        assert wrong.status == 403
     csrf = await page.locator("header input[name=csrf]").get_attribute("value")
     missing = await page.request.post(f"{console.url}/dlq/replay", form={"csrf": csrf or ""})
     assert missing.status == 400
@@ -272,24 +277,85 @@ async def test_an_expired_session_goes_back_to_login(console: Console, browser: 
     assert page.url.endswith("/login")
 
 
+async def _login_form(client: httpx.AsyncClient) -> tuple[str, str]:
+    """A login form's token and its console_login cookie (read by hand: it may be Secure)."""
+    form = await client.get("/login")
+    token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+    assert token is not None
+    return token.group(1), form.headers["set-cookie"]
+
+
 async def test_failed_logins_are_limited_and_audited(pipeline: Pipeline, console: Console) -> None:
+    typed = ["Hunter2 my secret"] + ["nobody"] * 5  # a password typed in the user name box first
     async with httpx.AsyncClient(base_url=console.short_url, timeout=10) as client:
         statuses = []
-        for _ in range(6):
-            form = await client.get("/login")
-            token = re.search(r'name="login_token" value="([^"]+)"', form.text)
-            assert token is not None
+        for name in typed:
+            token, _ = await _login_form(client)
             answer = await client.post(
-                "/login",
-                data={"username": "nobody", "password": "wrong", "login_token": token.group(1)},
+                "/login", data={"username": name, "password": "wrong", "login_token": token}
             )
             statuses.append(answer.status_code)
     assert statuses == [401] * 5 + [429]
-    failed = await pipeline.fetch(
-        "SELECT count(*) AS n FROM audit_log"
-        " WHERE action = 'login.failed' AND target = 'user:nobody'"
+    counts = await pipeline.fetch(
+        "SELECT action, target, count(*) AS n FROM audit_log WHERE action LIKE 'login.%'"
+        " AND (target IN ('user:nobody', 'user:(invalid)') OR target ILIKE '%hunter2%')"
+        " GROUP BY action, target ORDER BY action, target"
     )
-    assert failed[0]["n"] == 5
+    assert [(c["action"], c["target"], c["n"]) for c in counts] == [
+        ("login.failed", "user:(invalid)", 1),
+        ("login.failed", "user:nobody", 4),
+        ("login.limited", "user:nobody", 1),
+    ]
+
+
+async def test_parallel_guesses_are_limited_per_forwarded_client(
+    pipeline: Pipeline, console: Console
+) -> None:
+    settings = {"CONSOLE_FORWARDED_ALLOW_IPS": "127.0.0.1", "CONSOLE_SECURE_COOKIES": "true"}
+    process, url = await asyncio.to_thread(_console, pipeline, "console-lb", "1h", **settings)
+    try:
+
+        async def form() -> tuple[str, str]:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                token, cookie = await _login_form(client)
+            assert "Secure" in cookie
+            return token, cookie.split(";")[0]
+
+        async def guess(name: str, client_ip: str, token: str, cookie: str) -> int:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                answer = await client.post(
+                    "/login",
+                    data={"username": name, "password": "wrong", "login_token": token},
+                    headers={"Cookie": cookie, "X-Forwarded-For": client_ip},
+                )
+            return answer.status_code
+
+        forms = await asyncio.gather(*(form() for _ in range(12)))  # then all guesses at once
+        statuses = await asyncio.gather(*(guess("guesser", "10.1.1.1", *f) for f in forms))
+        assert sorted(statuses) == [401] * 5 + [429] * 7
+        # Another client behind the same balancer has a limit of its own.
+        token, cookie = await form()
+        assert await guess("someone", "10.2.2.2", token, cookie) == 401
+        assert await guess("someone", "10.2.2.2", "é", cookie) == 403  # not a 500
+        rows = await pipeline.fetch(
+            "SELECT action, client_addr::text AS addr FROM audit_log"
+            " WHERE target = 'user:guesser' ORDER BY id"
+        )
+        assert {r["addr"].split("/")[0] for r in rows} == {"10.1.1.1"}
+        assert sorted(r["action"] for r in rows) == ["login.failed"] * 5 + ["login.limited"] * 7
+    finally:
+        await asyncio.to_thread(process.stop, 20)
+    async with httpx.AsyncClient(base_url=console.url, timeout=10) as client:
+        token, _ = await _login_form(client)  # CONSOLE_FORWARDED_ALLOW_IPS unset: ignored
+        await client.post(
+            "/login",
+            data={"username": "forger", "password": "wrong", "login_token": token},
+            headers={"X-Forwarded-For": "10.3.3.3"},
+        )
+    forged = await pipeline.fetch(
+        "SELECT client_addr::text AS addr FROM audit_log WHERE target = 'user:forger'"
+    )
+    assert [r["addr"].split("/")[0] for r in forged] == ["127.0.0.1"]
 
 
 async def test_an_erased_patient_shows_as_erased(
@@ -346,6 +412,9 @@ async def test_users_cli_changes_passwords_and_removal_ends_sessions(
             data={"username": "temp.user", "password": PASSWORD, "login_token": token.group(1)},
         )
         assert old.status_code == 401
+    await page.goto(f"{console.url}/lookup")  # the session from before the change has ended
+    assert page.url.endswith("/login")
+    page = await logged_in_as(browser, console.url, "temp.user", "another long one")
     removed = await asyncio.to_thread(_run, env, "users", "remove", "temp.user")
     assert removed.returncode == 0, removed.stderr
     await page.goto(f"{console.url}/lookup")
@@ -358,6 +427,20 @@ async def test_users_cli_changes_passwords_and_removal_ends_sessions(
         " ORDER BY id"
     )
     assert [a["action"] for a in actions] == ["user.add", "user.passwd", "user.remove"]
+
+
+async def test_logging_out_ends_copies_of_the_session_too(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    await asyncio.to_thread(_users_add, {**os.environ, **pipeline.env}, "leaving.user", "viewer")
+    page = await logged_in(browser, console.url, "leaving.user")
+    copied = await page.context.cookies()
+    await page.click("header form button")
+    await page.wait_for_url("**/login")
+    elsewhere = await (await browser.new_context()).new_page()
+    await elsewhere.context.add_cookies(copied)  # type: ignore[arg-type]
+    await elsewhere.goto(f"{console.url}/lookup")
+    assert elsewhere.url.endswith("/login")
 
 
 async def test_no_patient_data_in_the_console_log(pipeline: Pipeline, console: Console) -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from console.auth import LoginLimiter, Sessions, allows
+from console.auth import LoginLimiter, Session, Sessions, allows, generation
 from console.chart import bars, per_interval
 from console.kafka_view import Found, partition_for
 from console.mask import mask_email, mask_name, mask_patient
@@ -80,6 +80,37 @@ def test_the_login_limit_counts_per_address_and_per_user_within_the_window() -> 
     limiter.failed("1.2.3.4", "carl", now=2)
     assert limiter.blocked("1.2.3.4", "dora", now=3)  # the address, for any user
     assert not limiter.blocked("1.2.3.4", "ana", now=13)  # the window has passed
+
+
+def test_an_attempt_counts_before_its_check_and_a_right_password_undoes_it() -> None:
+    limiter = LoginLimiter(attempts=2, window_s=10)
+    first = limiter.failed("1.2.3.4", "ana", now=0)
+    limiter.failed("1.2.3.4", "ana", now=0)  # in flight at the same time: both count
+    assert limiter.blocked("1.2.3.4", "ana", now=1)
+    limiter.undo("1.2.3.4", "ana", first)
+    assert not limiter.blocked("1.2.3.4", "ana", now=1)
+
+
+def test_a_csrf_token_expires_and_odd_text_is_refused_not_an_error() -> None:
+    sessions = Sessions("k" * 32, 60, csrf_ttl_s=3600)
+    proxied = Session("ana", "proxy:ana")
+    token = sessions.csrf_token(proxied, now=1000)
+    assert sessions.csrf_ok(proxied, token, now=1000 + 3599)
+    assert not sessions.csrf_ok(proxied, token, now=1000 + 3600)
+    assert not sessions.csrf_ok(Session("bob", "proxy:bob"), token, now=1001)
+    made, _, mac = token.partition(".")
+    assert not sessions.csrf_ok(proxied, f"{int(made) + 1}.{mac}", now=1001)
+    for odd in ("é", f"{made}.é", "١٢٣.abc", "", None):
+        assert not sessions.csrf_ok(proxied, odd, now=1001)
+
+
+def test_a_new_password_or_epoch_makes_a_new_session_generation() -> None:
+    sessions = Sessions("k" * 32, 60)
+    session = sessions.read(sessions.issue("ana", generation("hash1", 0)))
+    assert session is not None
+    assert session.generation == generation("hash1", 0)
+    assert generation("hash1", 1) != session.generation
+    assert generation("hash2", 0) != session.generation
 
 
 def test_settings_need_a_long_secret_and_a_host_port() -> None:

@@ -6,6 +6,8 @@ CREATE TABLE console_users (
     username       text        PRIMARY KEY CHECK (username ~ '^[a-z0-9][a-z0-9_.@-]{0,63}$'),
     password_hash  text        NOT NULL,
     role           text        NOT NULL CHECK (role IN ('viewer', 'operator', 'phi', 'admin')),
+    -- Bumped by logout and by a password change: sessions issued before are void.
+    session_epoch  integer     NOT NULL DEFAULT 0,
     created_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
     updated_at     timestamptz NOT NULL DEFAULT clock_timestamp()
 );

@@ -8,9 +8,10 @@ bounded in messages, so a lookup costs the same on a topic of any size.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,8 @@ from spakinect_pipeline.config import KafkaSettings
 
 SCAN_LIMIT = 5000
 """Most messages a lookup reads from one partition."""
+READERS = 3
+"""Consumers that read partitions: that many reads run at once, the rest wait for one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,15 @@ class Found:
     value: bytes | None
 
 
+@dataclass(slots=True)
+class Scan:
+    """What one partition read found, and whether it read everything it was asked to
+    (False when it stopped at ``limit`` or at its time bound first)."""
+
+    found: list[Found] = field(default_factory=list)
+    complete: bool = True
+
+
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (murmur2, as the producers use)."""
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
@@ -47,28 +59,53 @@ def _at(ms: int) -> datetime:
 
 
 class KafkaView:
-    """One long-lived consumer (no group) and admin client, shared by the console's requests."""
+    """Long-lived consumers (no group) and an admin client, shared by the console's requests.
+
+    Offsets and metadata come from the first consumer, which never assigns
+    partitions; reads take one of :data:`READERS` consumers of their own (an
+    assignment is per consumer), so one slow lookup does not hold up the rest.
+    """
 
     def __init__(self, kafka: KafkaSettings) -> None:
         self.kafka = kafka
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
-        self._lock = asyncio.Lock()  # assign/seek on the one consumer, one request at a time
+        self._readers: list[AIOKafkaConsumer] = []
+        self._free: asyncio.Queue[AIOKafkaConsumer] = asyncio.Queue()
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            **self.kafka.client_options(),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
 
     async def start(self) -> None:
-        options = self.kafka.client_options()
-        self._consumer = AIOKafkaConsumer(
-            **options, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
-        )
-        self._admin = AIOKafkaAdminClient(**options)
-        await self._consumer.start()
+        self._consumer = self._new_consumer()
+        self._admin = AIOKafkaAdminClient(**self.kafka.client_options())
+        self._readers = [self._new_consumer() for _ in range(READERS)]
+        for consumer in (self._consumer, *self._readers):
+            await consumer.start()
+        for reader in self._readers:
+            self._free.put_nowait(reader)
         await self._admin.start()
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
+        for consumer in (self._consumer, *self._readers):
+            if consumer is not None:
+                await consumer.stop()
         if self._admin is not None:
             await self._admin.close()
+
+    @contextlib.asynccontextmanager
+    async def _reader(self) -> AsyncIterator[AIOKafkaConsumer]:
+        reader = await self._free.get()
+        try:
+            yield reader
+        finally:  # unassigned even when the read failed or was cancelled
+            reader.assign([])
+            self._free.put_nowait(reader)
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
@@ -130,32 +167,53 @@ class KafkaView:
     ) -> list[Found]:
         """Messages of one partition from ``start`` to its end (at most ``limit`` read),
         those with ``key`` only when it is given."""
+        return (
+            await self.scan(topic, partition, start, limit=limit, key=key, until_s=until_s)
+        ).found
+
+    async def scan(
+        self,
+        topic: str,
+        partition: int,
+        start: int,
+        *,
+        limit: int = SCAN_LIMIT,
+        key: bytes | None = None,
+        until_s: float = 5.0,
+    ) -> Scan:
+        """As :meth:`read`, saying whether it got to the partition's end."""
         if start < 0:
-            return []
+            return Scan()
         tp = TopicPartition(topic, partition)
-        async with self._lock:
-            end = (await self.consumer.end_offsets([tp]))[tp]
-            stop = min(end, start + limit)
-            if start >= stop:
-                return []
-            self.consumer.assign([tp])
-            self.consumer.seek(tp, start)
-            found: list[Found] = []
-            deadline = time.monotonic() + until_s
-            position = start
+        end = (await self.consumer.end_offsets([tp]))[tp]
+        stop = min(end, start + limit)
+        if start >= stop:
+            return Scan()
+        scan = Scan(complete=False)
+        deadline = time.monotonic() + until_s
+        position = start
+        async with self._reader() as reader:
+            reader.assign([tp])
+            reader.seek(tp, start)
             while position < stop and time.monotonic() < deadline:
-                batch = await self.consumer.getmany(tp, timeout_ms=500, max_records=500)
+                batch = await reader.getmany(tp, timeout_ms=500, max_records=500)
                 for m in batch.get(tp, []):
                     position = m.offset + 1
                     if m.offset >= stop:
                         break
                     if key is None or m.key == key:
                         headers = {k: v.decode("utf-8", "replace") for k, v in m.headers or ()}
-                        found.append(
+                        scan.found.append(
                             Found(topic, partition, m.offset, _at(m.timestamp), headers, m.value)
                         )
-            self.consumer.assign([])
-        return found
+                # Past control records and compacted gaps too, not only the last message.
+                position = max(position, min(await reader.position(tp), stop))
+        scan.complete = stop == end and position >= stop
+        return scan
+
+    async def beginning(self, topic: str, partition: int) -> int:
+        tp = TopicPartition(topic, partition)
+        return int((await self.consumer.beginning_offsets([tp]))[tp])
 
     async def offset_at(self, topic: str, partition: int, ms: int) -> int:
         """The first offset of one partition at or after ``ms`` (its end when none)."""

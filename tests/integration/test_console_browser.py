@@ -136,7 +136,11 @@ async def test_sample_timeline_masked_reveal_and_audit(
     assert re.search(
         r"spakinect_events row written from t\w+\.visits\[\d\]@\d+, applied to gfe_visits", text
     )
-    assert re.search(r"sent to c\*\*\*@example\.test, Message-ID <visit\.completed", text)
+    assert re.search(
+        r"sent to the clinic \(by today's settings: to c\*\*\*@example\.test, "
+        r"Message-ID <visit\.completed",
+        text,
+    )
     assert await steps.count() == 5
     patient = page.locator("#patient")
     await expect(patient).to_contain_text("J*** S****")
@@ -182,10 +186,12 @@ async def test_poisoned_row_is_replayed_from_the_page(
     for part in ("kafka", "postgres", "ingress", "worker dedupe", "worker postgres"):
         await expect(page.locator(f"li.ok[data-part='{part}']")).to_have_text(f"{part}: ready")
     await page.goto(f"{console.url}/lookup?kind=gfe_id&q={gfe_id}")
-    await expect(page.locator("tr.step.failed[data-stage=postgres]")).to_contain_text("23514")
-    await expect(page.locator("tr.step.waiting[data-stage=postgres]")).to_contain_text(
-        "the postgres stage holds it"
+    postgres = page.locator("tr.step.failed[data-stage=postgres]")
+    await expect(postgres.filter(has_text="dead-lettered")).to_contain_text("23514")
+    await expect(postgres.filter(has_text="no row")).to_have_text(
+        re.compile(r"no row: in the DLQ since then")
     )
+    assert "the postgres stage holds it" not in await page.locator("main").inner_text()
 
     await pipeline.fetch(f"ALTER TABLE gfe_visits DROP CONSTRAINT block_{run}")  # the fix
     await page.goto(f"{console.url}/dlq?stage=postgres")

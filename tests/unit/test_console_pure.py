@@ -14,7 +14,7 @@ from console.chart import bars, per_interval
 from console.kafka_view import Found, partition_for
 from console.mask import mask_email, mask_name, mask_patient
 from console.settings import ConsoleSettings
-from console.timeline import email_step, entity_of, raw_steps
+from console.timeline import clean_step, email_step, entity_of, postgres_step, raw_steps
 from console.users import UserError, check
 from sinks.email.settings import EmailSettings
 from spakinect_pipeline.config import ConfigError
@@ -157,11 +157,44 @@ def found(offset: int) -> Found:
     return Found("t.visit-completed", 1, offset, AT, {"event_id": "e"}, None)
 
 
-def test_the_first_delivery_is_received_and_later_ones_are_duplicates() -> None:
-    steps = raw_steps([found(9), found(4)])
+def test_a_later_delivery_is_a_dropped_duplicate_only_when_the_clean_topic_shows_it() -> None:
+    steps = raw_steps([found(9), found(4)], published=1, clean_complete=True)
     assert [s.state for s in steps] == ["done", "skipped"]
     assert "t.visit-completed[1]@4" in steps[0].detail
     assert "dropped duplicate" in steps[1].detail
+    again = raw_steps([found(9), found(4)], published=2, clean_complete=True)
+    assert "published again" in again[1].detail
+    for unread in (
+        raw_steps([found(9), found(4)], 1, False),
+        raw_steps([found(4), found(9)], 0, True),
+    ):
+        assert unread[1].detail == "delivered again (t.visit-completed[1]@9)"
+
+
+def test_a_row_from_before_the_migration_has_no_clean_source_and_no_none() -> None:
+    row = {
+        "clean_topic": None,
+        "clean_partition": None,
+        "clean_offset": None,
+        "disposition": "apply",
+        "event": "treatment.updated",
+        "event_id": "e",
+        "inserted_at": AT,
+    }
+    for step in (postgres_step(row, None, None), clean_step(row, None, None, True)):
+        assert "None" not in step.detail
+        assert "not recorded" in step.detail
+
+
+def test_a_missing_row_with_a_dead_letter_is_in_the_dlq_and_an_unread_topic_is_unknown() -> None:
+    letter = Found("t.dlq", 0, 3, AT, {"event_id": "e", "stage": "postgres"}, None)
+    dead = postgres_step(None, None, None, [letter])
+    assert (dead.state, dead.at, dead.detail) == ("failed", AT, "no row: in the DLQ since then")
+    assert "postgres stage holds it" in postgres_step(None, None, AT, []).detail
+    unread = clean_step(None, None, AT, complete=False)
+    assert unread.state == "unknown"
+    assert "not found in the last 5000 messages" in unread.detail
+    assert "dedupe stage holds it" in clean_step(None, None, AT, complete=True).detail
 
 
 def test_the_email_step_says_why_not() -> None:
@@ -173,7 +206,11 @@ def test_the_email_step_says_why_not() -> None:
     held = email_step("e", "apply", None, None, email, AT)
     assert (held.state, held.at) == ("waiting", AT)
     assert "email stage holds it" in held.detail
-    sent = email_step("visit.completed:g:1", "apply", None, {"at": 1000}, email, None)
+    entry = {"done": ["clinic"], "at": 1000}
+    sent = email_step("visit.completed:g:1", "apply", None, entry, email, None)
     assert (sent.state, sent.at) == ("done", datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC))
-    assert "c***@example.test" in sent.detail
+    assert "sent to the clinic (by today's settings: to c***@example.test" in sent.detail
     assert "Message-ID <visit.completed.g.1.clinic." in sent.detail
+    for not_to_clinic in ({"done": ["patient"], "at": 1000}, {"at": 1000}):
+        step = email_step("visit.completed:g:1", "apply", None, not_to_clinic, email, AT)
+        assert (step.state, step.detail) == ("waiting", held.detail)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,10 @@ from aiokafka.partitioner import murmur2
 
 from spakinect_pipeline.config import KafkaSettings
 
+log = logging.getLogger(__name__)
+
+CHECK_S = 3.0
+"""How long a request waits for Kafka's metadata before calling Kafka unreachable."""
 SCAN_LIMIT = 5000
 """Most messages a lookup reads from one partition."""
 READERS = 3
@@ -38,6 +43,10 @@ class Found:
     at: datetime
     headers: dict[str, str]
     value: bytes | None
+
+
+class KafkaUnreachable(Exception):
+    """Kafka did not answer: pages say so (503) instead of failing with a bare 500."""
 
 
 @dataclass(slots=True)
@@ -82,14 +91,38 @@ class KafkaView:
         )
 
     async def start(self) -> None:
-        self._consumer = self._new_consumer()
-        self._admin = AIOKafkaAdminClient(**self.kafka.client_options())
-        self._readers = [self._new_consumer() for _ in range(READERS)]
-        for consumer in (self._consumer, *self._readers):
-            await consumer.start()
-        for reader in self._readers:
+        """Connect; when Kafka is down the console still starts, and :meth:`check` retries."""
+        try:
+            await self._start()
+        except KafkaUnreachable:
+            log.warning("Kafka unreachable at start: the console retries on each request")
+
+    async def _start(self) -> None:
+        consumer = self._new_consumer()
+        admin = AIOKafkaAdminClient(**self.kafka.client_options())
+        readers = [self._new_consumer() for _ in range(READERS)]
+        started: list[Any] = []
+        try:
+            for client in (consumer, *readers, admin):
+                await asyncio.wait_for(client.start(), CHECK_S * 2)
+                started.append(client)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            for client in started:
+                with contextlib.suppress(Exception):
+                    await (client.close() if client is admin else client.stop())
+            raise KafkaUnreachable(str(exc)) from exc
+        self._consumer, self._admin, self._readers = consumer, admin, readers
+        for reader in readers:
             self._free.put_nowait(reader)
-        await self._admin.start()
+
+    async def check(self) -> None:
+        """Raise :class:`KafkaUnreachable` unless Kafka answers a metadata request now."""
+        if self._consumer is None:
+            await self._start()
+        try:
+            await asyncio.wait_for(self.consumer.topics(), CHECK_S)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise KafkaUnreachable(str(exc)) from exc
 
     async def stop(self) -> None:
         for consumer in (self._consumer, *self._readers):
@@ -109,7 +142,8 @@ class KafkaView:
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
-        assert self._consumer is not None, "KafkaView.start() first"
+        if self._consumer is None:
+            raise KafkaUnreachable("not connected")
         return self._consumer
 
     async def partitions(self, topic: str) -> list[TopicPartition]:

@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 
 from console.chart import Bar, bars, per_interval
-from console.kafka_view import KafkaView
+from console.kafka_view import KafkaUnreachable, KafkaView
 from events.topics import Topics
 
 EVENTS = ("visit.completed", "treatment.updated")
@@ -22,8 +22,8 @@ class Overview:
     week: list[Bar]
     day_total: dict[str, int]
     stages: list[dict[str, Any]]
-    dlq: int
-    rejected: int
+    dlq: int | None
+    rejected: int | None
     last_received: datetime | None
     ready: dict[str, bool] = field(default_factory=dict)
 
@@ -61,13 +61,27 @@ async def _ingress_ready(url: str | None) -> bool | None:
 async def gather(
     view: KafkaView, pool: asyncpg.Pool, topics: Topics, app_id: str, ingress_url: str | None
 ) -> Overview:
+    """The figures; without Kafka, only the readiness (the counts are unknown, not zero)."""
+    ready: dict[str, bool] = {}
+    try:
+        ready["postgres"] = await pool.fetchval("SELECT 1") == 1
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        ready["postgres"] = False
+    ingress = await _ingress_ready(ingress_url)
+    if ingress is not None:
+        ready["ingress"] = ingress
+    try:
+        await view.check()
+    except KafkaUnreachable:
+        ready["kafka"] = False
+        return Overview([], [], dict.fromkeys(EVENTS, 0), [], None, None, None, ready)
+    ready["kafka"] = True
     now = datetime.now(UTC)
     week_starts = hour_starts(now, 24 * 7)
     week = await _series(view, topics, week_starts)
     day_starts, day = week_starts[-24:], {event: values[-24:] for event, values in week.items()}
     hour_ago = int((now - timedelta(hours=1)).timestamp() * 1000)
     stages = []
-    ready: dict[str, bool] = {"kafka": True}
     for stage, inputs in stage_inputs(topics).items():
         group = f"{app_id}-{stage}"
         lag = await view.group_lag(group, inputs)
@@ -77,13 +91,6 @@ async def gather(
         members = await view.group_members(group)
         ready[f"worker {stage}"] = members > 0
         stages.append({"stage": stage, "members": members, "last_hour": last_hour, **lag})
-    try:
-        ready["postgres"] = await pool.fetchval("SELECT 1") == 1
-    except (OSError, asyncpg.PostgresError):
-        ready["postgres"] = False
-    ingress = await _ingress_ready(ingress_url)
-    if ingress is not None:
-        ready["ingress"] = ingress
     return Overview(
         day=bars(day_starts, day),
         week=bars(week_starts, week),

@@ -34,6 +34,7 @@ async def _lookup(
     timelines = st.timelines()
     results = []
     if q:
+        await st.view.check()
         only = q if kind == "event_id" else None
         for event, entity in await timelines.entities(kind, q):
             visit = await timelines.visit(entity) if event == "visit.completed" else None

@@ -486,3 +486,52 @@ async def test_behind_a_trusted_proxy_its_header_names_the_user(
             assert not_found.status_code == 404  # past CSRF and role: no such dead letter
     finally:
         await asyncio.to_thread(process.stop, 20)
+
+
+async def test_without_kafka_the_overview_and_lookup_say_so(
+    pipeline: Pipeline, console: Console
+) -> None:
+    nowhere = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    process, url = await asyncio.to_thread(_console, pipeline, "console-no-kafka", "1h", **nowhere)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            token, _ = await _login_form(client)
+            login = await client.post(
+                "/login", data={"username": "viewer", "password": PASSWORD, "login_token": token}
+            )
+            assert login.status_code == 303
+            overview = await client.get("/")
+            assert overview.status_code == 200
+            assert "Kafka unreachable" in overview.text
+            assert 'data-part="kafka" class="error">kafka: NOT ready' in overview.text
+            assert 'data-part="postgres" class="ok"' in overview.text
+            lookup = await client.get("/lookup", params={"kind": "gfe_id", "q": "gfe_x"})
+            assert lookup.status_code == 503
+            assert "Kafka unreachable" in lookup.text
+            assert "Traceback" not in lookup.text
+            assert lookup.headers["content-security-policy"].startswith("default-src 'self'")
+    finally:
+        await asyncio.to_thread(process.stop, 20)
+    logs = (pipeline.logs / "console-no-kafka.log").read_text()
+    assert "GET /lookup 503" in logs  # the access log saw it
+
+
+async def test_without_postgres_pages_say_so(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    page = await logged_in(browser, console.url, "viewer")
+    await pipeline.pg_proxy.down()
+    try:
+        response = await page.goto(f"{console.url}/lookup")
+        assert response is not None
+        assert response.status == 503
+        await expect(page.locator("main")).to_contain_text("Postgres unreachable")
+        assert response.headers["x-frame-options"] == "DENY"
+    finally:
+        await pipeline.pg_proxy.up()
+
+    async def back() -> bool:
+        answer = await page.goto(f"{console.url}/lookup")
+        return answer is not None and answer.status == 200
+
+    await wait_until(back, 30, "the console after Postgres is back")

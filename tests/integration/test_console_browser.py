@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
+import orjson
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from devstack.process import ManagedProcess, free_port
 from devstack.stack import http_ok, pipeline_process
 from events.samples import SAMPLES, sample_visit
-from tests.helpers import wait_until
+from tests.helpers import produce, wait_until
 
 from .conftest import Pipeline
 from .test_faults import cli
@@ -220,11 +221,15 @@ async def test_viewer_sees_no_replay_and_a_forged_post_is_refused(
         f"{console.url}/dlq/replay", form={"csrf": csrf or "", "letter": "0:0", "confirm": "yes"}
     )
     assert response.status == 403
+    assert "this needs the operator role" in await response.text()  # its token was right
     reveal = await page.request.post(
         f"{console.url}/lookup/reveal", form={"csrf": csrf or "", "gfe_id": "x", "reason": "test"}
     )
     assert reveal.status == 403
-    assert (await page.request.get(f"{console.url}/audit")).status == 403
+    assert "this needs the phi role" in await reveal.text()
+    audit_page = await page.request.get(f"{console.url}/audit")
+    assert audit_page.status == 403
+    assert "this needs the admin role" in await audit_page.text()
 
 
 async def test_a_post_without_the_csrf_token_is_refused(console: Console, browser: Browser) -> None:
@@ -399,6 +404,20 @@ async def test_refused_bodies_are_revalidated_and_replayed_after_a_confirmation(
     assert [e["actor"] for e in entries] == ["console:operator"]
 
 
+async def test_a_refused_body_the_models_now_accept_is_replayed(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    gfe_id = f"gfe_accepted_{uuid.uuid4().hex[:6]}"
+    body = orjson.dumps(sample_visit(gfe_id))  # refused by an older model, say
+    await produce(pipeline.env["KAFKA_BOOTSTRAP_SERVERS"], pipeline.topics.rejected, [(b"", body)])
+    page = await logged_in(browser, console.url, "operator")
+    await page.goto(f"{console.url}/rejected")
+    await page.click("main form button")
+    await page.click("#confirm-replay")
+    await expect(page.locator("p.ok")).to_contain_text(re.compile(r"Published [1-9]\d* body"))
+    await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id)
+
+
 async def test_users_cli_changes_passwords_and_removal_ends_sessions(
     pipeline: Pipeline, console: Console, browser: Browser
 ) -> None:
@@ -449,10 +468,24 @@ async def test_logging_out_ends_copies_of_the_session_too(
     assert elsewhere.url.endswith("/login")
 
 
-async def test_no_patient_data_in_the_console_log(pipeline: Pipeline, console: Console) -> None:
+async def test_no_patient_data_in_the_console_log(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    gfe_id = f"gfe_logged_{uuid.uuid4().hex[:6]}"
+    body = sample_visit(gfe_id)
+    body["data"]["patient_details"]["name"] = "Zebedee Quartermaine"
+    body["data"]["patient_details"]["email"] = "zebedee.q@example.org"
+    assert (await pipeline.post(body)).status_code == 200
+    await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id)
+    page = await logged_in(browser, console.url, "phi")
+    await page.goto(f"{console.url}/lookup?kind=gfe_id&q={gfe_id}")
+    await page.fill("form.reveal input[name=reason]", "checking the log")
+    await page.click("form.reveal button")
+    await expect(page.locator("#patient .name")).to_have_text("Zebedee Quartermaine")
     logs = "".join(p.read_text() for p in pipeline.logs.glob("console*.log"))
     assert "GET /lookup" in logs  # the access log is on
-    for secret in ("Jane", "jane.smith", "onerror"):
+    assert "POST /lookup/reveal" in logs
+    for secret in ("Zebedee", "Quartermaine", "zebedee.q", gfe_id):
         assert secret not in logs
 
 
@@ -472,12 +505,23 @@ async def test_behind_a_trusted_proxy_its_header_names_the_user(
             assert page.status_code == 200
             token = re.search(r'name="csrf" value="([^"]+)"', page.text)
             assert token is not None
+            viewer_page = await client.get("/dlq", headers={"X-Forwarded-User": "viewer"})
+            viewer_token = re.search(r'name="csrf" value="([^"]+)"', viewer_page.text)
+            assert viewer_token is not None
             as_viewer = await client.post(
+                "/dlq/replay",
+                headers={"X-Forwarded-User": "viewer"},
+                data={"csrf": viewer_token.group(1), "letter": "0:0"},
+            )
+            assert as_viewer.status_code == 403
+            assert "this needs the operator role" in as_viewer.text
+            borrowed = await client.post(  # the admin's token is not the viewer's
                 "/dlq/replay",
                 headers={"X-Forwarded-User": "viewer"},
                 data={"csrf": token.group(1), "letter": "0:0"},
             )
-            assert as_viewer.status_code == 403
+            assert borrowed.status_code == 403
+            assert "CSRF" in borrowed.text
             not_found = await client.post(
                 "/dlq/replay",
                 headers={"X-Forwarded-User": "admin"},

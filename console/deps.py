@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ from events.topics import Topics
 from sinks.email.settings import EmailSettings
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.phi.crypto import Keyring
+from streams.dlq_tools import parse_since
 
 COOKIE = "console_session"
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -116,6 +118,16 @@ async def checked_csrf(
 
 
 Csrf = Depends(checked_csrf)
+
+
+def since_param(value: str) -> datetime | None:
+    """A page's ``since`` filter: an ISO time or a duration back from now; 400 otherwise."""
+    try:
+        return parse_since(value or None, datetime.now(UTC))
+    except ValueError:
+        raise HTTPException(400, "since: an ISO time or a duration such as 2h or 7d") from None
+
+
 OperatorUser = Annotated[users.User, require("operator")]
 PhiUser = Annotated[users.User, require("phi")]
 AdminUser = Annotated[users.User, require("admin")]

@@ -43,6 +43,8 @@ class Found:
     at: datetime
     headers: dict[str, str]
     value: bytes | None
+    key: bytes | None = None
+    raw_headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class KafkaUnreachable(Exception):
@@ -237,8 +239,10 @@ class KafkaView:
                         break
                     if key is None or m.key == key:
                         headers = {k: v.decode("utf-8", "replace") for k, v in m.headers or ()}
+                        at = _at(m.timestamp)
+                        raw = tuple(m.headers or ())
                         scan.found.append(
-                            Found(topic, partition, m.offset, _at(m.timestamp), headers, m.value)
+                            Found(topic, partition, m.offset, at, headers, m.value, m.key, raw)
                         )
                 # Past control records and compacted gaps too, not only the last message.
                 position = max(position, min(await reader.position(tp), stop))

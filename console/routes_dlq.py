@@ -7,29 +7,51 @@ The reading and replaying are :mod:`streams.dlq_tools` and
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 
 from console.auth import allows
-from console.deps import ConsoleState, Csrf, CurrentUser, OperatorUser, State, client_addr, page
+from console.deps import (
+    ConsoleState,
+    Csrf,
+    CurrentUser,
+    OperatorUser,
+    State,
+    client_addr,
+    page,
+    since_param,
+)
 from ingress.replay_rejected import replay_rejected
 from spakinect_pipeline import audit
-from streams.dlq_tools import DeadLetter, matches, parse_since, read_dead_letters, replay
+from spakinect_pipeline.publisher import PublishFailed
+from streams.dlq_tools import DeadLetter, matches, read_dead_letters, replay
 
 router = APIRouter()
+MAX_REPLAY = 500
+"""Most dead letters one replay takes (each is read on its own)."""
 
 
 async def _letters(st: State) -> list[DeadLetter]:
     return await read_dead_letters(st.kafka, idle_s=0.5)
 
 
-def _since(value: str) -> datetime | None:
-    try:
-        return parse_since(value or None, datetime.now(UTC))
-    except ValueError:
-        raise HTTPException(400, "since: an ISO time or a duration such as 2h or 7d") from None
+async def _letter_at(st: State, partition: int, offset: int) -> DeadLetter | None:
+    """The one dead letter at ``partition:offset`` (one message read, not the whole DLQ)."""
+    if partition not in {tp.partition for tp in await st.view.partitions(st.topics.dlq)}:
+        return None
+    found = await st.view.read(st.topics.dlq, partition, offset, limit=1)
+    if not found or found[0].offset != offset:
+        return None
+    f = found[0]
+    return DeadLetter(f.offset, f.partition, f.at, f.key, f.value, f.headers, list(f.raw_headers))
+
+
+def _position(value: str) -> tuple[int, int]:
+    partition, sep, offset = value.partition(":")
+    if not sep or not partition.isdecimal() or not offset.isdecimal():
+        raise HTTPException(400, "letter: partition:offset, e.g. 0:42")
+    return int(partition), int(offset)
 
 
 @router.get("/dlq")
@@ -41,7 +63,7 @@ async def dlq_list(
     reason: Annotated[str, Query(max_length=100)] = "",
     since: Annotated[str, Query(max_length=40)] = "",
 ) -> Any:
-    moment = _since(since)
+    moment = since_param(since)
     letters = [
         x
         for x in await _letters(st)
@@ -55,9 +77,7 @@ async def dlq_list(
 async def dlq_detail(
     request: Request, st: ConsoleState, user: CurrentUser, partition: int, offset: int
 ) -> Any:
-    letter = next(
-        (x for x in await _letters(st) if (x.partition, x.offset) == (partition, offset)), None
-    )
+    letter = await _letter_at(st, partition, offset)
     if letter is None:
         raise HTTPException(404, "no such dead letter")
     body = None
@@ -84,7 +104,8 @@ async def dlq_replay(
 ) -> Any:
     """First POST shows what would be replayed; the second, with ``confirm=yes``, replays."""
     wanted = set(letter)
-    chosen = [x for x in await _letters(st) if f"{x.partition}:{x.offset}" in wanted]
+    positions = sorted({_position(x) for x in wanted})[:MAX_REPLAY]
+    chosen = [x for p, o in positions if (x := await _letter_at(st, p, o)) is not None]
     if not chosen:
         raise HTTPException(404, "none of the selected dead letters is on the DLQ")
     if confirm != "yes":
@@ -97,7 +118,30 @@ async def dlq_replay(
         client_addr=client_addr(request),
         details={"event_ids": [x.event_id for x in chosen]},
     )
-    sent = await replay(st.kafka, chosen, progress=False)
+    try:
+        sent = await replay(st.kafka, chosen, progress=False)
+    except PublishFailed as exc:
+        await audit.record(
+            st.db,
+            "dlq.replay.failed",
+            f"dlq:{','.join(sorted(wanted))[:200]}",
+            actor=f"console:{user.username}",
+            client_addr=client_addr(request),
+            details={"error": type(exc).__name__},
+        )
+        raise HTTPException(
+            503,
+            "Kafka did not take the replay: some of the letters may have gone, all are still "
+            "on the DLQ; replaying them again is safe (the stages drop what they have).",
+        ) from None
+    await audit.record(
+        st.db,
+        "dlq.replay.done",
+        f"dlq:{','.join(sorted(wanted))[:200]}",
+        actor=f"console:{user.username}",
+        client_addr=client_addr(request),
+        details={"sent": sent, "of": len(chosen)},
+    )
     return page(
         request,
         "done.html",
@@ -132,6 +176,14 @@ async def rejected_replay(
         client_addr=client_addr(request),
     )
     counts = await replay_rejected(st.kafka, idle_s=0.5)
+    await audit.record(
+        st.db,
+        "rejected.replay.done",
+        f"topic:{st.topics.rejected}",
+        actor=f"console:{user.username}",
+        client_addr=client_addr(request),
+        details=dict(counts),
+    )
     return page(
         request,
         "done.html",

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 
 from console import users
-from console.deps import AdminUser, ConsoleState, Csrf, CurrentUser, PhiUser, client_addr, page
+from console.deps import (
+    AdminUser,
+    ConsoleState,
+    Csrf,
+    CurrentUser,
+    PhiUser,
+    client_addr,
+    page,
+    since_param,
+)
 from console.mask import mask_patient
 from console.overview import gather
 from console.timeline import KINDS
 from sinks.postgres.protect import open_visit
 from spakinect_pipeline import audit
-from streams.dlq_tools import parse_since
 
 router = APIRouter()
 
@@ -97,10 +104,7 @@ async def audit_log(
     since: Annotated[str, Query(max_length=40)] = "",
     target: Annotated[str, Query(max_length=300)] = "",
 ) -> Any:
-    try:
-        moment = parse_since(since or None, datetime.now(UTC))
-    except ValueError:
-        raise HTTPException(400, "since: an ISO time or a duration such as 2h or 7d") from None
+    moment = since_param(since)
     found = await audit.entries(
         st.db, action=action or None, since=moment, target=target or None, limit=500
     )

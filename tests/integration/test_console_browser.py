@@ -194,6 +194,18 @@ async def test_poisoned_row_is_replayed_from_the_page(
     )
     assert "the postgres stage holds it" not in await page.locator("main").inner_text()
 
+    await page.goto(f"{console.url}/dlq?stage=postgres")
+    position = await page.locator(f"tr.letter:has-text('{gfe_id}') input").get_attribute("value")
+    assert position is not None
+    partition, offset = position.split(":")
+    detail = await page.goto(f"{console.url}/dlq/{partition}/{offset}")
+    assert detail is not None
+    assert detail.status == 200
+    await expect(page.locator("main")).to_contain_text(gfe_id)  # its event_id header
+    await expect(page.locator("main")).to_contain_text("shown to the phi role only")
+    for gone in (f"{partition}/{int(offset) + 10**9}", f"999/{offset}"):
+        assert (await page.request.get(f"{console.url}/dlq/{gone}")).status == 404
+
     await pipeline.fetch(f"ALTER TABLE gfe_visits DROP CONSTRAINT block_{run}")  # the fix
     await page.goto(f"{console.url}/dlq?stage=postgres")
     await page.check(f"tr.letter:has-text('{gfe_id}') input[type=checkbox]")
@@ -207,6 +219,12 @@ async def test_poisoned_row_is_replayed_from_the_page(
         f"%{gfe_id}%",
     )
     assert [e["actor"] for e in entries] == ["console:operator"]
+    done = await pipeline.fetch(
+        "SELECT details->>'sent' AS sent FROM audit_log WHERE action = 'dlq.replay.done'"
+        " AND target = $1",
+        f"dlq:{position}",
+    )
+    assert [d["sent"] for d in done] == ["1"]
 
 
 async def test_viewer_sees_no_replay_and_a_forged_post_is_refused(
@@ -253,6 +271,10 @@ async def test_a_post_without_the_csrf_token_is_refused(console: Console, browse
     )
     assert short.status == 400
     assert "a reason is needed" in await short.text()
+    for listing in ("/dlq", "/audit"):  # one parser of `since` for both
+        bad = await page.request.get(f"{console.url}{listing}?since=yesterday-ish")
+        assert bad.status == 400
+        assert "since: an ISO time or a duration" in await bad.text()
 
 
 async def test_a_hostile_patient_name_renders_as_text(

@@ -7,10 +7,12 @@ The reading and replaying are :mod:`streams.dlq_tools` and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 
+from console import users
 from console.auth import allows
 from console.deps import (
     ConsoleState,
@@ -21,6 +23,7 @@ from console.deps import (
     client_addr,
     page,
     since_param,
+    state,
 )
 from ingress.replay_rejected import replay_rejected
 from spakinect_pipeline import audit
@@ -45,6 +48,24 @@ async def _letter_at(st: State, partition: int, offset: int) -> DeadLetter | Non
         return None
     f = found[0]
     return DeadLetter(f.offset, f.partition, f.at, f.key, f.value, f.headers, list(f.raw_headers))
+
+
+async def _audit(
+    request: Request,
+    user: users.User,
+    action: str,
+    target: str,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """An audit entry of this console user's action, from this client."""
+    await audit.record(
+        state(request).db,
+        action,
+        target,
+        actor=f"console:{user.username}",
+        client_addr=client_addr(request),
+        details=details,
+    )
 
 
 def _position(value: str) -> tuple[int, int]:
@@ -82,13 +103,12 @@ async def dlq_detail(
         raise HTTPException(404, "no such dead letter")
     body = None
     if allows(user.role, "phi"):
-        await audit.record(
-            st.db,
+        await _audit(
+            request,
+            user,
             "dlq.view-body",
             f"dlq:{partition}:{offset}",
-            actor=f"console:{user.username}",
-            client_addr=client_addr(request),
-            details={"event_id": letter.event_id},
+            {"event_id": letter.event_id},
         )
         body = (letter.value or b"").decode("utf-8", "replace")
     return page(request, "dlq_detail.html", user, letter=letter, body=body)
@@ -110,37 +130,34 @@ async def dlq_replay(
         raise HTTPException(404, "none of the selected dead letters is on the DLQ")
     if confirm != "yes":
         return page(request, "dlq_confirm.html", user, letters=chosen)
-    await audit.record(
-        st.db,
+    await _audit(
+        request,
+        user,
         "dlq.replay",
         f"dlq:{','.join(sorted(wanted))[:200]}",
-        actor=f"console:{user.username}",
-        client_addr=client_addr(request),
-        details={"event_ids": [x.event_id for x in chosen]},
+        {"event_ids": [x.event_id for x in chosen]},
     )
     try:
         sent = await replay(st.kafka, chosen, progress=False)
     except PublishFailed as exc:
-        await audit.record(
-            st.db,
+        await _audit(
+            request,
+            user,
             "dlq.replay.failed",
             f"dlq:{','.join(sorted(wanted))[:200]}",
-            actor=f"console:{user.username}",
-            client_addr=client_addr(request),
-            details={"error": type(exc).__name__},
+            {"error": type(exc).__name__},
         )
         raise HTTPException(
             503,
             "Kafka did not take the replay: some of the letters may have gone, all are still "
             "on the DLQ; replaying them again is safe (the stages drop what they have).",
         ) from None
-    await audit.record(
-        st.db,
+    await _audit(
+        request,
+        user,
         "dlq.replay.done",
         f"dlq:{','.join(sorted(wanted))[:200]}",
-        actor=f"console:{user.username}",
-        client_addr=client_addr(request),
-        details={"sent": sent, "of": len(chosen)},
+        {"sent": sent, "of": len(chosen)},
     )
     return page(
         request,
@@ -168,22 +185,9 @@ async def rejected_replay(
     if confirm != "yes":
         counts = await replay_rejected(st.kafka, dry_run=True, idle_s=0.5)
         return page(request, "rejected_confirm.html", user, counts=sorted(counts.items()))
-    await audit.record(
-        st.db,
-        "rejected.replay",
-        f"topic:{st.topics.rejected}",
-        actor=f"console:{user.username}",
-        client_addr=client_addr(request),
-    )
+    await _audit(request, user, "rejected.replay", f"topic:{st.topics.rejected}")
     counts = await replay_rejected(st.kafka, idle_s=0.5)
-    await audit.record(
-        st.db,
-        "rejected.replay.done",
-        f"topic:{st.topics.rejected}",
-        actor=f"console:{user.username}",
-        client_addr=client_addr(request),
-        details=dict(counts),
-    )
+    await _audit(request, user, "rejected.replay.done", f"topic:{st.topics.rejected}", dict(counts))
     return page(
         request,
         "done.html",

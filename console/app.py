@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from console import routes_auth, routes_dlq, routes_pages
+from console import routes_auth, routes_dlq, routes_pages, routes_rejected
 from console.auth import LoginLimiter, Sessions
 from console.deps import LoginRequired, State, page
 from console.kafka_view import KafkaUnreachable, KafkaView
@@ -87,7 +87,7 @@ def create_app(
     )
     app.state.console = state
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
-    for module in (routes_auth, routes_pages, routes_dlq):
+    for module in (routes_auth, routes_pages, routes_rejected, routes_dlq):
         app.include_router(module.router)
 
     @app.middleware("http")

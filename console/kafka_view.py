@@ -249,6 +249,13 @@ class KafkaView:
         scan.complete = stop == end and position >= stop
         return scan
 
+    async def message_at(self, topic: str, partition: int, offset: int) -> Found | None:
+        """The one message at ``partition:offset`` of ``topic``, or None when there is none."""
+        if partition not in {tp.partition for tp in await self.partitions(topic)}:
+            return None
+        found = await self.read(topic, partition, offset, limit=1)
+        return found[0] if found and found[0].offset == offset else None
+
     async def beginning(self, topic: str, partition: int) -> int:
         tp = TopicPartition(topic, partition)
         return int((await self.consumer.beginning_offsets([tp]))[tp])

@@ -41,12 +41,9 @@ async def _letters(st: State) -> list[DeadLetter]:
 
 async def _letter_at(st: State, partition: int, offset: int) -> DeadLetter | None:
     """The one dead letter at ``partition:offset`` (one message read, not the whole DLQ)."""
-    if partition not in {tp.partition for tp in await st.view.partitions(st.topics.dlq)}:
+    f = await st.view.message_at(st.topics.dlq, partition, offset)
+    if f is None:
         return None
-    found = await st.view.read(st.topics.dlq, partition, offset, limit=1)
-    if not found or found[0].offset != offset:
-        return None
-    f = found[0]
     return DeadLetter(f.offset, f.partition, f.at, f.key, f.value, f.headers, list(f.raw_headers))
 
 

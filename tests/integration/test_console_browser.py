@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -424,6 +425,38 @@ async def test_refused_bodies_are_revalidated_and_replayed_after_a_confirmation(
         "SELECT actor FROM audit_log WHERE action = 'rejected.replay' AND actor LIKE 'console:%'"
     )
     assert [e["actor"] for e in entries] == ["console:operator"]
+
+
+async def test_refused_bodies_are_listed_and_a_body_is_shown_to_phi_only(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    gfe_id = f"gfe_listed_{uuid.uuid4().hex[:6]}"
+    broken = sample_visit(gfe_id)
+    del broken["data"]["location_id"]
+    assert (await pipeline.post(broken)).status_code == 422
+    page = await logged_in(browser, console.url, "operator")
+    await page.goto(f"{console.url}/rejected/list?since=1h")
+    newest = page.locator("tr.refused").first
+    await expect(newest).to_contain_text("still refused:")
+    reason = (await newest.locator("td").nth(2).inner_text()).strip()
+    href = await newest.locator("a").get_attribute("href")
+    assert href is not None
+    await page.goto(f"{console.url}/rejected/list?reason=no-such-reason")
+    assert await page.locator("tr.refused").count() == 0
+    await page.goto(f"{console.url}/rejected/list?reason={quote(reason)}")
+    assert await page.locator("tr.refused").count() >= 1
+    await page.goto(console.url + href)
+    await expect(page.locator("main")).to_contain_text("shown to the phi role only")
+    assert gfe_id not in await page.content()
+    phi = await logged_in(browser, console.url, "phi")
+    await phi.goto(console.url + href)
+    await expect(phi.locator("#body")).to_contain_text(gfe_id)
+    target = "rejected:" + href.removeprefix("/rejected/").replace("/", ":")
+    entries = await pipeline.fetch(
+        "SELECT actor FROM audit_log WHERE action = 'rejected.view-body' AND target = $1", target
+    )
+    assert [e["actor"] for e in entries] == ["console:phi"]
+    assert (await phi.request.get(f"{console.url}/rejected/999/0")).status == 404
 
 
 async def test_a_refused_body_the_models_now_accept_is_replayed(

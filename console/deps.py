@@ -120,6 +120,14 @@ async def checked_csrf(
 Csrf = Depends(checked_csrf)
 
 
+def letter_position(value: str) -> tuple[int, int]:
+    """``partition:offset`` from a form's checkbox; 400 otherwise."""
+    partition, sep, offset = value.partition(":")
+    if not sep or not partition.isdecimal() or not offset.isdecimal():
+        raise HTTPException(400, "choose messages by partition:offset, e.g. 0:42")
+    return int(partition), int(offset)
+
+
 def since_param(value: str) -> datetime | None:
     """A page's ``since`` filter: an ISO time or a duration back from now; 400 otherwise."""
     try:

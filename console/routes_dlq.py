@@ -21,6 +21,7 @@ from console.deps import (
     OperatorUser,
     State,
     client_addr,
+    letter_position,
     page,
     since_param,
     state,
@@ -63,13 +64,6 @@ async def _audit(
         client_addr=client_addr(request),
         details=details,
     )
-
-
-def _position(value: str) -> tuple[int, int]:
-    partition, sep, offset = value.partition(":")
-    if not sep or not partition.isdecimal() or not offset.isdecimal():
-        raise HTTPException(400, "letter: partition:offset, e.g. 0:42")
-    return int(partition), int(offset)
 
 
 @router.get("/dlq")
@@ -121,7 +115,7 @@ async def dlq_replay(
 ) -> Any:
     """First POST shows what would be replayed; the second, with ``confirm=yes``, replays."""
     wanted = set(letter)
-    positions = sorted({_position(x) for x in wanted})[:MAX_REPLAY]
+    positions = sorted({letter_position(x) for x in wanted})[:MAX_REPLAY]
     chosen = [x for p, o in positions if (x := await _letter_at(st, p, o)) is not None]
     if not chosen:
         raise HTTPException(404, "none of the selected dead letters is on the DLQ")

@@ -11,17 +11,29 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Form, HTTPException, Query, Request
 
 from console.auth import allows
-from console.deps import ConsoleState, CurrentUser, client_addr, page, since_param
+from console.deps import (
+    ConsoleState,
+    Csrf,
+    CurrentUser,
+    OperatorUser,
+    client_addr,
+    letter_position,
+    page,
+    since_param,
+)
 from console.kafka_view import Found
 from ingress.intake import Refused, decide
+from ingress.replay_rejected import replay_selected
 from spakinect_pipeline import audit
 
 router = APIRouter()
 PER_PARTITION = 500
 """Newest refused bodies listed per partition."""
+MAX_SELECTED = 500
+"""Most refused bodies one replay takes."""
 
 
 def verdict(found: Found, now_ms: int) -> str:
@@ -61,6 +73,51 @@ async def rejected_list(
         since=since,
         limit=PER_PARTITION,
     )
+
+
+@router.post("/rejected/replay-selected", dependencies=[Csrf])
+async def rejected_replay_selected(
+    request: Request,
+    st: ConsoleState,
+    user: OperatorUser,
+    item: Annotated[list[str], Form()],
+    confirm: Annotated[str, Form()] = "",
+) -> Any:
+    """First POST shows the chosen bodies' verdicts; the second, with ``confirm=yes``,
+    publishes those today's models accept (as ``rejected replay`` does)."""
+    await st.view.check()
+    chosen: list[Found] = []
+    for position in sorted(set(item))[:MAX_SELECTED]:
+        partition, offset = letter_position(position)
+        found = await st.view.message_at(st.topics.rejected, partition, offset)
+        if found is not None:
+            chosen.append(found)
+    if not chosen:
+        raise HTTPException(404, "none of the selected refused bodies is kept")
+    now_ms = int(time.time() * 1000)
+    if confirm != "yes":
+        rows = [(f, verdict(f, now_ms)) for f in chosen]
+        return page(request, "rejected_selected.html", user, rows=rows)
+    target = "rejected:" + ",".join(f"{f.partition}:{f.offset}" for f in chosen)[:200]
+    actor = f"console:{user.username}"
+    await audit.record(
+        st.db, "rejected.replay", target, actor=actor, client_addr=client_addr(request)
+    )
+    counts = await replay_selected(st.kafka, [(f.value or b"", f.raw_headers) for f in chosen])
+    await audit.record(
+        st.db,
+        "rejected.replay.done",
+        target,
+        actor=actor,
+        client_addr=client_addr(request),
+        details=dict(counts),
+    )
+    still = sum(v for k, v in counts.items() if k.startswith("still_refused:"))
+    message = (
+        f"Published {counts['published']} body(ies), {counts['unrouted']} unrouted; "
+        f"{still} still refused."
+    )
+    return page(request, "done.html", user, message=message)
 
 
 @router.get("/rejected/{partition}/{offset}")

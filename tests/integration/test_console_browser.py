@@ -272,6 +272,11 @@ async def test_a_post_without_the_csrf_token_is_refused(console: Console, browse
     )
     assert short.status == 400
     assert "a reason is needed" in await short.text()
+    odd = await page.request.post(
+        f"{console.url}/dlq/replay", form={"csrf": csrf or "", "letter": "nonsense"}
+    )
+    assert odd.status == 400
+    assert "partition:offset" in await odd.text()
     for listing in ("/dlq", "/audit"):  # one parser of `since` for both
         bad = await page.request.get(f"{console.url}{listing}?since=yesterday-ish")
         assert bad.status == 400
@@ -438,7 +443,7 @@ async def test_refused_bodies_are_listed_and_a_body_is_shown_to_phi_only(
     await page.goto(f"{console.url}/rejected/list?since=1h")
     newest = page.locator("tr.refused").first
     await expect(newest).to_contain_text("still refused:")
-    reason = (await newest.locator("td").nth(2).inner_text()).strip()
+    reason = (await newest.locator("td.reason").inner_text()).strip()
     href = await newest.locator("a").get_attribute("href")
     assert href is not None
     await page.goto(f"{console.url}/rejected/list?reason=no-such-reason")
@@ -471,6 +476,27 @@ async def test_a_refused_body_the_models_now_accept_is_replayed(
     await page.click("#confirm-replay")
     await expect(page.locator("p.ok")).to_contain_text(re.compile(r"Published [1-9]\d* body"))
     await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id)
+
+
+async def test_chosen_refused_bodies_are_replayed_after_a_confirmation(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    gfe_id = f"gfe_chosen_{uuid.uuid4().hex[:6]}"
+    body = orjson.dumps(sample_visit(gfe_id))  # refused by an older model, say
+    await produce(pipeline.env["KAFKA_BOOTSTRAP_SERVERS"], pipeline.topics.rejected, [(b"", body)])
+    page = await logged_in(browser, console.url, "operator")
+    await page.goto(f"{console.url}/rejected/list?since=10m")
+    newest = page.locator("tr.refused").first
+    await expect(newest).to_contain_text("accepted now")
+    await newest.locator("input[type=checkbox]").check()
+    await page.click("#replay-selected")
+    await expect(page.locator("h1")).to_have_text("Replay 1 refused body(ies)?")
+    await page.click("#confirm-replay")
+    await expect(page.locator("p.ok")).to_contain_text("Published 1 body(ies), 0 unrouted; 0 still")
+    await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id)
+    viewer = await logged_in(browser, console.url, "viewer")
+    await viewer.goto(f"{console.url}/rejected/list")
+    assert await viewer.locator("#replay-selected").count() == 0
 
 
 async def test_users_cli_changes_passwords_and_removal_ends_sessions(

@@ -11,6 +11,7 @@ COPY sinks sinks
 COPY devstack devstack
 COPY spakinect_pipeline spakinect_pipeline
 COPY cli cli
+COPY console console
 RUN pip install -c constraints.txt . \
     && useradd --system --uid 10001 --home /app pipeline \
     && mkdir -p /app/state && chown pipeline /app/state

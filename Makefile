@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 UP_ARGS ?=
+# The browser tests drive Debian's chromium; nothing may download a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .DEFAULT_GOAL := help
 
@@ -28,7 +30,7 @@ up: venv ## Run the whole pipeline on real local services (foreground; Ctrl-C st
 	$(PY) -m devstack up $(UP_ARGS)
 
 .PHONY: test
-test: venv lint k8s-tools promtool chaos-tools ## Lint, then run every test (integration tests start real local services)
+test: venv lint k8s-tools promtool chaos-tools chromium ## Lint, then run every test (integration tests start real local services)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
@@ -81,6 +83,13 @@ promtool: ## Install promtool (Debian's prometheus package) if missing: the aler
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; \
 	  else echo "make test needs promtool: sudo apt-get install prometheus" >&2; exit 1; fi; }
+
+.PHONY: chromium
+chromium: ## Install Debian's chromium if missing: the console's browser tests drive it (never a downloaded browser)
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; \
+	  else echo "the console's browser tests need chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
 
 .PHONY: alerts-test
 alerts-test: promtool ## Check the alert rules and run their promtool unit tests (deploy/prometheus/)

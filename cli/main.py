@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.phi import add_commands as add_phi_commands
+from console.cli import add_commands as add_console_commands
 from spakinect_pipeline.config import ConfigError, KafkaSettings, LogSettings, load_settings
 from spakinect_pipeline.logs import configure_logging
 from streams.stages import STAGE_NAMES
@@ -151,6 +152,7 @@ def parser() -> argparse.ArgumentParser:
         action.add_argument("--stage", choices=STAGE_NAMES)
         action.set_defaults(func=func)
     add_phi_commands(sub)
+    add_console_commands(sub)
     schemas = sub.add_parser("schemas", help="export JSON Schemas of the envelope and payloads")
     schemas.add_argument("--out", default="docs/schemas")
     schemas.set_defaults(func=_schemas)

@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from console.local_admin import ensure_admin, session_key
 from devstack.process import ManagedProcess, ServiceError, _die_with_parent
 from devstack.stack import (
     LocalServices,
@@ -34,6 +35,7 @@ BANNER = """
   spakinect-pipeline is up
   ------------------------
   ingress        {INGRESS_URL}   (POST /webhooks/visit-completed, /webhooks/treatment-updated)
+  console        {CONSOLE_URL}   (log in as admin; `spakinect-pipeline users add` for more)
   kafka          {KAFKA_BOOTSTRAP_SERVERS}
   postgres       {POSTGRES_DSN}
   smtp catcher   {SMTP_HOST}:{SMTP_PORT}  -> {MAIL_DIR}/*.eml
@@ -83,6 +85,15 @@ def up(root: Path, cache: Path, ports: Ports, stages: list[str]) -> int:
             "EMAIL_TO": os.environ.get("EMAIL_TO", "clinic@example.test"),
         }
         processes.append(pipeline_process("ingress", stage_argv("ingress"), common, services.logs))
+        console_bind = os.environ.get("CONSOLE_BIND", f"127.0.0.1:{services.ports.console}")
+        console_env = {
+            **common,
+            "CONSOLE_BIND": console_bind,
+            "CONSOLE_SECRET_KEY": os.environ.get("CONSOLE_SECRET_KEY") or session_key(),
+            "INGRESS_URL": ingress_url,
+        }
+        processes.append(pipeline_process("console", ["console"], console_env, services.logs))
+        admin_password = ensure_admin(env["POSTGRES_DSN"])
         for index, stage in enumerate(stages):
             web_port = services.ports.web_base + index if services.ports.web_base else 0
             stage_env = {**common, "STREAMS_WEB_PORT": str(web_port)}
@@ -99,9 +110,21 @@ def up(root: Path, cache: Path, ports: Ports, stages: list[str]) -> int:
         env_file = root / "stack.env"
         env_file.write_text("".join(f"{k}={v}\n" for k, v in stack_env.items()))
         print(
-            BANNER.format(**stack_env, LOGS=services.logs, ENV_FILE=env_file, KEYS_FILE=keys_file),
+            BANNER.format(
+                **stack_env,
+                CONSOLE_URL=f"http://{console_bind}",
+                LOGS=services.logs,
+                ENV_FILE=env_file,
+                KEYS_FILE=keys_file,
+            ),
             flush=True,
         )
+        if admin_password is not None:
+            print(
+                f"  console admin password (shown once): {admin_password}\n"
+                "  change it: .venv/bin/spakinect-pipeline users passwd admin\n",
+                flush=True,
+            )
         print(f"ready after {elapsed(started)}", flush=True)
         while not stop.wait(1.0):
             dead = [p for p in processes if not p.alive()]

@@ -28,6 +28,7 @@ class Ports:
     smtp: int = 1025
     ingress: int = 8000
     web_base: int = 6066
+    console: int = 8100
 
     @classmethod
     def free(cls) -> Ports:
@@ -38,6 +39,7 @@ class Ports:
             smtp=free_port(),
             ingress=free_port(),
             web_base=0,
+            console=free_port(),
         )
 
 

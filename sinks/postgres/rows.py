@@ -131,3 +131,12 @@ def batch_rows(records: Sequence[Record]) -> BatchRows:
 def columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     """Transpose rows into per-column lists for ``unnest`` parameters."""
     return [[row[i] for row in rows] for i in range(width)]
+
+
+def sources(records: Sequence[Record]) -> list[list[Any]]:
+    """Topic, partition and offset columns of each record, in ``BatchRows.events`` order."""
+    return [
+        [r.source.topic for r in records],
+        [r.source.partition for r in records],
+        [r.source.offset for r in records],
+    ]

@@ -23,7 +23,7 @@ from sinks.base import InvalidBatch, Record, RetryableError, SinkError
 from sinks.postgres.migrate import migrate
 from sinks.postgres.protect import BatchHashes, Protection, markers, protect
 from sinks.postgres.redact import sweep
-from sinks.postgres.rows import batch_rows, columns
+from sinks.postgres.rows import batch_rows, columns, sources
 from spakinect_pipeline.phi.crypto import Keyring
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,10 @@ log = logging.getLogger(__name__)
 INSERT_EVENTS = """
 INSERT INTO spakinect_events
     (event_id, event, entity_id, occurred_at, received_at, success, disposition, payload,
-     patient_email_index, phi_redacted_at)
+     patient_email_index, phi_redacted_at, clean_topic, clean_partition, clean_offset)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
-                     $6::bool[], $7::text[], $8::jsonb[], $9::text[], $10::timestamptz[])
+                     $6::bool[], $7::text[], $8::jsonb[], $9::text[], $10::timestamptz[],
+                     $11::text[], $12::int[], $13::bigint[])
 ON CONFLICT (event_id) DO NOTHING
 """
 
@@ -234,7 +235,7 @@ class PostgresSink:
                 erased_markers = frozenset(r[0] for r in erased)
                 protection = Protection(self.keyring, now, erased_markers, self.cutoff(), hashes)
                 rows = protect(rows, protection)
-                await conn.execute(INSERT_EVENTS, *columns(rows.events, 10))
+                await conn.execute(INSERT_EVENTS, *columns(rows.events, 10), *sources(batch))
                 if rows.visits:
                     applied = await conn.fetch(UPSERT_VISITS, *columns(rows.visits, 12))
                     applied_ids = {r["gfe_id"] for r in applied}

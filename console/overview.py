@@ -1,0 +1,105 @@
+"""The overview page's figures, all from offsets and group metadata (no topic scans)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+
+from console.chart import Bar, bars, per_interval
+from console.kafka_view import KafkaUnreachable, KafkaView
+from events.topics import Topics
+
+EVENTS = ("visit.completed", "treatment.updated")
+
+
+@dataclass(slots=True)
+class Overview:
+    day: list[Bar]
+    week: list[Bar]
+    day_total: dict[str, int]
+    stages: list[dict[str, Any]]
+    dlq: int | None
+    rejected: int | None
+    last_received: datetime | None
+    ready: dict[str, bool] = field(default_factory=dict)
+
+
+def hour_starts(now: datetime, hours: int) -> list[datetime]:
+    top = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return [top - timedelta(hours=hours - 1 - i) for i in range(hours)]
+
+
+def stage_inputs(topics: Topics) -> dict[str, list[str]]:
+    return {
+        "dedupe": [topics.visit_completed, topics.treatment_updated],
+        "postgres": [topics.visits, topics.treatments, topics.retry("postgres")],
+        "email": [topics.visits, topics.retry("email")],
+    }
+
+
+async def _series(view: KafkaView, topics: Topics, starts: list[datetime]) -> dict[str, list[int]]:
+    moments = [int(s.timestamp() * 1000) for s in starts] + [2**62]
+    raw = [topics.raw_for(event) or "" for event in EVENTS]
+    totals = await view.offsets_at(raw, moments)
+    return {event: per_interval(t) for event, t in zip(EVENTS, totals, strict=True)}
+
+
+async def _ingress_ready(url: str | None) -> bool | None:
+    if not url:
+        return None
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            return (await client.get(url.rstrip("/") + "/readyz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def gather(
+    view: KafkaView, pool: asyncpg.Pool, topics: Topics, app_id: str, ingress_url: str | None
+) -> Overview:
+    """The figures; without Kafka, only the readiness (the counts are unknown, not zero)."""
+    ready: dict[str, bool] = {}
+    try:
+        ready["postgres"] = await pool.fetchval("SELECT 1") == 1
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        ready["postgres"] = False
+    ingress = await _ingress_ready(ingress_url)
+    if ingress is not None:
+        ready["ingress"] = ingress
+    try:
+        await view.check()
+    except KafkaUnreachable:
+        ready["kafka"] = False
+        return Overview([], [], dict.fromkeys(EVENTS, 0), [], None, None, None, ready)
+    ready["kafka"] = True
+    now = datetime.now(UTC)
+    week_starts = hour_starts(now, 24 * 7)
+    week = await _series(view, topics, week_starts)
+    day_starts, day = week_starts[-24:], {event: values[-24:] for event, values in week.items()}
+    hour_ago = int((now - timedelta(hours=1)).timestamp() * 1000)
+    stages = []
+    for stage, inputs in stage_inputs(topics).items():
+        group = f"{app_id}-{stage}"
+        lag = await view.group_lag(group, inputs)
+        last_hour = sum(
+            end - before for before, end in await view.offsets_at(inputs, [hour_ago, 2**62])
+        )
+        members = await view.group_members(group)
+        ready[f"worker {stage}"] = members > 0
+        stages.append({"stage": stage, "members": members, "last_hour": last_hour, **lag})
+    return Overview(
+        day=bars(day_starts, day),
+        week=bars(week_starts, week),
+        day_total={event: sum(values) for event, values in day.items()},
+        stages=stages,
+        dlq=await view.count(topics.dlq),
+        rejected=await view.count(topics.rejected),
+        last_received=await view.last_message_at(
+            [topics.visit_completed, topics.treatment_updated]
+        ),
+        ready=ready,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,30 @@ from events.registry import EVENT_TYPES
 # Set (before prometheus_client is imported) when several ingress processes share a port:
 # see ingress.workers.
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """The folder the worker processes share, or None: unset and empty both mean one process
+    (as prometheus_client itself reads the variable)."""
+    return os.environ.get(MULTIPROCESS_DIR) or None
+
+
+def reset_multiprocess_dir(path: str) -> None:
+    """Create the folder and empty it of a previous run's files, whose counters would
+    otherwise be summed into this run's."""
+    os.makedirs(path, exist_ok=True)
+    for stale in glob.glob(os.path.join(path, "*.db")):
+        os.remove(stale)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -40,12 +65,13 @@ class IngressMetrics:
 
     def exposition(self) -> bytes:
         """Prometheus text of this app's metrics, summed over every worker process if several."""
-        if not os.environ.get(MULTIPROCESS_DIR):
+        path = multiprocess_dir()
+        if path is None:
             return bytes(generate_latest(self.registry))
         from prometheus_client import multiprocess
 
         workers = CollectorRegistry()
-        multiprocess.MultiProcessCollector(workers)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(workers, path)  # type: ignore[no-untyped-call]
         return bytes(generate_latest(workers))
 
     def request_done(self, route: str, status: int) -> None:

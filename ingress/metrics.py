@@ -40,6 +40,26 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def drop_dead_live_gauges(path: str) -> None:
+    """Remove the live-gauge files of processes that are gone (a worker killed mid-request
+    never ran its shutdown), so "in flight" sums live workers only."""
+    from prometheus_client import multiprocess
+
+    for gauge in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        pid = gauge.rsplit("_", 1)[1].removesuffix(".db")
+        if pid.isdigit() and not pid_alive(int(pid)):
+            multiprocess.mark_process_dead(int(pid), path)  # type: ignore[no-untyped-call]
+
+
+def process_stopped() -> None:
+    """Take this process's live gauges (requests in flight) out of the shared folder."""
+    path = multiprocess_dir()
+    if path is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid(), path)  # type: ignore[no-untyped-call]
+
+
 @dataclass(frozen=True)
 class IngressMetrics:
     """One registry per app, so tests and benchmarks can build several apps in a process."""
@@ -70,6 +90,7 @@ class IngressMetrics:
             return bytes(generate_latest(self.registry))
         from prometheus_client import multiprocess
 
+        drop_dead_live_gauges(path)
         workers = CollectorRegistry()
         multiprocess.MultiProcessCollector(workers, path)  # type: ignore[no-untyped-call]
         return bytes(generate_latest(workers))

@@ -152,7 +152,7 @@ async def test_workers_stop_when_their_supervisor_is_killed_and_free_the_port(
         await asyncio.to_thread(second.stop)
 
 
-async def test_one_worker_writes_metrics_to_an_operator_folder_it_creates(
+async def test_one_worker_writes_metrics_to_an_operator_folder_it_creates_and_leaves(
     services: Services, tmp_path: Path
 ) -> None:
     folder = tmp_path / "absent" / "metrics"
@@ -169,5 +169,8 @@ async def test_one_worker_writes_metrics_to_an_operator_folder_it_creates(
             text = (await client.get(base + "/metrics")).text
         assert 'ingress_requests_total{route="/healthz",status="200"}' in text
         assert list(folder.glob("counter_*.db"))
+        assert list(folder.glob("gauge_livesum_*.db"))
     finally:
         await asyncio.to_thread(ingress.stop)
+    # A clean stop takes its live gauge (requests in flight) out of the shared folder.
+    assert not list(folder.glob("gauge_livesum_*.db"))

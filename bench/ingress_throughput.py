@@ -12,12 +12,14 @@ session, so the ratios a/c and b/c survive a noisy machine. With
 
 - closed loop, maximum throughput: ``wrk`` (req/s, p50, p99);
 - fixed offered rate: ``hey -q`` at ``--rate`` req/s (p50, p99);
-- CPU per request (core-ms): the server's process tree, the Kafka JVM for
-  the variants that publish to it, and the load generator (:mod:`bench.cpu`).
+- CPU per request (core-ms), over 2xx responses only (``non_2xx`` is reported
+  beside it): the server's process tree, the Kafka JVM for the variants that
+  publish to it, and the load generator (:mod:`bench.cpu`).
 
-The servers are pinned to CPU 0 and the load generator to CPU 1 (when the
-machine has two or more); Kafka floats. ``--profile`` adds one py-spy-sampled
-wrk run per variant after the measured ones and reports its top frames.
+The servers are started under ``taskset`` on CPU 0 (all their threads) and the
+load generator on CPU 1 (when the machine has two or more); Kafka floats.
+``--profile`` adds one py-spy-sampled wrk run per variant after the measured
+ones and reports its top frames.
 
     python -m bench.ingress_throughput [--seconds 10] [--rounds 2] [--rate 2000] [--baseline REF]
 """
@@ -86,18 +88,21 @@ def variants(baseline_tree: Path | None) -> list[Variant]:
     return [*ours(None, ""), bare, *ours(baseline_tree, "_before")]
 
 
-def _pin(pid: int | None, cpu: int) -> str:
-    cores = os.cpu_count() or 1
-    if pid is None or cores < 2:
-        return "any"
-    os.sched_setaffinity(pid, {cpu})
-    return str(cpu)
+def pinned(argv: list[str], cpu: int, cores: int) -> tuple[list[str], str]:
+    """``argv`` run under ``taskset`` on ``cpu`` (every thread and child it starts, unlike
+    an affinity set on the main thread afterwards), and where it runs."""
+    if cores < 2 or shutil.which("taskset") is None:
+        return argv, "any"
+    return ["taskset", "-c", str(cpu), *argv], str(cpu)
 
 
-def _server(variant: Variant, port: int, base: dict[str, str], logs: Path) -> ManagedProcess:
+def _server(
+    variant: Variant, port: int, base: dict[str, str], logs: Path
+) -> tuple[ManagedProcess, str]:
     argv = [sys.executable, "-m", *variant.module]
     if variant.module[0] not in CLI_MODULES:
         argv += ["--port", str(port)]
+    argv, cpu = pinned(argv, SERVER_CPU, os.cpu_count() or 1)
     env = {**base, "INGRESS_PORT": str(port)}
     if variant.tree is not None:
         env |= tree_env(variant.tree)
@@ -106,25 +111,31 @@ def _server(variant: Variant, port: int, base: dict[str, str], logs: Path) -> Ma
     )
     process.start()
     wait_http(process, f"http://127.0.0.1:{port}/readyz")
-    return process
+    return process, f"cpu {cpu}"
 
 
 def measured(
     load: Callable[[], dict[str, float]], meter: CpuMeter, publishes: bool, seconds: float
 ) -> dict[str, float]:
-    """One load run's figures with its CPU per request, per participant and in total."""
+    """One load run's figures with its CPU per 2xx response, per participant and in total
+    (refusals cost less than an acknowledged event: counting them would flatter)."""
     before = meter.snapshot()
     figures = load()
     cpu = spent(before, meter.snapshot())
     if not publishes:
         cpu.pop("kafka", None)  # idle, not taking part
     cpu["load"] = figures.pop("load_cpu_s")
-    columns = cpu_columns(cpu, max(1, int(figures["requests"])), seconds)
+    columns = cpu_columns(cpu, ok_responses(figures), seconds)
     return (
         figures
         | flat(columns, "cpu_ms_per_req", "cpu_ms_per_event")
         | flat(columns, "cpu_cores", "cpu_cores")
     )
+
+
+def ok_responses(figures: dict[str, float]) -> int:
+    """The 2xx answers of a load run (at least 1, a divisor); ``non_2xx`` stays reported."""
+    return max(1, int(figures["requests"] - figures["non_2xx"]))
 
 
 def flat(columns: dict[str, Any], prefix: str, key: str) -> dict[str, float]:
@@ -175,9 +186,11 @@ def run(
                 "INGRESS_ALLOW_UNAUTHENTICATED": "true",
             }
             ports = {v.name: free_port() for v in chosen}
+            where: dict[str, str] = {}
             for variant in chosen:
-                servers[variant.name] = _server(variant, ports[variant.name], base, root / "logs")
-            where = {name: f"cpu {_pin(p.pid, SERVER_CPU)}" for name, p in servers.items()}
+                servers[variant.name], where[variant.name] = _server(
+                    variant, ports[variant.name], base, root / "logs"
+                )
             load_cpu = LOAD_CPU if (os.cpu_count() or 1) >= 2 else None
             where |= {
                 "wrk/hey": f"cpu {load_cpu if load_cpu is not None else 'any'}",

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from ingress.app import create_app, serve
 from ingress.settings import IngressSettings
-from spakinect_pipeline.config import KafkaSettings, load_settings
+from spakinect_pipeline.config import KafkaSettings, LogSettings, load_settings
+from spakinect_pipeline.logs import configure_logging
 from spakinect_pipeline.publisher import Headers, Message
 
 
@@ -45,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
+    configure_logging(load_settings(LogSettings))  # as deployed: every request logs a line
     settings = load_settings(IngressSettings, port=args.port)
     app = create_app(settings, load_settings(KafkaSettings), publisher=NoopPublisher())
     serve(app, settings)

@@ -21,11 +21,15 @@ def _ingress(args: argparse.Namespace) -> None:
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_settings(IngressSettings, **overrides)
+    from ingress.metrics import multiprocess_dir, reset_multiprocess_dir
+
     if settings.workers > 1:
         from ingress.workers import serve_workers
 
         serve_workers(settings)
         return
+    if (metrics_dir := multiprocess_dir()) is not None:
+        reset_multiprocess_dir(metrics_dir)  # one process, but the operator chose the folder
     serve(create_app(settings, load_settings(KafkaSettings)), settings)
 
 

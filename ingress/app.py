@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from events.topics import Topics
 from ingress.context import Ctx, IngressContext
-from ingress.metrics import IngressMetrics
+from ingress.metrics import IngressMetrics, process_stopped
 from ingress.router import add_webhooks
 from ingress.settings import IngressSettings
 from spakinect_pipeline.config import KafkaSettings, load_settings
@@ -130,6 +130,9 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
             await ctx.publisher.stop()
+            # uvicorn ends a worker by re-raising SIGTERM (atexit never runs): its live
+            # gauges leave the shared metrics folder here.
+            process_stopped()
 
     app = FastAPI(
         title="spakinect-pipeline ingress",

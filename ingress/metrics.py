@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,50 @@ from events.registry import EVENT_TYPES
 # Set (before prometheus_client is imported) when several ingress processes share a port:
 # see ingress.workers.
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """The folder the worker processes share, or None: unset and empty both mean one process
+    (as prometheus_client itself reads the variable)."""
+    return os.environ.get(MULTIPROCESS_DIR) or None
+
+
+def reset_multiprocess_dir(path: str) -> None:
+    """Create the folder and empty it of a previous run's files, whose counters would
+    otherwise be summed into this run's."""
+    os.makedirs(path, exist_ok=True)
+    for stale in glob.glob(os.path.join(path, "*.db")):
+        os.remove(stale)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def drop_dead_live_gauges(path: str) -> None:
+    """Remove the live-gauge files of processes that are gone (a worker killed mid-request
+    never ran its shutdown), so "in flight" sums live workers only."""
+    from prometheus_client import multiprocess
+
+    for gauge in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        pid = gauge.rsplit("_", 1)[1].removesuffix(".db")
+        if pid.isdigit() and not pid_alive(int(pid)):
+            multiprocess.mark_process_dead(int(pid), path)  # type: ignore[no-untyped-call]
+
+
+def process_stopped() -> None:
+    """Take this process's live gauges (requests in flight) out of the shared folder."""
+    path = multiprocess_dir()
+    if path is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid(), path)  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True)
@@ -40,12 +85,14 @@ class IngressMetrics:
 
     def exposition(self) -> bytes:
         """Prometheus text of this app's metrics, summed over every worker process if several."""
-        if not os.environ.get(MULTIPROCESS_DIR):
+        path = multiprocess_dir()
+        if path is None:
             return bytes(generate_latest(self.registry))
         from prometheus_client import multiprocess
 
+        drop_dead_live_gauges(path)
         workers = CollectorRegistry()
-        multiprocess.MultiProcessCollector(workers)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(workers, path)  # type: ignore[no-untyped-call]
         return bytes(generate_latest(workers))
 
     def request_done(self, route: str, status: int) -> None:

@@ -6,6 +6,7 @@ fields; never pass patient names or emails (PHI) — log ids only.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any
@@ -46,8 +47,16 @@ def configure_logging(settings: LogSettings) -> None:
 
 def _orjson_text(value: Any, **options: Any) -> str:
     """JSON text by orjson (every request logs a line: several times faster than json.dumps);
-    structlog passes ``default`` for values JSON has no type for."""
-    return orjson.dumps(value, default=options.get("default")).decode()
+    structlog passes ``default`` for values JSON has no type for.
+
+    orjson refuses what the stdlib renders (ints beyond 64 bits, non-str dict keys,
+    lone surrogates): those lines go through ``json.dumps`` rather than being lost.
+    """
+    default = options.get("default")
+    try:
+        return orjson.dumps(value, default=default).decode()
+    except TypeError:
+        return json.dumps(value, default=default or str)
 
 
 # Libraries whose DEBUG/INFO output can carry message payloads (aiokafka logs whole

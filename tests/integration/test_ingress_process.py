@@ -24,7 +24,7 @@ async def start_ingress(
     services: Services, tmp_path: Path, **env: str
 ) -> tuple[ManagedProcess, str]:
     """The ``ingress`` subcommand as its own process, logging to ``tmp_path/ingress.log``."""
-    port = free_port()
+    port = int(env.get("INGRESS_PORT") or free_port())
     env = {"KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap, "INGRESS_PORT": str(port), **env}
     ingress = pipeline_process("ingress", ["ingress"], env, tmp_path)
     ingress.start()

@@ -13,6 +13,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.process import free_port
 from events.samples import sample_visit
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.topic_admin import ensure_topics
@@ -118,3 +119,58 @@ async def test_two_workers_answer_on_one_port_sum_their_metrics_and_stop_on_sigt
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
     log = (tmp_path / "ingress.log").read_text()
     assert "Traceback" not in log
+
+
+async def test_workers_stop_when_their_supervisor_is_killed_and_free_the_port(
+    services: Services, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        "INGRESS_WORKERS": "2",
+        "INGRESS_ALLOW_UNAUTHENTICATED": "true",
+        "INGRESS_PORT": str(port),
+    }
+    first, _ = await start_ingress(services, tmp_path / "first", **env)
+    assert first.pid is not None
+    workers = workers_of(first.pid)
+    assert len(workers) == 2
+    owned = Path(workers[0].environ()["PROMETHEUS_MULTIPROC_DIR"])
+    assert await asyncio.to_thread(owned.is_dir)
+    first.kill()  # SIGKILL: the supervisor's clean-up never runs
+
+    async def orphans_gone() -> bool:
+        return not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+
+    await wait_until(orphans_gone, 8, "orphaned workers exited")
+    # The port is free again, and the killed supervisor's metrics folder is removed.
+    second, base = await start_ingress(services, tmp_path / "second", **env)
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            assert (await client.get(base + "/healthz")).status_code == 200
+        assert not await asyncio.to_thread(owned.exists)
+    finally:
+        await asyncio.to_thread(second.stop)
+
+
+async def test_one_worker_writes_metrics_to_an_operator_folder_it_creates_and_leaves(
+    services: Services, tmp_path: Path
+) -> None:
+    folder = tmp_path / "absent" / "metrics"
+    ingress, base = await start_ingress(
+        services,
+        tmp_path,
+        INGRESS_WORKERS="1",
+        INGRESS_ALLOW_UNAUTHENTICATED="true",
+        PROMETHEUS_MULTIPROC_DIR=str(folder),
+    )
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            await client.get(base + "/healthz")
+            text = (await client.get(base + "/metrics")).text
+        assert 'ingress_requests_total{route="/healthz",status="200"}' in text
+        assert list(folder.glob("counter_*.db"))
+        assert list(folder.glob("gauge_livesum_*.db"))
+    finally:
+        await asyncio.to_thread(ingress.stop)
+    # A clean stop takes its live gauge (requests in flight) out of the shared folder.
+    assert not list(folder.glob("gauge_livesum_*.db"))

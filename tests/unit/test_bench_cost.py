@@ -9,7 +9,7 @@ import time
 import pytest
 
 from bench.cpu import CpuMeter, children_by_name, cost_per_event, cpu_columns, spent, tree_cpu_s
-from bench.ingress_throughput import ratios
+from bench.ingress_throughput import measured, ok_responses, pinned, ratios
 from bench.profile import top_own
 
 
@@ -111,3 +111,33 @@ def test_profile_summary_ranks_leaf_frames_by_own_samples_across_lines() -> None
     )
     assert top_own(collapsed, 2) == [("handle (app.py)", 45.5), ("too_deep (intake.py)", 36.4)]
     assert top_own("", 5) == []
+
+
+def test_ingress_cpu_is_per_2xx_response_and_refusals_are_reported() -> None:
+    figures = {"requests": 100.0, "non_2xx": 60.0, "load_cpu_s": 0.8, "rps": 10.0}
+    out = measured(lambda: dict(figures), CpuMeter({}), publishes=False, seconds=10)
+    assert out["cpu_ms_per_req.load"] == pytest.approx(20.0)  # 0.8 s over 40 answers, not 100
+    assert out["non_2xx"] == 60.0
+    assert ok_responses({"requests": 5.0, "non_2xx": 5.0}) == 1  # a divisor, never 0
+
+
+def test_bench_servers_start_pinned_under_taskset_with_all_their_threads() -> None:
+    argv = [sys.executable, "-m", "bench.noop_ingress"]
+    assert pinned(argv, 0, cores=1) == (argv, "any")
+    command, where = pinned(argv, 0, cores=2)
+    assert command == ["taskset", "-c", "0", *argv]
+    assert where == "0"
+    threads = subprocess.run(
+        [
+            *command[:3],
+            sys.executable,
+            "-c",
+            "import os, threading\n"
+            "t = threading.Thread(target=lambda: print(sorted(os.sched_getaffinity(0))))\n"
+            "t.start(); t.join()",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert threads.stdout.strip() == "[0]"

@@ -1,16 +1,20 @@
 """The ingress's answers that depend on its publisher, with the in-memory one: a refused body
-that cannot be kept, and readiness as the age of the last metadata fetch."""
+that cannot be kept, readiness as the age of the last metadata fetch, and the access line."""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 
 import pytest
 from fastapi.testclient import TestClient
 
+from events.samples import SAMPLES
 from ingress.app import READY_WITHIN_S, create_app
 from ingress.settings import IngressSettings
-from spakinect_pipeline.config import KafkaSettings
+from spakinect_pipeline.config import KafkaSettings, LogSettings
+from spakinect_pipeline.logs import configure_logging
 from tests.helpers import RecordingPublisher
 
 
@@ -56,3 +60,32 @@ def test_readyz_is_503_before_any_metadata_was_fetched() -> None:
     with client_with(RecordingPublisher(fail=True)) as client:
         assert client.get("/readyz").status_code == 503
     assert READY_WITHIN_S == 30.0  # the contract's number
+
+
+def test_the_access_line_names_the_event_and_topic_of_stored_events_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging(LogSettings(format="json", level="INFO"))
+    try:
+        with client_with(RecordingPublisher()) as client:
+            stored = client.post("/webhooks/visit-completed", json=SAMPLES["visit.completed"])
+            refused = client.post("/webhooks/visit-completed", json={"event": "visit.completed"})
+            not_json = client.post(
+                "/webhooks/visit-completed",
+                content=b"{not json",
+                headers={"Content-Type": "application/json"},
+            )
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert [stored.status_code, refused.status_code, not_json.status_code] == [200, 422, 400]
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    access = [line for line in lines if line["event"] == "request"]
+    assert [line["status"] for line in access] == [200, 422, 400]
+    assert access[0]["event_id"] == stored.json()["event_id"]
+    assert access[0]["topic"] == "spakinect.visit-completed"
+    for line in access[1:]:
+        assert "event_id" not in line
+        assert "topic" not in line

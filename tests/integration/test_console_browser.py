@@ -31,7 +31,7 @@ from .test_faults import cli
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery staple"
 ROLES = ("viewer", "operator", "phi", "admin")
-CLI = [sys.executable, "-m", "spakinect_pipeline.cli"]
+CLI = [sys.executable, "-m", "cli.main"]
 
 
 @dataclass

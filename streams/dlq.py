@@ -12,11 +12,13 @@ getsentry/arroyo's ``DlqLimit`` does.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from events.messages import SourceMessage, dlq_headers
 from spakinect_pipeline.publisher import Publisher
 from streams.delivery import Backoff, until_acked
+from streams.source import Position, position
 
 log = logging.getLogger(__name__)
 # Dead letters in a row (no event of a batch handled in between) that stop a stage.
@@ -60,6 +62,19 @@ class DeadLetters:
         self.limit = limit or DlqLimit()
         self.backoff = Backoff(initial=0.5, maximum=30)
         self.sent = 0
+        self._batch: set[Position] = set()  # the messages of this batch dead-lettered so far
+
+    def begin_batch(self) -> None:
+        self._batch.clear()
+
+    def holds(self, source: SourceMessage) -> bool:
+        """Whether ``source`` was dead-lettered in this batch (so not to be handled again)."""
+        return position(source) in self._batch
+
+    def settle(self, sources: Sequence[SourceMessage]) -> None:
+        """The batch is done: an event that went through breaks the run of dead letters."""
+        if any(position(s) not in self._batch for s in sources):
+            self.limit.handled()
 
     async def send(
         self, source: SourceMessage, *, error: str, error_type: str, attempts: int = 1
@@ -77,6 +92,7 @@ class DeadLetters:
 
         await until_acked(write, self.backoff, "DLQ write")
         self.sent += 1
+        self._batch.add(position(source))
         self.limit.dead_lettered()
         log.warning(
             "message dead-lettered",

@@ -143,7 +143,7 @@ async def test_a_raising_batch_is_retried_one_by_one_and_only_the_culprit_dead_l
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     publisher = RecordingPublisher()
-    handler = Failing()
+    handler = Isolating()
     sources = [message(sample_visit(g), i) for i, g in enumerate(["gfe_a", "gfe_bad", "gfe_b"])]
     await process(handler, sources, tools_for("postgres", publisher))
     assert handler.handled == ["gfe_a", "gfe_b"]
@@ -282,3 +282,76 @@ async def test_past_the_dlq_limit_the_runner_crashes_the_worker_and_acks_no_furt
     assert stream.acked == [0, 1]  # the third is neither dead-lettered nor acked
     assert len(dead_letters(publisher)) == 2
     assert [type(c) for c in crashes] == [DlqLimitExceeded]
+
+
+class Raising(RecordingPublisher):
+    """A publisher whose next ``failures_left`` DLQ writes raise an unclassified error."""
+
+    def __init__(self, failures_left: int = 1) -> None:
+        super().__init__()
+        self.failures_left = failures_left
+
+    async def publish(self, topic: str, value: bytes, **kwargs: Any) -> None:
+        if topic == TOPICS.dlq and self.failures_left:
+            self.failures_left -= 1
+            raise RuntimeError("broker said no")
+        await super().publish(topic, value, **kwargs)
+
+
+class Isolating(Failing):
+    shape = Shape(10, 0, on_error="isolate")
+
+
+async def test_a_dlq_write_error_mid_decode_retries_every_message_of_the_batch() -> None:
+    publisher = Raising()
+    handler = Isolating()
+    bad = SourceMessage(TOPICS.visits, 0, 1, b"k", b"not json", [])
+    sources = [message(sample_visit("gfe_a"), 0), bad, message(sample_visit("gfe_b"), 2)]
+    await process(handler, sources, tools_for("dedupe", publisher))
+    assert sorted(set(handler.handled)) == ["gfe_a", "gfe_b"]  # the tail was handled too
+    (letter,) = dead_letters(publisher)
+    assert letter["source_offset"] == "1"
+
+
+async def test_a_dlq_write_error_escapes_a_stage_that_lets_errors_escape() -> None:
+    handler = Failing()  # the default: escape, nothing acked
+    bad = SourceMessage(TOPICS.visits, 0, 1, b"k", b"not json", [])
+    sources = [message(sample_visit("gfe_a"), 0), bad, message(sample_visit("gfe_b"), 2)]
+    with pytest.raises(RuntimeError):
+        await process(handler, sources, tools_for("postgres", Raising()))
+
+
+class FlakyTable(dict[str, Any]):
+    """The send-once table failing its first write (a changelog or store error)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("store write failed")
+        super().__setitem__(key, value)
+
+
+async def test_an_email_send_once_error_escapes_unacked_and_sends_no_second_email() -> None:
+    publisher = RecordingPublisher()
+    clinic = Mailbox("clinic")
+    handler = EmailHandler({"clinic": clinic}, NoMarkers(), FlakyTable(), 1.0)  # type: ignore[dict-item]
+    applied = message(sample_visit("gfe_1"), 0, TOPICS.visits, Disposition.APPLY)
+    with pytest.raises(RuntimeError):
+        await process(handler, [applied], tools_for("email", publisher))
+    assert clinic.sent == 1  # not retried at once (a second email), not dead-lettered
+    assert not dead_letters(publisher)
+
+
+def test_each_stage_says_what_an_unexpected_handler_error_does() -> None:
+    from streams.dedupe import SHAPE as DEDUPE
+    from streams.email_stage import SHAPE as EMAIL
+
+    assert (DEDUPE.on_error, EMAIL.on_error, Shape(1, 0).on_error) == (
+        "isolate",
+        "escape",
+        "escape",
+    )

@@ -30,7 +30,7 @@ from events.topics import Topics
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher, Publisher
 from streams.acking import ack, next_batch, pumped
-from streams.dlq import DeadLetters, DlqLimitExceeded
+from streams.dlq import DeadLetters, DlqLimit, DlqLimitExceeded
 from streams.handler import Handler, Tools, process
 from streams.metrics import StageMetrics
 from streams.probes import Check, add_probes
@@ -85,7 +85,8 @@ class StageRunner:
             client_id=env.streams.group_id(handler.name),
             linger_ms=handler.shape.linger_ms,
         )
-        self.dlq = DeadLetters(self.publisher, env.topics.dlq, handler.name)
+        limit = DlqLimit(env.streams.dlq_limit)
+        self.dlq = DeadLetters(self.publisher, env.topics.dlq, handler.name, limit)
         self._events: dict[Position, Any] = {}
         self._stream: Any = None
         self.tools = Tools(handler.name, self.publisher, self.dlq, tracer, self._focus)

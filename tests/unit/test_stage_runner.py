@@ -174,9 +174,8 @@ async def test_the_dlq_limit_stops_a_stage_that_dead_letters_everything() -> Non
     await process(Failing(), [message(sample_visit("gfe_ok"), 9)], tools)  # breaks the run
     await process(Failing(), bad[2:5], tools)
     assert len(dead_letters(publisher)) == 5
-    with pytest.raises(DlqLimitExceeded):
+    with pytest.raises(DlqLimitExceeded):  # raised before the runner acks that batch
         await process(Failing(), [message(sample_visit("gfe_invalid", timestamp=99), 99)], tools)
-    assert len(dead_letters(publisher)) == 5  # the one past the limit was not sent
 
 
 class Mailbox:
@@ -279,8 +278,8 @@ async def test_past_the_dlq_limit_the_runner_crashes_the_worker_and_acks_no_furt
     stream = FakeStream([SourceMessage(TOPICS.visits, 0, i, b"k", b"{}", []) for i in range(3)])
     with pytest.raises(DlqLimitExceeded):
         await asyncio.wait_for(runner._agent(stream), 10)
-    assert stream.acked == [0, 1]  # the third is neither dead-lettered nor acked
-    assert len(dead_letters(publisher)) == 2
+    assert stream.acked == [0, 1]  # the third, past the limit, is not acked: a restart repeats it
+    assert len(dead_letters(publisher)) == 3
     assert [type(c) for c in crashes] == [DlqLimitExceeded]
 
 
@@ -355,3 +354,70 @@ def test_each_stage_says_what_an_unexpected_handler_error_does() -> None:
         "escape",
         "escape",
     )
+
+
+class Keeping(Handler):
+    name = "postgres"
+    shape = Shape(10_000, 0)
+
+    def __init__(self) -> None:
+        self.handled = 0
+
+    async def handle(self, batch: Batch) -> None:
+        self.handled += len(batch.records)
+
+
+def undecodable(offset: int) -> SourceMessage:
+    return SourceMessage(TOPICS.visits, 0, offset, b"k", b"not json", [])
+
+
+async def test_a_batch_of_1500_invalid_among_valid_messages_never_trips_the_limit() -> None:
+    publisher = RecordingPublisher()
+    tools = tools_for("postgres", publisher)  # the default limit, 1000
+    sources = [
+        undecodable(i) if i % 3 else message(sample_visit(f"gfe_{i}"), i, TOPICS.visits)
+        for i in range(2250)
+    ]
+    handler = Keeping()
+    await process(handler, sources, tools)
+    await process(handler, sources, tools)
+    assert handler.handled == 2 * 750
+    assert len(dead_letters(publisher)) == 2 * 1500
+
+
+async def test_1001_invalid_messages_in_a_row_across_batches_trip_the_limit() -> None:
+    tools = tools_for("postgres", RecordingPublisher())
+    await process(Keeping(), [undecodable(i) for i in range(500)], tools)
+    await process(Keeping(), [undecodable(i) for i in range(500, 1000)], tools)
+    with pytest.raises(DlqLimitExceeded):
+        await process(Keeping(), [undecodable(1000)], tools)
+
+
+async def test_an_event_dead_lettered_once_per_email_kind_counts_once() -> None:
+    class Refusing(Mailbox):
+        async def write(self, batch: Any) -> None:
+            raise InvalidBatch("address refused (550)")
+
+    publisher = RecordingPublisher()
+    senders = {"clinic": Refusing("clinic"), "patient": Refusing("patient")}
+    handler = EmailHandler(senders, NoMarkers(), {}, 1.0)  # type: ignore[arg-type]
+    tools = tools_for("email", publisher, DlqLimit(max_consecutive=1))
+    applied = message(sample_visit("gfe_1"), 0, TOPICS.visits, Disposition.APPLY)
+    await process(handler, [applied], tools)
+    assert len(dead_letters(publisher)) == 2
+    with pytest.raises(DlqLimitExceeded):
+        await process(
+            handler, [message(sample_visit("gfe_2"), 1, TOPICS.visits, Disposition.APPLY)], tools
+        )
+
+
+def test_the_dlq_limit_is_a_setting_above_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from streams.settings import StreamsSettings
+
+    monkeypatch.setenv("STREAMS_DLQ_LIMIT", "5")
+    assert StreamsSettings().dlq_limit == 5
+    monkeypatch.setenv("STREAMS_DLQ_LIMIT", "0")
+    with pytest.raises(ValidationError, match="dlq_limit"):
+        StreamsSettings()

@@ -40,7 +40,6 @@ class Shape:
     within_s: float  # how long to wait for more events once one arrived (0: what is there)
     batch_span: bool = True  # one span per batch linking its events; False: event spans only
     done: str = "done"  # the span outcome of an event the handler gave none
-    sink_metrics: bool = False  # observe sink_batch_size and sink_write_seconds
     linger_ms: int = 5  # how long the stage's publisher waits to fill a produce request
     # What an unexpected error (not a reject) in a batch does. "escape": it leaves the
     # runner, nothing of the batch is acked, the agent restarts and the batch comes back

@@ -122,18 +122,10 @@ class StageRunner:
                 self._events = {position(s): e for s, e in zip(sources, events, strict=True)}
                 self._focus(sources[0])
                 try:
-                    await self._process(sources)
+                    await process(self.handler, sources, self.tools)
                 except DlqLimitExceeded as exc:
                     log.error("%s: %s", self.handler.name, exc)
                     await self.app.crash(exc)
                     raise
                 # Only now, after the work (or the DLQ's ack), do the offsets move.
                 await ack(stream, *events)
-
-    async def _process(self, sources: list[SourceMessage]) -> None:
-        if not self.handler.shape.sink_metrics:
-            await process(self.handler, sources, self.tools)
-            return
-        self.metrics.batch_size.observe(len(sources))
-        with self.metrics.write_seconds.time():
-            await process(self.handler, sources, self.tools)

@@ -421,3 +421,36 @@ def test_the_dlq_limit_is_a_setting_above_zero(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("STREAMS_DLQ_LIMIT", "0")
     with pytest.raises(ValidationError, match="dlq_limit"):
         StreamsSettings()
+
+
+async def test_the_sink_metrics_count_only_the_records_written_and_time_only_the_write() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from streams.metrics import SinkWrites
+    from streams.sink_stage import SinkHandler
+
+    class Slow(Mailbox):
+        async def write(self, batch: Any) -> None:
+            await asyncio.sleep(0.05)
+            await super().write(batch)
+
+    class SlowDlq(RecordingPublisher):
+        async def publish(self, topic: str, value: bytes, **kwargs: Any) -> None:
+            await asyncio.sleep(0.5)  # a slow dead letter is not the sink's write time
+            await super().publish(topic, value, **kwargs)
+
+    writes = SinkWrites("postgres")
+    sink = Slow("postgres")
+    handler = SinkHandler(sink, Shape(10, 0), 1.0, writes)  # type: ignore[arg-type]
+    sources = [undecodable(0), *(message(sample_visit(f"gfe_{i}"), i) for i in (1, 2))]
+    await process(handler, sources, tools_for("postgres", SlowDlq()))
+    assert sink.sent == 2
+    registry = CollectorRegistry()
+    for collector in writes.collectors():
+        registry.register(collector)
+
+    def total(name: str) -> float | None:
+        return registry.get_sample_value(f"{name}_sum", {"stage": "postgres"})
+
+    assert total("sink_batch_size") == 2  # the undecodable message is not a record written
+    assert 0.05 <= (total("sink_write_seconds") or 0) < 0.5

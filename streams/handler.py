@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -24,6 +23,7 @@ from opentelemetry.trace import Tracer
 from events.envelope import EnvelopeInvalid, decode_envelope
 from events.messages import SourceMessage
 from sinks.base import Record
+from spakinect_pipeline.logs import error_facts
 from spakinect_pipeline.publisher import Message, Publisher
 from streams.delivery import Backoff, until_acked
 from streams.dlq import DeadLetters
@@ -134,15 +134,6 @@ class Batch:
         return self._spans.headers(record.source)
 
 
-def facts(exc: BaseException) -> dict[str, str]:
-    """An unexpected error, loggable: its class and where it was raised, not its text.
-
-    The text of an error nobody classified can quote a payload (patient data).
-    """
-    stack = "".join(traceback.format_tb(exc.__traceback__))
-    return {"error_type": type(exc).__name__, "stack": stack}
-
-
 def spans_for(shape: Shape, tools: Tools, sources: Sequence[SourceMessage]) -> Spans:
     if shape.batch_span:
         return batch_spans(tools.tracer, tools.stage, sources, done=shape.done)
@@ -167,7 +158,9 @@ async def process(handler: Handler, sources: Sequence[SourceMessage], tools: Too
     except Exception as exc:
         if handler.shape.on_error == "escape":
             raise
-        log.error("%s batch failed; retrying its events one by one", tools.stage, extra=facts(exc))
+        log.error(
+            "%s batch failed; retrying its events one by one", tools.stage, extra=error_facts(exc)
+        )
         for source in sources:  # every message, not only those decoded before the error
             if not tools.dlq.holds(source):
                 await _alone(handler, source, tools)
@@ -195,7 +188,7 @@ async def _alone(handler: Handler, source: SourceMessage, tools: Tools) -> None:
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - isolated and dead-lettered, class only logged
-        log.error("%s failed for a message; dead-lettering it", tools.stage, extra=facts(exc))
+        log.error("%s failed for a message; dead-lettering it", tools.stage, extra=error_facts(exc))
         await tools.dlq.send(
             source,
             error=f"unexpected error in the {tools.stage} stage",

@@ -108,7 +108,15 @@ class StageRunner:
         await self.publisher.stop()
 
     def _focus(self, source: SourceMessage) -> None:
-        """Faust's tables read and write the partition of the stream's current event."""
+        """Table reads and writes that follow go to ``source``'s partition.
+
+        Faust picks a table's partition (store and changelog) from the stream's
+        current event, and has no public way to set it for an event taken out of
+        its iterator (our batches are). This is the one place that calls its
+        private ``_set_current_event``; tests/integration/test_pipeline.py
+        (``test_send_once_state_goes_to_the_changelog_partition_of_its_event``)
+        pins it against a real Faust worker, so a Faust upgrade that changes it fails there.
+        """
         self._stream._set_current_event(self._events[position(source)])
 
     async def _agent(self, stream: Any) -> None:

@@ -454,3 +454,29 @@ async def test_the_sink_metrics_count_only_the_records_written_and_time_only_the
 
     assert total("sink_batch_size") == 2  # the undecodable message is not a record written
     assert 0.05 <= (total("sink_write_seconds") or 0) < 0.5
+
+
+async def test_an_error_that_escapes_leaves_the_batch_unacked(tmp_path: Path) -> None:
+    from spakinect_pipeline.config import KafkaSettings
+    from streams.faust_app import create_faust_app
+    from streams.runner import StageEnv, StageParts, StageRunner
+    from streams.settings import StreamsSettings
+
+    class Escaping(Handler):
+        name = "email"
+        shape = Shape(10, 0)  # on_error="escape", as the email stage
+
+        async def handle(self, batch: Batch) -> None:
+            raise RuntimeError("send-once table write failed")
+
+    streams, kafka = StreamsSettings(state_dir=tmp_path, store="memory"), KafkaSettings()
+    env = StageEnv(create_faust_app("email", streams, kafka), streams, kafka, TOPICS)
+    publisher = RecordingPublisher()
+    runner = StageRunner(
+        env, StageParts(Escaping(), [TOPICS.visits], [TOPICS.visits]), None, publisher
+    )
+    stream = FakeStream([message(sample_visit("gfe_1"), 0, TOPICS.visits)])
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(runner._agent(stream), 10)
+    assert stream.acked == []
+    assert not dead_letters(publisher)

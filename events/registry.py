@@ -38,6 +38,9 @@ class EventType:
     head: type[Timestamped]  # what even an unsuccessful event must carry
     full: type[Timestamped]  # what a successful event must carry
     sample: dict[str, Any]  # the vendor's documented example
+    # Whether its payload can hold a patient's name or email: its raw and clean topics
+    # are then listed where a forget says which copies remain (spakinect_pipeline.phi).
+    carries_phi: bool
 
     @property
     def schema_name(self) -> str:
@@ -46,6 +49,7 @@ class EventType:
 
 
 EVENT_TYPES: dict[str, EventType] = {}
+_BY_ROUTE: dict[str, EventType] = {}  # read per request: a lookup, not a scan
 
 
 def register(event_type: EventType) -> EventType:
@@ -59,12 +63,18 @@ def register(event_type: EventType) -> EventType:
     if clashes & taken:
         raise ValueError(f"event type {event_type.name!r} reuses {sorted(clashes & taken)}")
     EVENT_TYPES[event_type.name] = event_type
+    _BY_ROUTE[event_type.route] = event_type
     return event_type
+
+
+def unregister(name: str) -> None:
+    """Remove an event type (tests that register a made-up one)."""
+    del _BY_ROUTE[EVENT_TYPES.pop(name).route]
 
 
 def by_route(route: str) -> EventType:
     """The event type a webhook path receives."""
-    return next(t for t in EVENT_TYPES.values() if t.route == route)
+    return _BY_ROUTE[route]
 
 
 register(
@@ -77,6 +87,7 @@ register(
         head=VisitCompletedHead,
         full=VisitCompleted,
         sample=SAMPLES[VISIT_COMPLETED],
+        carries_phi=True,  # patient_details: name, email
     )
 )
 register(
@@ -89,5 +100,6 @@ register(
         head=TreatmentUpdatedHead,
         full=TreatmentUpdated,
         sample=SAMPLES[TREATMENT_UPDATED],
+        carries_phi=False,  # the vendor's catalogue: no patient
     )
 )

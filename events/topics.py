@@ -61,6 +61,15 @@ class Topics:
         """Every event type's clean topic, read by the sinks."""
         return [self.prefix + t.clean_topic for t in EVENT_TYPES.values()]
 
+    def phi_topics(self) -> list[str]:
+        """The raw and clean topics of every event type whose payload can hold patient data."""
+        return [
+            self.prefix + name
+            for t in EVENT_TYPES.values()
+            if t.carries_phi
+            for name in (t.raw_topic, t.clean_topic)
+        ]
+
     def raw_for(self, event: str) -> str | None:
         """The raw topic of a known event type, or None for one we don't route."""
         event_type = EVENT_TYPES.get(event)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from typing import Any
 
 import orjson
@@ -82,3 +83,13 @@ def set_levels(level: str) -> None:
     logging.getLogger("uvicorn.access").disabled = True
     for name in CAPPED_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+def error_facts(exc: BaseException) -> dict[str, str]:
+    """An unexpected error, loggable as ``extra``: its class and where it was raised, not its text.
+
+    The text of an error nobody classified can quote a payload (patient data,
+    a driver error quoting a value), so it is never logged.
+    """
+    stack = "".join(traceback.format_tb(exc.__traceback__))
+    return {"error_type": type(exc).__name__, "stack": stack}

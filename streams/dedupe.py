@@ -32,7 +32,7 @@ from streams.runner import StageEnv, StageParts
 log = logging.getLogger(__name__)
 SWEEP_LIMIT = 200
 # Natural batching: whatever arrived while the previous batch was being published.
-SHAPE = Shape(batch_max=500, within_s=0, linger_ms=2)
+SHAPE = Shape(batch_max=500, within_s=0, linger_ms=2, on_error="isolate")
 
 
 class DedupeHandler(Handler):

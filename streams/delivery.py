@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from sinks.base import InvalidBatch, Record, RetryableError, Sink
+from spakinect_pipeline.logs import error_facts
 from spakinect_pipeline.publisher import PublishFailed
 
 log = logging.getLogger(__name__)
@@ -109,9 +110,13 @@ async def deliver(
             await deliver(sink, batch[:middle], dead_letter, backoff, stats)
             await deliver(sink, batch[middle:], dead_letter, backoff, stats)
             return
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - retried as retryable; class and stack logged
             stats.retries += 1
-            log.exception("%s sink: unclassified error; treating it as retryable", sink.name)
+            log.error(  # class and stack only: a driver error's text can quote a value
+                "%s sink: unclassified error; treating it as retryable",
+                sink.name,
+                extra=error_facts(exc),
+            )
             stats.retrying = True
             await backoff.wait()
             continue

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from opentelemetry.trace import Tracer
 
 from events.envelope import EnvelopeInvalid, decode_envelope
 from events.messages import SourceMessage
 from sinks.base import Record
+from spakinect_pipeline.logs import error_facts
 from spakinect_pipeline.publisher import Message, Publisher
 from streams.delivery import Backoff, until_acked
-from streams.dlq import DeadLetters, DlqLimitExceeded
+from streams.dlq import DeadLetters
 from streams.spans import Spans, batch_spans, event_spans
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,13 @@ class Shape:
     within_s: float  # how long to wait for more events once one arrived (0: what is there)
     batch_span: bool = True  # one span per batch linking its events; False: event spans only
     done: str = "done"  # the span outcome of an event the handler gave none
-    sink_metrics: bool = False  # observe sink_batch_size and sink_write_seconds
     linger_ms: int = 5  # how long the stage's publisher waits to fill a produce request
+    # What an unexpected error (not a reject) in a batch does. "escape": it leaves the
+    # runner, nothing of the batch is acked, the agent restarts and the batch comes back
+    # (a handler whose side effects must not run twice at once, such as an email).
+    # "isolate": every message of the batch is run again alone, from its raw bytes, and
+    # one that still raises is dead-lettered.
+    on_error: Literal["escape", "isolate"] = "escape"
 
 
 class Handler:
@@ -48,9 +54,8 @@ class Handler:
 
     ``handle`` gets every record of a batch at once (batch in, outcomes out
     through :class:`Batch`). It may report a record it cannot handle with
-    :meth:`Batch.reject` (dead-lettered with that error) or raise: the
-    runner then handles the batch's records one at a time, and dead-letters
-    a record that raises alone.
+    :meth:`Batch.reject` (dead-lettered with that error) or raise: what the
+    runner then does is the stage's :attr:`Shape.on_error`.
     """
 
     name: str
@@ -129,15 +134,6 @@ class Batch:
         return self._spans.headers(record.source)
 
 
-def facts(exc: BaseException) -> dict[str, str]:
-    """An unexpected error, loggable: its class and where it was raised, not its text.
-
-    The text of an error nobody classified can quote a payload (patient data).
-    """
-    stack = "".join(traceback.format_tb(exc.__traceback__))
-    return {"error_type": type(exc).__name__, "stack": stack}
-
-
 def spans_for(shape: Shape, tools: Tools, sources: Sequence[SourceMessage]) -> Spans:
     if shape.batch_span:
         return batch_spans(tools.tracer, tools.stage, sources, done=shape.done)
@@ -147,45 +143,54 @@ def spans_for(shape: Shape, tools: Tools, sources: Sequence[SourceMessage]) -> S
 
 
 async def process(handler: Handler, sources: Sequence[SourceMessage], tools: Tools) -> None:
-    """Decode, hand over, dead-letter: return once every message is handled or dead-lettered."""
-    dead_before = tools.dlq.sent
-    records: list[Record] = []
+    """Decode, hand over, dead-letter: return once every message is handled or dead-lettered.
+
+    Anything else raises, and the runner acks nothing of the batch.
+    """
+    tools.dlq.begin_batch()
     try:
         with spans_for(handler.shape, tools, sources) as spans:
-            await _decode(sources, tools, spans, records)
+            records = await _decode(sources, tools, spans)
             if records:
                 await handler.handle(Batch(records, tools, spans))
-    except (asyncio.CancelledError, DlqLimitExceeded):
+    except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001 - isolated and dead-lettered, class only logged
-        log.error("%s batch failed; retrying its events one by one", tools.stage, extra=facts(exc))
-        for record in records:
-            await _alone(handler, record, tools)
-    if tools.dlq.sent - dead_before < len(sources):
-        tools.dlq.limit.handled()
+    except Exception as exc:
+        if handler.shape.on_error == "escape":
+            raise
+        log.error(
+            "%s batch failed; retrying its events one by one", tools.stage, extra=error_facts(exc)
+        )
+        for source in sources:  # every message, not only those decoded before the error
+            if not tools.dlq.holds(source):
+                await _alone(handler, source, tools)
+    tools.dlq.settle(sources)
 
 
-async def _decode(
-    sources: Sequence[SourceMessage], tools: Tools, spans: Spans, into: list[Record]
-) -> None:
+async def _decode(sources: Sequence[SourceMessage], tools: Tools, spans: Spans) -> list[Record]:
+    records: list[Record] = []
     for source in sources:
         try:
-            into.append(Record(decode_envelope(source.value), source))
+            records.append(Record(decode_envelope(source.value), source))
         except EnvelopeInvalid as exc:
             await tools.dlq.send(source, error=str(exc), error_type="EnvelopeInvalid")
             spans.outcome(source, "dead_lettered")
+    return records
 
 
-async def _alone(handler: Handler, record: Record, tools: Tools) -> None:
+async def _alone(handler: Handler, source: SourceMessage, tools: Tools) -> None:
+    """Run one message alone from its raw bytes; dead-letter it if it still raises."""
     try:
-        with spans_for(handler.shape, tools, [record.source]) as spans:
-            await handler.handle(Batch([record], tools, spans))
-    except (asyncio.CancelledError, DlqLimitExceeded):
+        with spans_for(handler.shape, tools, [source]) as spans:
+            records = await _decode([source], tools, spans)
+            if records:
+                await handler.handle(Batch(records, tools, spans))
+    except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - isolated and dead-lettered, class only logged
-        log.error("%s failed for a message; dead-lettering it", tools.stage, extra=facts(exc))
+        log.error("%s failed for a message; dead-lettering it", tools.stage, extra=error_facts(exc))
         await tools.dlq.send(
-            record.source,
+            source,
             error=f"unexpected error in the {tools.stage} stage",
             error_type=type(exc).__name__,
         )

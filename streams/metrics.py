@@ -95,22 +95,37 @@ class StageMetrics:
     ) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(StageCollector(app, stage, counts, gauges or dict))
-        self.batch_size = Histogram(
-            "sink_batch_size",
-            "Records per sink write",
-            ["stage"],
-            registry=self.registry,
-            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
-        ).labels(stage)
-        self.write_seconds = Histogram(
-            "sink_write_seconds",
-            "Time to write (and commit) one batch, retries included",
-            ["stage"],
-            registry=self.registry,
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120),
-        ).labels(stage)
 
         @app.page("/metrics")
         async def metrics(web: Any, request: Any) -> Any:
             # aiohttp wants the media type without its charset; the text is UTF-8 anyway.
             return web.bytes(generate_latest(self.registry), content_type=MEDIA_TYPE)
+
+
+class SinkWrites:
+    """``sink_batch_size`` and ``sink_write_seconds`` of a sink stage, observed around its writes.
+
+    The sink handler observes them around the write itself, so undecodable
+    messages, dead letters and spans count in neither.
+    """
+
+    def __init__(self, stage: str) -> None:
+        self.sizes = Histogram(
+            "sink_batch_size",
+            "Records per sink write",
+            ["stage"],
+            registry=None,
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+        )
+        self.seconds = Histogram(
+            "sink_write_seconds",
+            "Time to write (and commit) one batch, retries included",
+            ["stage"],
+            registry=None,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120),
+        )
+        self.batch_size = self.sizes.labels(stage)
+        self.write_seconds = self.seconds.labels(stage)
+
+    def collectors(self) -> tuple[Collector, ...]:
+        return (self.sizes, self.seconds)

@@ -30,7 +30,7 @@ from events.topics import Topics
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher, Publisher
 from streams.acking import ack, next_batch, pumped
-from streams.dlq import DeadLetters, DlqLimitExceeded
+from streams.dlq import DeadLetters, DlqLimit, DlqLimitExceeded
 from streams.handler import Handler, Tools, process
 from streams.metrics import StageMetrics
 from streams.probes import Check, add_probes
@@ -85,7 +85,8 @@ class StageRunner:
             client_id=env.streams.group_id(handler.name),
             linger_ms=handler.shape.linger_ms,
         )
-        self.dlq = DeadLetters(self.publisher, env.topics.dlq, handler.name)
+        limit = DlqLimit(env.streams.dlq_limit)
+        self.dlq = DeadLetters(self.publisher, env.topics.dlq, handler.name, limit)
         self._events: dict[Position, Any] = {}
         self._stream: Any = None
         self.tools = Tools(handler.name, self.publisher, self.dlq, tracer, self._focus)
@@ -107,7 +108,15 @@ class StageRunner:
         await self.publisher.stop()
 
     def _focus(self, source: SourceMessage) -> None:
-        """Faust's tables read and write the partition of the stream's current event."""
+        """Table reads and writes that follow go to ``source``'s partition.
+
+        Faust picks a table's partition (store and changelog) from the stream's
+        current event, and has no public way to set it for an event taken out of
+        its iterator (our batches are). This is the one place that calls its
+        private ``_set_current_event``; tests/integration/test_pipeline.py
+        (``test_send_once_state_goes_to_the_changelog_partition_of_its_event``)
+        pins it against a real Faust worker, so a Faust upgrade that changes it fails there.
+        """
         self._stream._set_current_event(self._events[position(source)])
 
     async def _agent(self, stream: Any) -> None:
@@ -121,18 +130,10 @@ class StageRunner:
                 self._events = {position(s): e for s, e in zip(sources, events, strict=True)}
                 self._focus(sources[0])
                 try:
-                    await self._process(sources)
+                    await process(self.handler, sources, self.tools)
                 except DlqLimitExceeded as exc:
                     log.error("%s: %s", self.handler.name, exc)
                     await self.app.crash(exc)
                     raise
                 # Only now, after the work (or the DLQ's ack), do the offsets move.
                 await ack(stream, *events)
-
-    async def _process(self, sources: list[SourceMessage]) -> None:
-        if not self.handler.shape.sink_metrics:
-            await process(self.handler, sources, self.tools)
-            return
-        self.metrics.batch_size.observe(len(sources))
-        with self.metrics.write_seconds.time():
-            await process(self.handler, sources, self.tools)

@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings
 from events.topics import SINK_NAMES
 from spakinect_pipeline.config import CsvList, Duration, component_config
 
+# Source messages dead-lettered in a row that stop a stage (STREAMS_DLQ_LIMIT).
+DEFAULT_DLQ_LIMIT = 1000
+
 
 class StreamsSettings(BaseSettings):
     """What every worker process needs besides Kafka's own settings."""
@@ -27,6 +30,9 @@ class StreamsSettings(BaseSettings):
     sinks: CsvList = Field(default_factory=lambda: list(SINK_NAMES), validation_alias="SINKS")
     batch_max: int = Field(default=500, ge=1, le=10_000)
     batch_within_s: Duration = Field(default=0.05, gt=0, le=10)
+    # Source messages dead-lettered in a row that stop a stage (a bad deploy, a sink
+    # rejecting every row) instead of emptying its topics into the DLQ.
+    dlq_limit: int = Field(default=DEFAULT_DLQ_LIMIT, gt=0)
     retry_max_backoff_s: Duration = Field(default=30.0, gt=0, le=600)
     # How soon a crashed worker's partitions (and table state) move to another worker.
     session_timeout_s: Duration = Field(default=10.0, ge=6, le=300)

@@ -16,6 +16,7 @@ from spakinect_pipeline.phi.metrics import RedactionCollector
 from spakinect_pipeline.phi.settings import PhiSettings
 from streams.delivery import Backoff, DeliveryStats, deliver
 from streams.handler import Batch, Handler, Shape
+from streams.metrics import SinkWrites
 from streams.probes import postgres_check
 from streams.runner import StageEnv, StageParts
 
@@ -23,12 +24,15 @@ from streams.runner import StageEnv, StageParts
 class SinkHandler(Handler):
     """Writes each batch to ``sink``, retrying what is retryable, isolating what is invalid."""
 
-    def __init__(self, sink: Sink, shape: Shape, max_backoff_s: float) -> None:
+    def __init__(
+        self, sink: Sink, shape: Shape, max_backoff_s: float, writes: SinkWrites | None = None
+    ) -> None:
         self.sink = sink
         self.name = sink.name
         self.shape = shape
         self.stats = DeliveryStats()
         self.backoff = Backoff(maximum=max_backoff_s)
+        self.writes = writes or SinkWrites(sink.name)
 
     async def start(self) -> None:
         await self.sink.start()
@@ -43,7 +47,9 @@ class SinkHandler(Handler):
         return self.stats.gauges()
 
     async def handle(self, batch: Batch) -> None:
-        await deliver(self.sink, batch.records, batch.reject, self.backoff, self.stats)
+        self.writes.batch_size.observe(len(batch.records))
+        with self.writes.write_seconds.time():
+            await deliver(self.sink, batch.records, batch.reject, self.backoff, self.stats)
 
 
 def build_postgres(env: StageEnv) -> StageParts:
@@ -58,12 +64,13 @@ def build_postgres(env: StageEnv) -> StageParts:
         pool_size=pg.pool_size,
     )
     streams = env.streams
-    shape = Shape(streams.batch_max, streams.batch_within_s, done="written", sink_metrics=True)
+    shape = Shape(streams.batch_max, streams.batch_within_s, done="written")
     clean = env.topics.clean_topics()
+    writes = SinkWrites(sink.name)
     return StageParts(
-        SinkHandler(sink, shape, streams.retry_max_backoff_s),
+        SinkHandler(sink, shape, streams.retry_max_backoff_s, writes),
         subscribe=[*clean, env.topics.retry(sink.name)],
         ready_on=clean,
         checks={"postgres": postgres_check(sink)},
-        collectors=[RedactionCollector(sink.redacted)],
+        collectors=[RedactionCollector(sink.redacted), *writes.collectors()],
     )

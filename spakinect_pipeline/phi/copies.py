@@ -20,12 +20,15 @@ from spakinect_pipeline.topic_admin import retention_config
 
 
 def patient_topics(topics: Topics) -> list[str]:
-    """Topics whose messages can hold a patient's name or email."""
+    """Topics whose messages can hold a patient's name or email.
+
+    The event types' own topics come from the registry (``carries_phi``); the
+    others can hold a body of any event type.
+    """
     return [
-        topics.visit_completed,
+        *topics.phi_topics(),
         topics.unrouted,
         topics.rejected,
-        topics.visits,
         topics.dlq,
         *(topics.retry(sink) for sink in SINK_NAMES),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import uuid
 
 import pytest
@@ -241,6 +242,34 @@ async def test_a_visit_repeated_after_a_restart_is_not_emailed_again(pipeline: P
     for name in ("dedupe", "postgres", "email"):
         log_text = "".join(p.read_text() for p in pipeline.logs.glob(f"{name}-*.log"))
         assert "Crashed" not in log_text, f"a {name} agent crashed; see {pipeline.logs}"
+
+
+async def test_send_once_state_goes_to_the_changelog_partition_of_its_event(
+    pipeline: Pipeline,
+) -> None:
+    """The email stage's ``sent`` writes land in their source event's partition of the
+    changelog (a restarted or moved partition recovers exactly its events' state). This pins
+    the runner's use of Faust's private ``_set_current_event`` against a real worker."""
+    ids = [f"gfe_part_{uuid.uuid4().hex[:6]}" for _ in range(8)]
+    for gfe_id in ids:
+        assert (await pipeline.post(visit(gfe_id))).status_code == 200
+    await wait_until(
+        lambda: asyncio.sleep(0, all(mails_for(pipeline, g) for g in ids)), 60, "the emails"
+    )
+    bootstrap = pipeline.services.kafka_bootstrap
+    source = {
+        m.key.decode(): m.partition
+        for m in await read_topic(bootstrap, pipeline.topics.visits)
+        if m.key.decode() in ids
+    }
+    changelog = f"{pipeline.group('email')}-sent-changelog"
+    written = {
+        json.loads(m.key).split(":")[1]: m.partition
+        for m in await read_topic(bootstrap, changelog)
+        if json.loads(m.key).split(":")[1] in ids
+    }
+    assert written == source
+    assert len(set(source.values())) > 1  # spread over partitions, or this would prove little
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from events.envelope import Disposition, decode_envelope
 from events.messages import SourceMessage
 from events.payloads import NonEmptyStr, OpenModel, Timestamped
-from events.registry import EVENT_TYPES, EventType, register
+from events.registry import EVENT_TYPES, EventType, by_route, register, unregister
 from events.schemas import schemas
 from events.topics import Topics
 from ingress.app import create_app
@@ -27,6 +27,7 @@ from sinks.base import Record
 from sinks.email.render import wants_email
 from sinks.postgres.rows import batch_rows
 from spakinect_pipeline.config import KafkaSettings
+from spakinect_pipeline.phi.copies import patient_topics
 from streams.dedupe import DedupeHandler
 from streams.dlq import DeadLetters
 from streams.handler import Tools, process
@@ -75,10 +76,11 @@ def booked() -> Iterator[EventType]:
             head=AppointmentBookedHead,
             full=AppointmentBooked,
             sample=SAMPLE,
+            carries_phi=True,  # as if it named the patient: its topics become patient topics
         )
     )
     yield event_type
-    del EVENT_TYPES[BOOKED]
+    unregister(BOOKED)
 
 
 def test_a_registered_event_type_goes_from_its_webhook_to_its_clean_topic(
@@ -87,6 +89,7 @@ def test_a_registered_event_type_goes_from_its_webhook_to_its_clean_topic(
     topics = Topics()
     assert "spakinect.appointment-booked" in topics.all()
     assert "spakinect.appointments" in topics.all()
+    assert {"spakinect.appointment-booked", "spakinect.appointments"} <= set(patient_topics(topics))
     assert schemas()["appointment-booked"]["title"] == "AppointmentBooked"
 
     publisher = RecordingPublisher()
@@ -137,3 +140,11 @@ def test_an_event_type_cannot_take_a_route_or_topic_already_taken(booked: EventT
     with pytest.raises(ValueError, match="reuses"):
         register(dataclasses.replace(moved, route="/webhooks/appointment-moved"))  # its topic
     assert "appointment.moved" not in EVENT_TYPES
+
+
+def test_an_unregistered_event_type_leaves_no_route_behind(booked: EventType) -> None:
+    assert by_route(booked.route) is booked
+    unregister(BOOKED)
+    with pytest.raises(KeyError):
+        by_route(booked.route)
+    register(booked)  # for the fixture's own unregister

@@ -90,3 +90,30 @@ def test_dlq_headers_carry_the_contract_fields():
         "source_offset": b"17",
         "attempts": b"2",
     }
+
+
+QUOTED = "invalid input value: 'Jane Doe <jane@example.com>'"
+
+
+async def test_an_unclassified_error_is_retried_and_logged_without_its_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Quoting(FakeSink):
+        async def write(self, batch: Sequence[Record]) -> None:
+            if not self.written and self.failures:
+                self.failures -= 1
+                raise ValueError(QUOTED)  # (the stack shows this line, not the text)
+            self.written.extend(r.envelope.event_id for r in batch)
+
+    sink, stats = Quoting(set(), failures_before_success=1), DeliveryStats()
+
+    async def dead_letter(rec: Record, exc: BaseException, attempts: int) -> None:
+        raise AssertionError("an unclassified error is retried, not dead-lettered")
+
+    await deliver(sink, [record(1)], dead_letter, Backoff(sleep=no_sleep), stats)
+    assert (sink.written, stats.retries) == (["e1"], 1)
+    (logged,) = [r for r in caplog.records if "unclassified" in r.getMessage()]
+    assert logged.__dict__["error_type"] == "ValueError"
+    assert "write" in logged.__dict__["stack"]
+    assert logged.exc_info is None
+    assert "Jane" not in str([(r.getMessage(), r.__dict__, r.exc_info) for r in caplog.records])

@@ -143,7 +143,7 @@ async def test_a_raising_batch_is_retried_one_by_one_and_only_the_culprit_dead_l
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     publisher = RecordingPublisher()
-    handler = Failing()
+    handler = Isolating()
     sources = [message(sample_visit(g), i) for i, g in enumerate(["gfe_a", "gfe_bad", "gfe_b"])]
     await process(handler, sources, tools_for("postgres", publisher))
     assert handler.handled == ["gfe_a", "gfe_b"]
@@ -174,9 +174,8 @@ async def test_the_dlq_limit_stops_a_stage_that_dead_letters_everything() -> Non
     await process(Failing(), [message(sample_visit("gfe_ok"), 9)], tools)  # breaks the run
     await process(Failing(), bad[2:5], tools)
     assert len(dead_letters(publisher)) == 5
-    with pytest.raises(DlqLimitExceeded):
+    with pytest.raises(DlqLimitExceeded):  # raised before the runner acks that batch
         await process(Failing(), [message(sample_visit("gfe_invalid", timestamp=99), 99)], tools)
-    assert len(dead_letters(publisher)) == 5  # the one past the limit was not sent
 
 
 class Mailbox:
@@ -279,6 +278,205 @@ async def test_past_the_dlq_limit_the_runner_crashes_the_worker_and_acks_no_furt
     stream = FakeStream([SourceMessage(TOPICS.visits, 0, i, b"k", b"{}", []) for i in range(3)])
     with pytest.raises(DlqLimitExceeded):
         await asyncio.wait_for(runner._agent(stream), 10)
-    assert stream.acked == [0, 1]  # the third is neither dead-lettered nor acked
-    assert len(dead_letters(publisher)) == 2
+    assert stream.acked == [0, 1]  # the third, past the limit, is not acked: a restart repeats it
+    assert len(dead_letters(publisher)) == 3
     assert [type(c) for c in crashes] == [DlqLimitExceeded]
+
+
+class Raising(RecordingPublisher):
+    """A publisher whose next ``failures_left`` DLQ writes raise an unclassified error."""
+
+    def __init__(self, failures_left: int = 1) -> None:
+        super().__init__()
+        self.failures_left = failures_left
+
+    async def publish(self, topic: str, value: bytes, **kwargs: Any) -> None:
+        if topic == TOPICS.dlq and self.failures_left:
+            self.failures_left -= 1
+            raise RuntimeError("broker said no")
+        await super().publish(topic, value, **kwargs)
+
+
+class Isolating(Failing):
+    shape = Shape(10, 0, on_error="isolate")
+
+
+async def test_a_dlq_write_error_mid_decode_retries_every_message_of_the_batch() -> None:
+    publisher = Raising()
+    handler = Isolating()
+    bad = SourceMessage(TOPICS.visits, 0, 1, b"k", b"not json", [])
+    sources = [message(sample_visit("gfe_a"), 0), bad, message(sample_visit("gfe_b"), 2)]
+    await process(handler, sources, tools_for("dedupe", publisher))
+    assert sorted(set(handler.handled)) == ["gfe_a", "gfe_b"]  # the tail was handled too
+    (letter,) = dead_letters(publisher)
+    assert letter["source_offset"] == "1"
+
+
+async def test_a_dlq_write_error_escapes_a_stage_that_lets_errors_escape() -> None:
+    handler = Failing()  # the default: escape, nothing acked
+    bad = SourceMessage(TOPICS.visits, 0, 1, b"k", b"not json", [])
+    sources = [message(sample_visit("gfe_a"), 0), bad, message(sample_visit("gfe_b"), 2)]
+    with pytest.raises(RuntimeError):
+        await process(handler, sources, tools_for("postgres", Raising()))
+
+
+class FlakyTable(dict[str, Any]):
+    """The send-once table failing its first write (a changelog or store error)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("store write failed")
+        super().__setitem__(key, value)
+
+
+async def test_an_email_send_once_error_escapes_unacked_and_sends_no_second_email() -> None:
+    publisher = RecordingPublisher()
+    clinic = Mailbox("clinic")
+    handler = EmailHandler({"clinic": clinic}, NoMarkers(), FlakyTable(), 1.0)  # type: ignore[dict-item]
+    applied = message(sample_visit("gfe_1"), 0, TOPICS.visits, Disposition.APPLY)
+    with pytest.raises(RuntimeError):
+        await process(handler, [applied], tools_for("email", publisher))
+    assert clinic.sent == 1  # not retried at once (a second email), not dead-lettered
+    assert not dead_letters(publisher)
+
+
+def test_each_stage_says_what_an_unexpected_handler_error_does() -> None:
+    from streams.dedupe import SHAPE as DEDUPE
+    from streams.email_stage import SHAPE as EMAIL
+
+    assert (DEDUPE.on_error, EMAIL.on_error, Shape(1, 0).on_error) == (
+        "isolate",
+        "escape",
+        "escape",
+    )
+
+
+class Keeping(Handler):
+    name = "postgres"
+    shape = Shape(10_000, 0)
+
+    def __init__(self) -> None:
+        self.handled = 0
+
+    async def handle(self, batch: Batch) -> None:
+        self.handled += len(batch.records)
+
+
+def undecodable(offset: int) -> SourceMessage:
+    return SourceMessage(TOPICS.visits, 0, offset, b"k", b"not json", [])
+
+
+async def test_a_batch_of_1500_invalid_among_valid_messages_never_trips_the_limit() -> None:
+    publisher = RecordingPublisher()
+    tools = tools_for("postgres", publisher)  # the default limit, 1000
+    sources = [
+        undecodable(i) if i % 3 else message(sample_visit(f"gfe_{i}"), i, TOPICS.visits)
+        for i in range(2250)
+    ]
+    handler = Keeping()
+    await process(handler, sources, tools)
+    await process(handler, sources, tools)
+    assert handler.handled == 2 * 750
+    assert len(dead_letters(publisher)) == 2 * 1500
+
+
+async def test_1001_invalid_messages_in_a_row_across_batches_trip_the_limit() -> None:
+    tools = tools_for("postgres", RecordingPublisher())
+    await process(Keeping(), [undecodable(i) for i in range(500)], tools)
+    await process(Keeping(), [undecodable(i) for i in range(500, 1000)], tools)
+    with pytest.raises(DlqLimitExceeded):
+        await process(Keeping(), [undecodable(1000)], tools)
+
+
+async def test_an_event_dead_lettered_once_per_email_kind_counts_once() -> None:
+    class Refusing(Mailbox):
+        async def write(self, batch: Any) -> None:
+            raise InvalidBatch("address refused (550)")
+
+    publisher = RecordingPublisher()
+    senders = {"clinic": Refusing("clinic"), "patient": Refusing("patient")}
+    handler = EmailHandler(senders, NoMarkers(), {}, 1.0)  # type: ignore[arg-type]
+    tools = tools_for("email", publisher, DlqLimit(max_consecutive=1))
+    applied = message(sample_visit("gfe_1"), 0, TOPICS.visits, Disposition.APPLY)
+    await process(handler, [applied], tools)
+    assert len(dead_letters(publisher)) == 2
+    with pytest.raises(DlqLimitExceeded):
+        await process(
+            handler, [message(sample_visit("gfe_2"), 1, TOPICS.visits, Disposition.APPLY)], tools
+        )
+
+
+def test_the_dlq_limit_is_a_setting_above_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from streams.settings import StreamsSettings
+
+    monkeypatch.setenv("STREAMS_DLQ_LIMIT", "5")
+    assert StreamsSettings().dlq_limit == 5
+    monkeypatch.setenv("STREAMS_DLQ_LIMIT", "0")
+    with pytest.raises(ValidationError, match="dlq_limit"):
+        StreamsSettings()
+
+
+async def test_the_sink_metrics_count_only_the_records_written_and_time_only_the_write() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from streams.metrics import SinkWrites
+    from streams.sink_stage import SinkHandler
+
+    class Slow(Mailbox):
+        async def write(self, batch: Any) -> None:
+            await asyncio.sleep(0.05)
+            await super().write(batch)
+
+    class SlowDlq(RecordingPublisher):
+        async def publish(self, topic: str, value: bytes, **kwargs: Any) -> None:
+            await asyncio.sleep(0.5)  # a slow dead letter is not the sink's write time
+            await super().publish(topic, value, **kwargs)
+
+    writes = SinkWrites("postgres")
+    sink = Slow("postgres")
+    handler = SinkHandler(sink, Shape(10, 0), 1.0, writes)  # type: ignore[arg-type]
+    sources = [undecodable(0), *(message(sample_visit(f"gfe_{i}"), i) for i in (1, 2))]
+    await process(handler, sources, tools_for("postgres", SlowDlq()))
+    assert sink.sent == 2
+    registry = CollectorRegistry()
+    for collector in writes.collectors():
+        registry.register(collector)
+
+    def total(name: str) -> float | None:
+        return registry.get_sample_value(f"{name}_sum", {"stage": "postgres"})
+
+    assert total("sink_batch_size") == 2  # the undecodable message is not a record written
+    assert 0.05 <= (total("sink_write_seconds") or 0) < 0.5
+
+
+async def test_an_error_that_escapes_leaves_the_batch_unacked(tmp_path: Path) -> None:
+    from spakinect_pipeline.config import KafkaSettings
+    from streams.faust_app import create_faust_app
+    from streams.runner import StageEnv, StageParts, StageRunner
+    from streams.settings import StreamsSettings
+
+    class Escaping(Handler):
+        name = "email"
+        shape = Shape(10, 0)  # on_error="escape", as the email stage
+
+        async def handle(self, batch: Batch) -> None:
+            raise RuntimeError("send-once table write failed")
+
+    streams, kafka = StreamsSettings(state_dir=tmp_path, store="memory"), KafkaSettings()
+    env = StageEnv(create_faust_app("email", streams, kafka), streams, kafka, TOPICS)
+    publisher = RecordingPublisher()
+    runner = StageRunner(
+        env, StageParts(Escaping(), [TOPICS.visits], [TOPICS.visits]), None, publisher
+    )
+    stream = FakeStream([message(sample_visit("gfe_1"), 0, TOPICS.visits)])
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(runner._agent(stream), 10)
+    assert stream.acked == []
+    assert not dead_letters(publisher)

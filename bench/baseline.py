@@ -28,6 +28,15 @@ def checkout(ref: str, into: Path) -> Path:
     return into
 
 
+# The CLI's module: today's, and that of trees older than the cli/ package (for --baseline).
+CLI_MODULES = ("cli.main", "spakinect_pipeline.cli")
+
+
+def cli_module(tree: Path) -> str:
+    """The module that runs ``spakinect-pipeline`` from ``tree``."""
+    return CLI_MODULES[0] if (tree / "cli" / "main.py").exists() else CLI_MODULES[1]
+
+
 def tree_env(tree: Path) -> dict[str, str]:
     """Env that makes ``python -m ...`` import our packages from ``tree``."""
     return {"PYTHONPATH": str(tree)}

@@ -39,7 +39,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.baseline import DEPLOYED_ENV, checkout, tree_env
+from bench.baseline import CLI_MODULES, DEPLOYED_ENV, checkout, cli_module, tree_env
 from bench.cpu import CpuMeter, cpu_columns, spent
 from bench.profile import finish, start_recording
 from bench.report import machine, median, write_report
@@ -67,16 +67,9 @@ class Variant:
     tree: Path | None = None
 
 
-CLI_MODULES = ("cli.main", "spakinect_pipeline.cli")  # today's, and older trees' for --baseline
-
-
-def _cli_module(tree: Path) -> str:
-    return CLI_MODULES[0] if (tree / "cli" / "main.py").exists() else CLI_MODULES[1]
-
-
 def variants(baseline_tree: Path | None) -> list[Variant]:
     def ours(tree: Path | None, suffix: str) -> list[Variant]:
-        cli = _cli_module(tree or REPO)
+        cli = cli_module(tree or REPO)
         return [
             Variant(f"a_kafka{suffix}", [cli, "ingress"], publishes=True, tree=tree),
             Variant(f"b_noop{suffix}", ["bench.noop_ingress"], publishes=False, tree=tree),

@@ -49,7 +49,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.baseline import DEPLOYED_ENV, checkout
+from bench.baseline import DEPLOYED_ENV, checkout, cli_module
 from bench.cpu import TOTAL, CpuMeter, cpu_columns, spent
 from bench.profile import finish, start_recording
 from bench.raw_events import preload, with_duplicates
@@ -141,6 +141,7 @@ def processes_for(variant: str, env: dict[str, str], dsn: str, root: Path) -> li
         ]
         for process in processes:
             process.cwd = tree
+            process.argv[2] = cli_module(tree)  # [python, "-m", module, ...]
         return processes
     topics = Topics(prefix_of(variant))
     args = ["--bootstrap", bootstrap, "--dsn", dsn, "--topic", topics.visit_completed]

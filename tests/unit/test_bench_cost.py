@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from bench.baseline import cli_module
 from bench.cpu import CpuMeter, children_by_name, cost_per_event, cpu_columns, spent, tree_cpu_s
 from bench.ingress_throughput import measured, ok_responses, pinned, ratios
 from bench.profile import top_own
@@ -141,3 +143,10 @@ def test_bench_servers_start_pinned_under_taskset_with_all_their_threads() -> No
         check=True,
     )
     assert threads.stdout.strip() == "[0]"
+
+
+def test_a_baseline_tree_older_than_the_cli_package_runs_its_own_cli_module(tmp_path: Path) -> None:
+    assert cli_module(tmp_path) == "spakinect_pipeline.cli"
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "main.py").write_text("")
+    assert cli_module(tmp_path) == "cli.main"

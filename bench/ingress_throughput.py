@@ -41,7 +41,7 @@ from typing import Any
 
 from bench.baseline import CLI_MODULES, DEPLOYED_ENV, checkout, cli_module, tree_env
 from bench.cpu import CpuMeter, cpu_columns, spent
-from bench.profile import finish, start_recording
+from bench.profile import finish, require_py_spy, start_recording
 from bench.report import machine, median, write_report
 from bench.tools import hey, wrk
 from devstack import REPO
@@ -205,13 +205,13 @@ def run(
                 for v in chosen:
                     load = partial(hey, urls[v.name], body, seconds, rate, load_cpu, root)
                     fixed[v.name].append(measured(load, meters[v.name], v.publishes, seconds))
-            profiles: dict[str, list[str]] = {}
+            profiles: dict[str, dict[str, list[str]]] = {}
             if profile:
                 for name, url in urls.items():
                     out = root / "profiles" / f"{name}.txt"
                     recording = start_recording(servers[name].pid or 0, seconds, out)
                     wrk(url, body, seconds, connections, load_cpu, root)
-                    profiles[f"profile.{name}"] = finish(recording, out)
+                    profiles[f"profile.{name}"] = finish(recording, out, f"ingress-{name}")
         finally:
             for process in servers.values():
                 process.stop(20)
@@ -242,6 +242,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy top frames per variant")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ingress.json")
     args = parser.parse_args()
+    if args.profile:
+        require_py_spy()
     result = run(
         args.seconds, args.rounds, args.rate, args.connections, args.baseline, args.profile
     )

@@ -16,7 +16,7 @@ from ingress.app import create_app, serve
 from ingress.settings import IngressSettings
 from spakinect_pipeline.config import KafkaSettings, LogSettings, load_settings
 from spakinect_pipeline.logs import configure_logging
-from spakinect_pipeline.publisher import Headers, Message
+from spakinect_pipeline.publisher import Headers, Message, Written
 
 
 class NoopPublisher:
@@ -30,12 +30,20 @@ class NoopPublisher:
     async def stop(self) -> None: ...
 
     async def publish(
-        self, topic: str, value: bytes, *, key: bytes | None, headers: Headers = (), timeout: float
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None,
+        headers: Headers = (),
+        timeout: float,
     ) -> None:
         return None
 
-    async def publish_many(self, messages: Sequence[Message], *, timeout: float) -> None:
-        return None
+    async def publish_many(
+        self, messages: Sequence[Message], *, timeout: float
+    ) -> Sequence[Written]:
+        return ()
 
     async def refresh_metadata(self, topics: Sequence[str], timeout: float = 5.0) -> bool:
         self.last_metadata_ok = time.monotonic()

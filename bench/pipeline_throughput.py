@@ -51,7 +51,7 @@ import asyncpg
 
 from bench.baseline import DEPLOYED_ENV, checkout, cli_module
 from bench.cpu import TOTAL, CpuMeter, cpu_columns, spent
-from bench.profile import finish, start_recording
+from bench.profile import finish, require_py_spy, start_recording
 from bench.raw_events import preload, with_duplicates
 from bench.report import machine, write_report
 from devstack import REPO
@@ -220,8 +220,9 @@ def run_variant(
         wall = time.monotonic() - started
         cpu = spent(before, meter.snapshot())
         profiles = {
-            f"profile.{name}": finish(rec, root / "profiles" / f"{variant}-{name}.txt")
+            f"profile.{name}": finish(rec, root / "profiles" / f"{variant}-{name}.txt", kept)
             for name, rec in recordings.items()
+            for kept in [f"{variant}-{name}"]
         }
     finally:
         for process in processes:
@@ -320,6 +321,8 @@ def main() -> None:
         "--out", type=Path, default=REPO / "bench" / "results" / "pipeline_throughput.json"
     )
     args = parser.parse_args()
+    if args.profile:
+        require_py_spy()
     variants = [v for v in args.variants.split(",") if v]
     unknown = set(variants) - set(VARIANTS)
     if unknown:

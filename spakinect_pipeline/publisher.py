@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -32,9 +32,19 @@ StartProducer = Callable[[], Awaitable[AIOKafkaProducer]]
 @dataclass(frozen=True, slots=True)
 class Message:
     topic: str
-    value: bytes
+    value: bytes | None  # None: a tombstone (compacted topics)
     key: bytes | None
     headers: Headers = ()
+    partition: int | None = None  # None: the producer's partitioner picks it from the key
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """Where Kafka stored an acked message."""
+
+    topic: str
+    partition: int
+    offset: int
 
 
 class PublishFailed(Exception):
@@ -58,14 +68,16 @@ class Publisher(Protocol):
     async def publish(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         *,
         key: bytes | None,
         headers: Headers = (),
         timeout: float,
     ) -> None: ...
 
-    async def publish_many(self, messages: Sequence[Message], *, timeout: float) -> None: ...
+    async def publish_many(
+        self, messages: Sequence[Message], *, timeout: float
+    ) -> Sequence[Written]: ...
 
     async def refresh_metadata(self, topics: Sequence[str], timeout: float = 5.0) -> bool: ...
 
@@ -153,7 +165,7 @@ class KafkaPublisher:
     async def publish(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         *,
         key: bytes | None,
         headers: Headers = (),
@@ -162,18 +174,23 @@ class KafkaPublisher:
         """Write one message and wait for the leader and its in-sync replicas to ack it."""
         await self.publish_many([Message(topic, value, key, headers)], timeout=timeout)
 
-    async def publish_many(self, messages: Sequence[Message], *, timeout: float) -> None:
+    async def publish_many(
+        self, messages: Sequence[Message], *, timeout: float
+    ) -> Sequence[Written]:
         """Write messages in order and wait for every ack: one round trip for a batch.
 
         Enqueued one after the other, so messages with the same key keep their
         order; any failure fails the whole call (the caller retries all of it).
+        Returns where each message was stored, in order.
         """
         producer: AIOKafkaProducer | None = None
         try:
             async with asyncio.timeout(timeout):
                 producer = await self._ensure_producer()
                 acks = [
-                    await producer.send(m.topic, m.value, key=m.key, headers=list(m.headers))
+                    await producer.send(
+                        m.topic, m.value, key=m.key, headers=list(m.headers), partition=m.partition
+                    )
                     for m in messages
                 ]
                 results = await asyncio.gather(*acks, return_exceptions=True)
@@ -189,6 +206,7 @@ class KafkaPublisher:
                 f"Kafka refused {len(failures)} of {len(messages)} write(s) "
                 f"({type(failures[0]).__name__})"
             )
+        return [Written(r.topic, r.partition, r.offset) for r in cast(list[Any], results)]
 
     def _discard(self, producer: AIOKafkaProducer | None, cause: BaseException) -> None:
         """Drop ``producer`` if still current: its idempotent state may be broken.

@@ -1,21 +1,24 @@
 """The dedupe stage: drop duplicates, set the disposition, publish to the clean topics.
 
 Order of work per batch: publish what passes to the clean topics, await the
-acks, then record it as seen. A crash in between repeats the events
-(harmless: sinks are idempotent), never loses them.
+acks, then record it as seen (the table's changelog, acked, then the local
+store). A crash in between repeats the events (harmless: sinks are
+idempotent), never loses them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from events.envelope import Disposition, Envelope, reencode
 from events.topics import Topics, headers
 from sinks.base import Record
 from spakinect_pipeline.publisher import Message
+from streams.batch_table import BatchTable, Table
 from streams.dedupe_logic import (
     PARTITION,
     WRITTEN_AT,
@@ -38,14 +41,16 @@ SHAPE = Shape(batch_max=500, within_s=0, linger_ms=2, on_error="isolate")
 class DedupeHandler(Handler):
     """Wires the pure decisions of :mod:`streams.dedupe_logic` to a table of entities.
 
-    ``entities`` is the Faust table in a worker (one entry per entity, see
-    :mod:`streams.dedupe_logic`), a plain dict in unit tests.
+    ``entities`` is the worker's Faust table read and written a batch at a time
+    (:class:`~streams.batch_table.BatchTable`, one entry per entity, see
+    :mod:`streams.dedupe_logic`): per batch one multi-get per partition, one
+    clean publish, then one changelog publish and one store write per partition.
     """
 
     name = "dedupe"
     shape = SHAPE
 
-    def __init__(self, entities: MutableMapping[str, Any], topics: Topics, window_s: float) -> None:
+    def __init__(self, entities: Table, topics: Topics, window_s: float) -> None:
         self.entities = entities
         self.topics = topics
         self.window_ms = int(window_s * 1000)
@@ -75,21 +80,16 @@ class DedupeHandler(Handler):
 
     async def handle(self, batch: Batch) -> None:
         """Decide a batch, publish what passes in one round trip, then record it as seen."""
+        try:
+            await self._handle(batch)
+        except BaseException:
+            # Swept keys have left the index but may still be in the table.
+            self.index_stale = True
+            raise
+
+    async def _handle(self, batch: Batch) -> None:
         now_ms = int(time.time() * 1000)
-        swept: set[int] = set()
-        entries: dict[str, Entry | None] = {}
-        owner: dict[str, Record] = {}
-        for record in batch.records:
-            batch.focus(record)
-            partition = record.source.partition
-            if partition not in swept:
-                # At least as many as this batch can add, so the sweep keeps up.
-                self._sweep(partition, now_ms, SWEEP_LIMIT + len(batch.records))
-                swept.add(partition)
-            key = entity_key(record.envelope)
-            if key not in entries:
-                entries[key] = self.entities.get(key)
-                owner[key] = record
+        changes, entries = self._read(batch.records, now_ms)
         plan = plan_batch(
             [(r.envelope, r.source.partition) for r in batch.records],
             entries.__getitem__,
@@ -99,23 +99,72 @@ class DedupeHandler(Handler):
         passed: list[tuple[Record, Disposition]] = []
         for record, decision in zip(batch.records, plan.verdicts, strict=True):
             if isinstance(decision, Drop):
-                self.tally["duplicates"] += 1
                 batch.outcome(record, "duplicate")
                 log.debug("duplicate dropped", extra={"event_id": record.envelope.event_id})
             else:
                 passed.append((record, decision))
         await batch.publish([self._clean_message(batch, r, d) for r, d in passed])
+        published: Counter[str] = Counter()
         for record, disposition in passed:
-            self.tally[f"published_{disposition.value}"] += 1
+            published[disposition.value] += 1
             batch.outcome(record, "published", disposition.value)
-            log.info(
+            log.debug(
                 "event published",
                 extra={"event_id": record.envelope.event_id, "disposition": disposition.value},
             )
         for key, entry in plan.entries.items():
-            batch.focus(owner[key])
-            self.entities[key] = entry
+            changes[entry[PARTITION]][key] = entry
+        await self._record(batch, changes)
+        for key, entry in plan.entries.items():
             self.index.add(entry[PARTITION], entry[WRITTEN_AT], key)
+        duplicates = len(batch.records) - len(passed)
+        expired = sum(1 for c in changes.values() for v in c.values() if v is None)
+        self._count(published, duplicates, expired)
+
+    def _read(
+        self, records: Sequence[Record], now_ms: int
+    ) -> tuple[dict[int, dict[str, Entry | None]], dict[str, Entry | None]]:
+        """Sweep each partition, then read every entity of the batch in one get per partition.
+
+        Returns the tombstones of the sweep per partition (the changes to write,
+        which the batch's own entries then overwrite) and each entity's entry;
+        an entity swept just now reads as absent.
+        """
+        keys: dict[int, dict[str, None]] = {}
+        for record in records:
+            keys.setdefault(record.source.partition, {})[entity_key(record.envelope)] = None
+        changes: dict[int, dict[str, Entry | None]] = {}
+        entries: dict[str, Entry | None] = {}
+        for partition, wanted in keys.items():
+            # At least as many as this batch can add, so the sweep keeps up.
+            swept = self._sweep(partition, now_ms, SWEEP_LIMIT + len(records))
+            changes[partition] = dict.fromkeys(swept)
+            entries.update(
+                zip(wanted, self.entities.get_many(partition, list(wanted)), strict=True)
+            )
+            entries.update((key, None) for key in swept if key in entries)
+        return changes, entries
+
+    async def _record(self, batch: Batch, changes: dict[int, dict[str, Entry | None]]) -> None:
+        """Write the entries and tombstones: changelog acked first, then the local store."""
+        writes = [self.entities.prepare(p, c) for p, c in changes.items() if c]
+        written = await batch.publish([m for w in writes for m in w.messages])
+        for write in writes:
+            self.entities.apply(write, written)
+
+    def _count(self, published: Counter[str], duplicates: int, expired: int) -> None:
+        for disposition, n in published.items():
+            self.tally[f"published_{disposition}"] += n
+        self.tally["duplicates"] += duplicates
+        self.tally["expired"] += expired
+        log.info(
+            "batch deduplicated",
+            extra={
+                **{f"published_{d}": n for d, n in published.items()},
+                "duplicates": duplicates,
+                "expired": expired,
+            },
+        )
 
     def _clean_message(self, batch: Batch, record: Record, disposition: Disposition) -> Message:
         """The clean-topic message, carrying the trace context of its event's dedupe span."""
@@ -140,20 +189,18 @@ class DedupeHandler(Handler):
         self.index_stale = False
         log.info("dedupe expiry index rebuilt", extra={"entries": len(self.index)})
 
-    def _sweep(self, partition: int, now_ms: int, limit: int) -> None:
-        """Tombstone this partition's entries older than the window."""
+    def _sweep(self, partition: int, now_ms: int, limit: int) -> list[str]:
+        """This partition's keys last written before the window: to be tombstoned."""
         if self.index_stale:
             self._rebuild_index()
-        for key in self.index.expired(partition, now_ms, limit):
-            # The index holds each key's current write, so no read is needed to confirm it.
-            del self.entities[key]
-            self.tally["expired"] += 1
+        # The index holds each key's current write, so no read is needed to confirm it.
+        return self.index.expired(partition, now_ms, limit)
 
 
 def build(env: StageEnv) -> StageParts:
     raw: Sequence[str] = env.topics.raw_topics()
     handler = DedupeHandler(
-        json_table(env.app, "entities", env.kafka.partitions),
+        BatchTable(json_table(env.app, "entities", env.kafka.partitions)),
         env.topics,
         env.streams.dedupe_window,
     )

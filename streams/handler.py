@@ -24,7 +24,7 @@ from events.envelope import EnvelopeInvalid, decode_envelope
 from events.messages import SourceMessage
 from sinks.base import Record
 from spakinect_pipeline.logs import error_facts
-from spakinect_pipeline.publisher import Message, Publisher
+from spakinect_pipeline.publisher import Message, Publisher, Written
 from streams.delivery import Backoff, until_acked
 from streams.dlq import DeadLetters
 from streams.spans import Spans, batch_spans, event_spans
@@ -107,16 +107,22 @@ class Batch:
         """Table reads and writes that follow go to ``record``'s partition."""
         self._tools.focus(record.source)
 
-    async def publish(self, messages: Sequence[Message]) -> None:
-        """Publish in one round trip, retried until acked (Kafka down pauses, loses nothing)."""
+    async def publish(self, messages: Sequence[Message]) -> Sequence[Written]:
+        """Publish in one round trip, retried until acked (Kafka down pauses, loses nothing).
+
+        Returns where each message was stored, in order.
+        """
         if not messages:
-            return
+            return []
         tools = self._tools
+        written: Sequence[Written] = []
 
         async def write() -> None:
-            await tools.publisher.publish_many(messages, timeout=10)
+            nonlocal written
+            written = await tools.publisher.publish_many(messages, timeout=10)
 
         await until_acked(write, tools.publish_backoff, f"{tools.stage} publish")
+        return written
 
     async def reject(self, record: Record, exc: BaseException, attempts: int = 1) -> None:
         """Dead-letter ``record`` with ``exc``'s class and text (texts never quote values)."""

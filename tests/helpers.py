@@ -7,6 +7,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -183,7 +184,8 @@ class RecordingPublisher:
         self.fail = fail
         self.failures = failures
         self.metadata_at = metadata_at  # when metadata was last fetched (monotonic); None: now
-        self.messages: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        self.messages: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        self.offsets: dict[tuple[str, int], int] = {}
 
     @property
     def last_metadata_ok(self) -> float | None:
@@ -205,13 +207,34 @@ class RecordingPublisher:
             raise PublishFailed("no ack")
         self.messages.append((topic, key, value, list(headers)))
 
-    async def publish_many(self, messages: Any, *, timeout: float) -> None:
-        from spakinect_pipeline.publisher import PublishFailed
+    async def publish_many(self, messages: Any, *, timeout: float) -> list[Any]:
+        from spakinect_pipeline.publisher import PublishFailed, Written
 
         if self.fail or self.failures > 0:
             self.failures = max(0, self.failures - 1)
             raise PublishFailed("no ack")
-        self.messages.extend((m.topic, m.key, m.value, list(m.headers)) for m in messages)
+        written = []
+        for m in messages:
+            partition = 0 if m.partition is None else m.partition
+            offset = self.offsets[(m.topic, partition)] = (
+                self.offsets.get((m.topic, partition), -1) + 1
+            )
+            written.append(Written(m.topic, partition, offset))
+            self.messages.append((m.topic, m.key, m.value, list(m.headers)))
+        return written
 
     async def refresh_metadata(self, topics: Any, timeout: float = 5.0) -> bool:
         return True
+
+
+def memory_table(state_dir: Path, partitions: int = 8) -> Any:
+    """The dedupe stage's table on a real Faust memory store (no Kafka), read and written
+    a batch at a time: what a handler gets in a worker with ``STREAMS_STORE=memory``."""
+    from spakinect_pipeline.config import KafkaSettings
+    from streams.batch_table import BatchTable
+    from streams.faust_app import create_faust_app, json_table
+    from streams.settings import StreamsSettings
+
+    streams = StreamsSettings(state_dir=state_dir, store="memory")
+    app = create_faust_app("dedupe", streams, KafkaSettings())
+    return BatchTable(json_table(app, "entities", partitions))

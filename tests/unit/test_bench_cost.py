@@ -12,7 +12,7 @@ import pytest
 from bench.baseline import cli_module
 from bench.cpu import CpuMeter, children_by_name, cost_per_event, cpu_columns, spent, tree_cpu_s
 from bench.ingress_throughput import measured, ok_responses, pinned, ratios
-from bench.profile import top_own
+from bench.profile import top_inclusive, top_own
 
 
 def test_cost_is_cpu_seconds_spent_in_the_span_per_event_in_core_ms() -> None:
@@ -113,6 +113,12 @@ def test_profile_summary_ranks_leaf_frames_by_own_samples_across_lines() -> None
     )
     assert top_own(collapsed, 2) == [("handle (app.py)", 45.5), ("too_deep (intake.py)", 36.4)]
     assert top_own("", 5) == []
+    # Inclusive: a frame counts once per stack it is on; the entry point on every stack is left out.
+    assert top_inclusive(collapsed, 3) == [
+        ("handle (app.py)", 81.8),
+        ("too_deep (intake.py)", 36.4),
+    ]
+    assert top_inclusive("", 5) == []
 
 
 def test_ingress_cpu_is_per_2xx_response_and_refusals_are_reported() -> None:

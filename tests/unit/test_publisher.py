@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -16,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, OutOfOrderSequenceNumber
 
 from spakinect_pipeline.config import KafkaSettings
-from spakinect_pipeline.publisher import KafkaPublisher, Message, PublishFailed
+from spakinect_pipeline.publisher import KafkaPublisher, Message, PublishFailed, Written
 
 BUDGET_S = 0.3
 SLACK_S = 0.15  # the event loop's own scheduling; far below the contract's 1 s
@@ -36,16 +37,23 @@ class FakeProducer:
         self.stop_hangs = False
 
     async def send(
-        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> asyncio.Future[None]:
-        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        partition: int | None = None,
+    ) -> asyncio.Future[Any]:
+        ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.fail_with is not None:
             asyncio.get_running_loop().call_later(
                 self.fail_after, ack.set_exception, self.fail_with
             )
         elif not self.hang:
             self.sent.append(value)
-            ack.set_result(None)
+            ack.set_result(
+                SimpleNamespace(topic=topic, partition=partition or 0, offset=len(self.sent) - 1)
+            )
         return ack
 
     async def stop(self) -> None:
@@ -198,8 +206,11 @@ async def test_late_failures_of_a_replaced_producer_leave_its_replacement_alone(
 async def test_publish_many_sends_in_order_with_one_budget(delay: float) -> None:
     producer = FakeProducer()
     pub = publisher(Starts(producer, delays=(delay,)))
-    await pub.publish_many([Message("t", bytes([i]), b"k") for i in range(5)], timeout=BUDGET_S)
+    messages = [Message("t", bytes([i]), b"k", partition=i % 2) for i in range(5)]
+    written = await pub.publish_many(messages, timeout=BUDGET_S)
     assert producer.sent == [bytes([i]) for i in range(5)]
+    # Where each message went, in order, the explicit partitions kept.
+    assert written == [Written("t", i % 2, i) for i in range(5)]
     await pub.stop()
 
 

@@ -24,8 +24,9 @@ from streams.dedupe import DedupeHandler
 from streams.dlq import DeadLetters, DlqLimit, DlqLimitExceeded
 from streams.email_stage import EmailHandler
 from streams.handler import Batch, Handler, Shape, Tools, process
+from streams.spans import NO_SPANS
 from streams.stages import STAGE_NAMES
-from tests.helpers import RecordingPublisher
+from tests.helpers import RecordingPublisher, memory_table
 
 TOPICS = Topics()
 
@@ -64,9 +65,9 @@ def test_the_registry_names_dedupe_then_every_sink() -> None:
     assert ("dedupe", *SINK_NAMES) == STAGE_NAMES
 
 
-async def test_dedupe_publishes_each_distinct_event_once_then_records_it() -> None:
+async def test_dedupe_publishes_each_distinct_event_once_then_records_it(tmp_path: Path) -> None:
     publisher = RecordingPublisher(failures=2)  # Kafka refuses twice: the stage waits, loses none
-    table: dict[str, Any] = {}
+    table = memory_table(tmp_path)
     handler = DedupeHandler(table, TOPICS, window_s=3600)
     tools = tools_for("dedupe", publisher)
     tools.publish_backoff.sleep = no_sleep
@@ -74,29 +75,85 @@ async def test_dedupe_publishes_each_distinct_event_once_then_records_it() -> No
     await process(handler, [message(visit, 0), message(visit, 1)], tools)
     await process(handler, [message(visit, 2)], tools)
 
-    (clean,) = publisher.messages
+    clean, changelog = publisher.messages
     topic, key, value, headers = clean
     assert (topic, key) == (TOPICS.visits, b"gfe_1")
     assert decode_envelope(value).disposition == "apply"
     assert ("disposition", b"apply") in headers
-    assert list(table) == ["visit.completed:gfe_1"]
+    assert (changelog[0], changelog[1]) == (table.topic, b'"visit.completed:gfe_1"')
+    assert [key for key, _ in table.items()] == ["visit.completed:gfe_1"]
     assert handler.counts()["published_apply"] == 1
     assert handler.counts()["duplicates"] == 2
 
 
-async def test_dedupe_records_nothing_before_the_clean_topic_acked() -> None:
-    table: dict[str, Any] = {}
+async def test_dedupe_records_nothing_before_the_clean_topic_acked(tmp_path: Path) -> None:
+    table = memory_table(tmp_path)
+    calls: list[list[str]] = []
 
     class Watching(RecordingPublisher):
-        async def publish_many(self, messages: Any, *, timeout: float) -> None:
-            assert not table, "marked as seen before it was published"
-            await super().publish_many(messages, timeout=timeout)
+        async def publish_many(self, messages: Any, *, timeout: float) -> Any:
+            assert not dict(table.items()), "marked as seen before the changelog acked"
+            calls.append([m.topic for m in messages])
+            return await super().publish_many(messages, timeout=timeout)
 
     publisher = Watching()
     handler = DedupeHandler(table, TOPICS, window_s=3600)
     await process(handler, [message(SAMPLES["visit.completed"], 0)], tools_for("dedupe", publisher))
-    assert len(publisher.messages) == 1
-    assert table
+    # The clean topic first, acked; then the changelog, acked; then the local store.
+    assert calls == [[TOPICS.visits], [table.topic]]
+    assert dict(table.items())
+
+
+async def test_dedupe_tombstones_expired_entries_with_the_batch_and_reads_them_as_absent(
+    tmp_path: Path,
+) -> None:
+    publisher = RecordingPublisher()
+    table = memory_table(tmp_path)
+    handler = DedupeHandler(table, TOPICS, window_s=0.001)
+    tools = tools_for("dedupe", publisher)
+    first, second = sample_visit("gfe_1"), sample_visit("gfe_2")
+    await process(handler, [message(first, 0)], tools)
+    await asyncio.sleep(0.01)  # past the window
+    await process(handler, [message(second, 1), message(first, 2)], tools)
+
+    # gfe_1's old entry was swept before the read: its retry passes again (window over).
+    assert [m[0] for m in publisher.messages if m[0] == TOPICS.visits] == [TOPICS.visits] * 3
+    keys = sorted(key for key, _ in table.items())
+    assert keys == ["visit.completed:gfe_1", "visit.completed:gfe_2"]
+    assert handler.counts()["duplicates"] == 0
+    await asyncio.sleep(0.01)
+    await process(handler, [message(sample_visit("gfe_3"), 3)], tools)
+    assert [key for key, _ in table.items()] == ["visit.completed:gfe_3"]
+    tombstones = [m for m in publisher.messages if m[0] == table.topic and m[2] is None]
+    assert sorted(m[1] for m in tombstones) == [
+        b'"visit.completed:gfe_1"',
+        b'"visit.completed:gfe_2"',
+    ]
+    assert handler.counts()["expired"] == 2
+
+
+async def test_a_failed_dedupe_batch_rebuilds_its_expiry_index_before_the_next(
+    tmp_path: Path,
+) -> None:
+    """A sweep takes keys out of the index before their tombstones are written; a batch
+    that fails after it must not leave those entries unindexed (never expiring)."""
+
+    class Exploding(RecordingPublisher):
+        async def publish_many(self, messages: Any, *, timeout: float) -> Any:
+            raise RuntimeError("not a PublishFailed")
+
+    handler = DedupeHandler(memory_table(tmp_path), TOPICS, window_s=3600)
+    await process(
+        handler, [message(sample_visit("gfe_1"), 0)], tools_for("dedupe", RecordingPublisher())
+    )
+    assert not handler.index_stale
+    source = message(sample_visit("gfe_2"), 1)
+    batch = Batch(
+        [Record(decode_envelope(source.value), source)], tools_for("dedupe", Exploding()), NO_SPANS
+    )
+    with pytest.raises(RuntimeError):
+        await handler.handle(batch)
+    assert handler.index_stale
 
 
 async def test_an_undecodable_message_is_dead_lettered_before_the_handler_sees_it() -> None:

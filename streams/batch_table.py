@@ -1,0 +1,143 @@
+"""A Faust table read and written a batch at a time, past Faust's per-key path.
+
+Faust writes a table one key at a time: each ``table[key] = value`` is a store
+put, a changelog message in a producer future of its own, and, when that
+future completes, one more store put for the persisted offset. A stage that
+decides a whole batch at once pays that per event. :class:`BatchTable` keeps
+the table, its changelog topic, its encoding and Faust's recovery, and does per
+batch what Faust does per key:
+
+- :meth:`get_many`: one multi-get from the partition's store;
+- :meth:`changelog`: every change as one message for a single ``publish_many``
+  (same topic, partition, key and value bytes as Faust's own writes), which
+  the caller awaits until acked;
+- :meth:`apply`: then one RocksDB write batch per partition, the persisted
+  offset in it, so the store never holds what the changelog does not.
+
+A worker that dies between the two has the changes in the changelog and not in
+its store: Faust's recovery reads the changelog from the persisted offset on,
+so the store catches up at the next assignment. Writes to a partition no longer
+assigned are left to the changelog as well (Faust drops its store handle on
+revocation; opening it again could race the next assignment).
+
+Faust's stores have no public batch interface; the private parts used here
+(``_dbs``, ``_db_for_partition``, ``offset_key``, the memory store's ``data``
+and ``_key_partition``) are pinned by ``tests/unit/test_batch_table.py``
+against real Faust stores, so an upgrade that moves them fails there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+import rocksdict
+from faust.stores import memory as memory_store
+
+from spakinect_pipeline.publisher import Message, Written
+
+Changes = Mapping[str, Any]  # key -> new value, None for a tombstone
+
+
+@dataclass(frozen=True, slots=True)
+class TableWrite:
+    """One partition's changes, and the changelog messages that carry them (same bytes)."""
+
+    partition: int
+    changes: Changes
+    messages: Sequence[Message]
+
+
+class Table(Protocol):
+    """What a batch handler needs of its table: what :class:`BatchTable` offers."""
+
+    def get_many(self, partition: int, keys: Sequence[str]) -> list[Any]: ...
+
+    def prepare(self, partition: int, changes: Changes) -> TableWrite: ...
+
+    def apply(self, write: TableWrite, written: Sequence[Written]) -> None: ...
+
+    def items(self) -> Iterable[tuple[str, Any]]: ...
+
+
+class BatchTable:
+    """Batch reads and writes of one Faust table (RocksDB or memory store)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.topic: str = table.changelog_topic.get_topic_name()
+        self._serializers = table.app.serializers
+
+    def _key(self, key: str) -> bytes:
+        table = self.table
+        raw: bytes = self._serializers.dumps_key(
+            table.key_type, key, serializer=table.key_serializer
+        )
+        return raw
+
+    def _value(self, value: Any) -> bytes | None:
+        if value is None:
+            return None
+        table = self.table
+        raw: bytes = self._serializers.dumps_value(
+            table.value_type, value, serializer=table.value_serializer
+        )
+        return raw
+
+    def get_many(self, partition: int, keys: Sequence[str]) -> list[Any]:
+        """The values of ``keys`` in ``partition``'s store (None where absent), in order."""
+        store = self.table.data
+        if isinstance(store, memory_store.Store):
+            return [store.data.get(key) for key in keys]
+        raws = store._db_for_partition(partition).get([self._key(key) for key in keys])
+        table = self.table
+        return [
+            None
+            if raw is None
+            else self._serializers.loads_value(
+                table.value_type, raw, serializer=table.value_serializer
+            )
+            for raw in raws
+        ]
+
+    def prepare(self, partition: int, changes: Changes) -> TableWrite:
+        """``changes`` to ``partition`` and their changelog messages, for one ``publish_many``."""
+        messages = [
+            Message(self.topic, self._value(value), self._key(key), partition=partition)
+            for key, value in changes.items()
+        ]
+        return TableWrite(partition, changes, messages)
+
+    def apply(self, write: TableWrite, written: Sequence[Written]) -> None:
+        """Write to the local store what the changelog acked (``written``: its offsets)."""
+        store = self.table.data
+        if isinstance(store, memory_store.Store):
+            for key, value in write.changes.items():
+                if value is None:
+                    store.data.pop(key, None)
+                    store._key_partition.pop(key, None)
+                else:
+                    store.data[key] = value
+                    store._key_partition[key] = write.partition
+            return
+        db = store._dbs.get(write.partition)
+        if db is None:  # revoked meanwhile: the changelog has it for whoever holds it now
+            return
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for message in write.messages:
+            raw_key = cast(bytes, message.key)  # prepare() sets every key
+            if message.value is None:
+                batch.delete(raw_key)
+            else:
+                batch.put(raw_key, message.value)
+        offsets = [
+            w.offset for w in written if w.topic == self.topic and w.partition == write.partition
+        ]
+        if offsets:
+            batch.put(store.offset_key, str(max(offsets)).encode())
+        db.write(batch)
+
+    def items(self) -> Iterable[tuple[str, Any]]:
+        """Every entry of the partitions this worker holds (Faust's own iteration)."""
+        return self.table.items()  # type: ignore[no-any-return]

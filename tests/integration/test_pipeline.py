@@ -6,12 +6,20 @@ import asyncio
 import itertools
 import json
 import uuid
+from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
+from faust.types import TP
 
 from events.samples import SAMPLES
 from events.samples import sample_visit as visit
 from sinks.postgres.protect import open_visit
+from spakinect_pipeline.config import KafkaSettings
+from streams.batch_table import BatchTable
+from streams.faust_app import create_faust_app, json_table
+from streams.settings import StreamsSettings
 from tests.helpers import produce, read_topic, wait_until
 
 from .conftest import Pipeline
@@ -129,6 +137,62 @@ async def test_duplicates_waiting_in_every_partition_are_dropped_in_one_batch(
     ]
     assert sorted(m.key.decode() for m in clean) == sorted(gfe_ids)
     assert {m.partition for m in clean} == {0, 1, 2}
+
+
+async def test_a_restarted_dedupe_worker_resumes_from_its_own_store_and_offset(
+    pipeline: Pipeline,
+) -> None:
+    """The batch path writes each entry and its changelog offset to RocksDB in one write
+    batch: after a clean stop the store holds the entry at the changelog's newest offset
+    (Faust resumes reading there), and a retry after the restart is still a duplicate."""
+    gfe_id = f"gfe_resume_{uuid.uuid4().hex[:6]}"
+    body = visit(gfe_id)
+    assert (await pipeline.post(body)).status_code == 200
+    await pipeline.consumed("dedupe", pipeline.topics.visit_completed)
+    await pipeline.stop("dedupe")
+
+    streams = StreamsSettings(
+        app_id=pipeline.env["STREAMS_APP_ID"],
+        state_dir=Path(pipeline.env["STREAMS_STATE_DIR"]) / "dedupe",
+    )
+    table = BatchTable(
+        json_table(
+            create_faust_app("dedupe", streams, KafkaSettings()),
+            "entities",
+            int(pipeline.env["KAFKA_PARTITIONS"]),
+        )
+    )
+    key = f"visit.completed:{gfe_id}"
+    changelog = [
+        m
+        for m in await read_topic(pipeline.services.kafka_bootstrap, table.topic)
+        if m.key == orjson.dumps(key)
+    ]
+    (written,) = changelog
+    store: Any = table.table.data
+    try:
+        (entry,) = table.get_many(written.partition, [key])
+        assert entry is not None
+        assert entry["p"] == written.partition
+        newest = max(
+            m.offset
+            for m in await read_topic(pipeline.services.kafka_bootstrap, table.topic)
+            if m.partition == written.partition
+        )
+        assert store.persisted_offset(TP(table.topic, written.partition)) == newest
+    finally:
+        for db in store._dbs.values():
+            db.close()  # release the RocksDB locks before the worker opens them again
+
+    await pipeline.start("dedupe")
+    assert (await pipeline.post(body)).status_code == 200
+    await pipeline.consumed("dedupe", pipeline.topics.visit_completed)
+    clean = [
+        m
+        for m in await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.visits)
+        if m.key == gfe_id.encode()
+    ]
+    assert len(clean) == 1
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations(range(3))))

@@ -11,7 +11,7 @@ from aiokafka.errors import KafkaError
 
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.topic_admin import align_topic_configs, changelog_config, ensure_topics
-from streams.faust_consumer import PipelineApp
+from streams.faust_consumer import FetchShape, PipelineApp
 from streams.settings import StreamsSettings
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,9 @@ def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings)
     credentials = broker_credentials(kafka)
     if credentials is not None:
         options["broker_credentials"] = credentials
-    return PipelineApp(streams.group_id(stage), **options)
+    app = PipelineApp(streams.group_id(stage), **options)
+    app.fetch = FetchShape(streams.fetch_min_bytes, int(streams.fetch_max_wait_s * 1000))
+    return app
 
 
 def broker_credentials(kafka: KafkaSettings) -> Any:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
@@ -48,8 +49,33 @@ def messages_behind(consumer: Any, tp: Any, committed: int | None) -> int | None
     return max(0, int(highwater) - (committed or 0))
 
 
+@dataclass(frozen=True, slots=True)
+class FetchShape:
+    """How long the broker may hold a fetch to fill it (Kafka's fetch.min.bytes/max.wait.ms).
+
+    Faust asks for any one byte (and waits up to 1.5 s only when there is none), so
+    at a webhook's pace every fetch carries an event or two, and each event costs a
+    fetch request in the broker and a fetch round in the worker. Letting the broker
+    gather ``min_bytes`` for up to ``max_wait_ms`` batches them at the price of that
+    wait per stage; ``FetchShape(1, 1500)`` is Faust's own behaviour.
+    """
+
+    min_bytes: int = 1
+    max_wait_ms: int = 1500
+
+
 class RewindingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """``seek_to_committed`` that also rewinds partitions nobody has committed yet."""
+    """``seek_to_committed`` that also rewinds partitions nobody has committed yet,
+    and fetches shaped by the app's :class:`FetchShape`."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        fetch: FetchShape = getattr(self.app, "fetch", FetchShape())
+        # Faust passes no fetch_min_bytes and a fixed fetch_max_wait_ms; the consumer
+        # hands these to its fetcher when it starts (pinned in tests/unit/test_faust_app.py).
+        consumer._fetch_min_bytes = fetch.min_bytes
+        consumer._fetch_max_wait_ms = fetch.max_wait_ms
+        return consumer
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
         result: Mapping[Any, int] = await self.call_thread(self._seek_to_committed_or_start)
@@ -156,7 +182,9 @@ class StrictTransport(faust_aiokafka.Transport):
 
 
 class PipelineApp(faust.App):
-    """A Faust app whose consumer is :class:`StrictConsumer`."""
+    """A Faust app whose consumer is :class:`StrictConsumer`, fetching as ``fetch`` says."""
+
+    fetch = FetchShape()
 
     def _new_transport(self) -> StrictTransport:
         return StrictTransport(self.conf.broker_consumer, self)

@@ -81,3 +81,26 @@ def test_the_strict_consumer_notes_timestamps_of_source_messages_only(tmp_path):
         assert (message.offset, message.timestamp) == (7, 1000.0)
     assert len(consumer._behind) == 1
     assert consumer._behind.seconds(source, lag=1, committed=7, now=1060.0) == 60.0
+
+
+async def test_source_fetches_wait_to_gather_as_the_streams_settings_say(tmp_path):
+    import inspect
+
+    from aiokafka import AIOKafkaConsumer
+
+    from streams.faust_app import create_faust_app
+    from streams.settings import StreamsSettings
+
+    streams = StreamsSettings(
+        store="memory", state_dir=tmp_path, fetch_min_bytes=4096, fetch_max_wait_s=0.02
+    )
+    app = create_faust_app("dedupe", streams, KafkaSettings())
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        assert (consumer._fetch_min_bytes, consumer._fetch_max_wait_ms) == (4096, 20)
+    finally:
+        await consumer.stop()
+    # aiokafka hands exactly these attributes to its fetcher when the consumer starts.
+    start = inspect.getsource(AIOKafkaConsumer.start)
+    assert "fetch_min_bytes=self._fetch_min_bytes" in start
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in start

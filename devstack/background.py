@@ -29,8 +29,12 @@ def running_stack(
     log: IO[bytes] | int = subprocess.DEVNULL,
     timeout: float = 180,
     extra_env: dict[str, str] | None = None,
+    tree: Path = REPO,
 ) -> Iterator[RunningStack]:
-    """Start the whole stack under ``root``; yield once ``stack.env`` exists; SIGTERM on exit."""
+    """Start the whole stack under ``root``; yield once ``stack.env`` exists; SIGTERM on exit.
+
+    ``tree``: where the stack's code comes from (another checkout for a benchmark's
+    baseline; give ``extra_env`` a ``PYTHONPATH`` pointing at it too)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "POSTGRES_"))}
     process = subprocess.Popen(
         [
@@ -44,7 +48,7 @@ def running_stack(
             "--cache",
             str(REPO / ".cache"),
         ],
-        cwd=REPO,
+        cwd=tree,
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**env, **(extra_env or {})},

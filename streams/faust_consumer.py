@@ -57,7 +57,8 @@ class FetchShape:
     at a webhook's pace every fetch carries an event or two, and each event costs a
     fetch request in the broker and a fetch round in the worker. Letting the broker
     gather ``min_bytes`` for up to ``max_wait_ms`` batches them at the price of that
-    wait per stage; ``FetchShape(1, 1500)`` is Faust's own behaviour.
+    wait per stage, and of a fetch every ``max_wait_ms`` while idle;
+    ``FetchShape(1, 1500)``, the default, is Faust's own behaviour.
     """
 
     min_bytes: int = 1

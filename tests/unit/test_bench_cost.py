@@ -156,3 +156,14 @@ def test_a_baseline_tree_older_than_the_cli_package_runs_its_own_cli_module(tmp_
     (tmp_path / "cli").mkdir()
     (tmp_path / "cli" / "main.py").write_text("")
     assert cli_module(tmp_path) == "cli.main"
+
+
+def test_e2e_before_after_ratios_skip_missing_figures() -> None:
+    from bench.e2e_latency import versus
+
+    after = {"e2e_ms_p50": 50.0, "e2e_ms_p99": None, "cpu_ms_per_event": {"kafka": 1.0, "new": 2.0}}
+    before = {"e2e_ms_p50": 100.0, "e2e_ms_p99": 300.0, "cpu_ms_per_event": {"kafka": 2.0}}
+    assert versus(after, before) == {
+        "ratio_e2e_ms_p50": 0.5,
+        "ratio_cpu_ms_per_event": {"kafka": 0.5},
+    }

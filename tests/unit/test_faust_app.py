@@ -104,3 +104,28 @@ async def test_source_fetches_wait_to_gather_as_the_streams_settings_say(tmp_pat
     start = inspect.getsource(AIOKafkaConsumer.start)
     assert "fetch_min_bytes=self._fetch_min_bytes" in start
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in start
+
+
+def test_the_monitor_skips_faust_per_message_bookkeeping(tmp_path):
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from streams.faust_app import QuietMonitor, create_faust_app
+    from streams.settings import StreamsSettings
+
+    app = create_faust_app(
+        "dedupe", StreamsSettings(store="memory", state_dir=tmp_path), KafkaSettings()
+    )
+    monitor = app.monitor
+    assert isinstance(monitor, QuietMonitor)
+    message = SimpleNamespace(time_in=None)
+    monitor.on_message_in(TP("t", 0), 5, message)
+    monitor.on_message_out(TP("t", 0), 5, message)
+    assert (monitor.messages_received_total, monitor.messages_active, message.time_in) == (
+        0,
+        0,
+        None,
+    )
+    monitor.on_commit_completed(app.consumer, monitor.on_commit_initiated(app.consumer))
+    assert monitor.commit_latency  # what is not per message is still kept

@@ -117,12 +117,6 @@ def child_run(tree: Path, args: argparse.Namespace) -> dict[str, float]:
     return result
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
@@ -140,7 +134,7 @@ def main() -> None:
     repo = Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(repo))
     from bench.baseline import checkout
-    from bench.report import machine, write_report
+    from bench.report import machine, median, write_report
 
     with tempfile.TemporaryDirectory() as scratch:
         trees = {"ours": repo}

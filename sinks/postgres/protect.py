@@ -118,7 +118,7 @@ def markers(rows: BatchRows, hashes: Hashes) -> set[str]:
     for row in rows.events:
         if row[1] == VISIT_COMPLETED:
             found.add(hashes.gfe_marker(row[2]))
-            email = _email_of(_patient(orjson.loads(row[7])))
+            email = _email_of(_patient(row[7]))
             if email:
                 found.add(hashes.email_index(email))
     for row in rows.visits:
@@ -128,21 +128,37 @@ def markers(rows: BatchRows, hashes: Hashes) -> set[str]:
     return found
 
 
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def with_patient(payload: Mapping[str, Any], patient: Any) -> dict[str, Any]:
+    """A copy of ``payload`` whose ``data.patient_details`` is ``patient``, keys in place.
+
+    A copy, not an edit: the payload is the batch's record's own, and a batch that
+    is retried is sealed again from it.
+    """
+    return {**payload, "data": {**payload["data"], "patient_details": patient}}
+
+
 def protect_event(row: tuple[Any, ...], p: Protection) -> tuple[Any, ...]:
-    """An event row with its payload's patient part sealed (or redacted), + index, redacted_at."""
-    payload = orjson.loads(row[7])
+    """An event row with its payload's patient part sealed (or redacted) and serialised.
+
+    The row's payload is a dict (:class:`~sinks.postgres.rows.BatchRows`); the
+    protected row's is its JSON text, + email index, redacted_at. Raises
+    TypeError for a payload JSON cannot hold (an integer beyond 64 bits).
+    """
+    payload = row[7]
     patient = _patient(payload)
     if patient is None:
-        return (*row, None, None)
+        return (*row[:7], _json(payload), None, None)
     email = _email_of(patient)
     index = p.hashing.email_index(email) if email else None
     candidates = [p.hashing.gfe_marker(row[2]), *([index] if index else [])]
     if p.redacts(row[3], candidates):
-        payload["data"]["patient_details"] = None
-        return (*row[:7], orjson.dumps(payload).decode(), None, p.now)
-    sealed = p.keyring.encrypt(orjson.dumps(patient).decode(), payload_context(row[0]))
-    payload["data"]["patient_details"] = sealed
-    return (*row[:7], orjson.dumps(payload).decode(), index, None)
+        return (*row[:7], _json(with_patient(payload, None)), None, p.now)
+    sealed = p.keyring.encrypt(_json(patient), payload_context(row[0]))
+    return (*row[:7], _json(with_patient(payload, sealed)), index, None)
 
 
 def protect_visit(row: tuple[Any, ...], p: Protection) -> tuple[Any, ...]:

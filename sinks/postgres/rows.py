@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from events.envelope import Disposition
 from events.registry import TREATMENT_UPDATED, VISIT_COMPLETED
 from sinks.base import Record
@@ -32,7 +30,13 @@ def occurred_at(timestamp_ms: int) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class BatchRows:
-    """Column arrays for each statement of one batch transaction."""
+    """Column arrays for each statement of one batch transaction.
+
+    An event row's ``payload`` (position 7) is the envelope's own dict, parsed
+    once by the decoder and never copied or mutated here: the erasure markers
+    and the sealing (:mod:`sinks.postgres.protect`) read it as it is, and
+    sealing serialises it once, so a payload is never parsed again.
+    """
 
     events: list[tuple[Any, ...]]
     visits: list[tuple[Any, ...]]
@@ -41,35 +45,8 @@ class BatchRows:
     not_applied: list[tuple[str, str]]
 
 
-def event_row(record: Record) -> tuple[Any, ...]:
-    env = record.envelope
-    return (
-        env.event_id,
-        env.event,
-        env.entity_id,
-        occurred_at(env.timestamp),
-        env.received_at,
-        env.success,
-        (env.disposition or Disposition.APPLY).value,
-        orjson.dumps(env.payload).decode(),
-    )
-
-
-def _newest_applied(records: Sequence[Record], event: str) -> list[Record]:
-    newest: dict[str, Record] = {}
-    for record in records:
-        env = record.envelope
-        if env.event != event or env.disposition not in (None, Disposition.APPLY):
-            continue
-        if not env.success:
-            continue
-        current = newest.get(env.entity_id)
-        if current is None or env.timestamp > current.envelope.timestamp:
-            newest[env.entity_id] = record
-    return list(newest.values())
-
-
-def visit_row(record: Record) -> tuple[Any, ...]:
+def visit_row(record: Record, at: datetime) -> tuple[Any, ...]:
+    """A ``gfe_visits`` row (plaintext); ``at`` is the event's ``occurred_at``."""
     env = record.envelope
     data = env.payload["data"]
     patient = data.get("patient_details") or {}
@@ -82,7 +59,7 @@ def visit_row(record: Record) -> tuple[Any, ...]:
         patient.get("first_name"),
         patient.get("last_name"),
         patient.get("email"),
-        occurred_at(env.timestamp),
+        at,
         env.event_id,
     )
 
@@ -97,7 +74,8 @@ def visit_treatment_rows(record: Record) -> list[tuple[str, str, str]]:
     return list(rows)
 
 
-def treatment_row(record: Record) -> tuple[Any, ...]:
+def treatment_row(record: Record, at: datetime) -> tuple[Any, ...]:
+    """A ``treatments`` row; ``at`` is the event's ``occurred_at``."""
     env = record.envelope
     data = env.payload["data"]
     action = data["action"]
@@ -106,31 +84,67 @@ def treatment_row(record: Record) -> tuple[Any, ...]:
         data.get("treatment_name"),
         action,
         action == "deleted",
-        occurred_at(env.timestamp),
+        at,
         env.event_id,
     )
 
 
+Newest = dict[str, tuple[int, datetime, Record]]
+"""Per entity id: the newest applied event's timestamp, ``occurred_at`` and record."""
+
+
+def _keep_newest(newest: Newest, entity: str, timestamp: int, at: datetime, record: Record) -> None:
+    current = newest.get(entity)
+    if current is None or timestamp > current[0]:
+        newest[entity] = (timestamp, at, record)
+
+
 def batch_rows(records: Sequence[Record]) -> BatchRows:
-    """Every row a batch writes; raises KeyError/ValueError for a malformed record."""
-    visits = _newest_applied(records, VISIT_COMPLETED)
-    treatments = _newest_applied(records, TREATMENT_UPDATED)
+    """Every row a batch writes; raises KeyError/ValueError for a malformed record.
+
+    One pass over the batch: each envelope's timestamp, entity and instant are
+    read once, for its event row and, if it is the newest applied event of its
+    entity, for its state row.
+    """
+    events: list[tuple[Any, ...]] = []
+    not_applied: list[tuple[str, str]] = []
+    visits: Newest = {}
+    treatments: Newest = {}
+    for record in records:
+        env = record.envelope
+        payload = env.payload
+        timestamp = int(payload["timestamp"])
+        at = occurred_at(timestamp)
+        entity = env.entity_id
+        success = bool(payload.get("success"))
+        disposition = env.disposition or Disposition.APPLY
+        events.append(
+            (env.event_id, env.event, entity, at, env.received_at, success, disposition.value,
+             payload)
+        )  # fmt: skip
+        if disposition != Disposition.APPLY:
+            not_applied.append((env.event_id, disposition.value))
+        elif success and env.event == VISIT_COMPLETED:
+            _keep_newest(visits, entity, timestamp, at, record)
+        elif success and env.event == TREATMENT_UPDATED:
+            _keep_newest(treatments, entity, timestamp, at, record)
     return BatchRows(
-        events=[event_row(r) for r in records],
-        visits=[visit_row(r) for r in visits],
-        visit_treatments=[row for r in visits for row in visit_treatment_rows(r)],
-        treatments=[treatment_row(r) for r in treatments],
-        not_applied=[
-            (r.envelope.event_id, r.envelope.disposition.value)
-            for r in records
-            if r.envelope.disposition not in (None, Disposition.APPLY)
-        ],
+        events=events,
+        visits=[visit_row(record, at) for _, at, record in visits.values()],
+        visit_treatments=[row for _, _, r in visits.values() for row in visit_treatment_rows(r)],
+        treatments=[treatment_row(record, at) for _, at, record in treatments.values()],
+        not_applied=not_applied,
     )
 
 
-def columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Transpose rows into per-column lists for ``unnest`` parameters."""
-    return [[row[i] for row in rows] for i in range(width)]
+def columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
+    """Transpose rows of ``width`` columns into per-column arrays for ``unnest`` parameters."""
+    if not rows:
+        return [() for _ in range(width)]
+    transposed = list(zip(*rows, strict=True))
+    if len(transposed) != width:
+        raise ValueError(f"rows of {len(transposed)} columns where {width} are written")
+    return transposed
 
 
 def sources(records: Sequence[Record]) -> list[list[Any]]:

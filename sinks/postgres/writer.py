@@ -95,6 +95,14 @@ def utcnow() -> datetime:
 INVALID_CLASSES = ("22", "23")
 
 
+# What the pure row code raises for a record it cannot turn into rows.
+MALFORMED = (KeyError, ValueError, TypeError, AttributeError)
+
+
+def malformed(exc: BaseException) -> InvalidBatch:
+    return InvalidBatch(f"malformed record ({type(exc).__name__})")
+
+
 def classify(exc: BaseException) -> RetryableError | InvalidBatch:
     """Name the error by what the caller does; the text carries no values."""
     if isinstance(exc, asyncpg.PostgresError):
@@ -224,8 +232,8 @@ class PostgresSink:
             rows = batch_rows(batch)
             hashes = BatchHashes(self.keyring)
             candidates = markers(rows, hashes)
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            raise InvalidBatch(f"malformed record ({type(exc).__name__})") from None
+        except MALFORMED as exc:
+            raise malformed(exc) from None
         pool = await self._ensure_pool()
         try:
             async with pool.acquire() as conn, conn.transaction():
@@ -234,7 +242,10 @@ class PostgresSink:
                 now = self.clock()
                 erased_markers = frozenset(r[0] for r in erased)
                 protection = Protection(self.keyring, now, erased_markers, self.cutoff(), hashes)
-                rows = protect(rows, protection)
+                try:  # serialises each payload: one JSON cannot hold rolls the batch back
+                    rows = protect(rows, protection)
+                except MALFORMED as exc:
+                    raise malformed(exc) from None
                 await conn.execute(INSERT_EVENTS, *columns(rows.events, 10), *sources(batch))
                 if rows.visits:
                     applied = await conn.fetch(UPSERT_VISITS, *columns(rows.visits, 12))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import os
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -31,10 +30,13 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from spakinect_pipeline.phi.nonces import NoncePool
+
 VERSION = "phi1"
 KEY_BYTES = 32
 NONCE_BYTES = 12
 _KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_NONCES = NoncePool(NONCE_BYTES)  # one per process: nonces need not be per key, only unique
 
 
 class PhiKeyError(ValueError):
@@ -146,7 +148,7 @@ class Keyring:
 
     def encrypt(self, plaintext: str, context: str) -> str:
         key_id = self.keys[0][0]
-        nonce = os.urandom(NONCE_BYTES)
+        nonce = _NONCES.take()
         sealed = self._ciphers[key_id].encrypt(nonce, plaintext.encode(), context.encode())
         return f"{VERSION}:{key_id}:{_b64encode(nonce + sealed)}"
 

@@ -12,6 +12,7 @@ import pytest
 
 from devstack.postgres import create_database
 from events.envelope import Disposition
+from sinks.base import InvalidBatch
 from sinks.postgres.erasure import ErasureMarkers, forget
 from sinks.postgres.migrate import migrate
 from sinks.postgres.protect import open_payload, open_visit
@@ -300,3 +301,18 @@ async def test_forget_by_email_finds_rows_written_before_encryption(
         await conn.fetchval("SELECT payload FROM spakinect_events WHERE entity_id = 'gfe_plain'")
     )
     assert payload["data"]["patient_details"] is None
+
+
+async def test_a_payload_json_cannot_hold_fails_the_batch_as_invalid_and_writes_nothing(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    """The payload is serialised while sealing, inside the transaction: it rolls back."""
+    good = patient_visit("gfe_good", 1714675200000)
+    huge = patient_visit("gfe_huge", 1714675200001)
+    huge["data"]["note"] = 2**70  # decodes into a Python int; orjson cannot write it
+    with pytest.raises(InvalidBatch, match=r"malformed record \(TypeError\)"):
+        await write(dsn, good, huge)
+    assert await conn.fetchval("SELECT count(*) FROM spakinect_events") == 0
+    assert await conn.fetchval("SELECT count(*) FROM gfe_visits") == 0
+    await write(dsn, good)  # the rest of the batch, once the record is isolated
+    assert await conn.fetchval("SELECT count(*) FROM gfe_visits") == 1

@@ -1,8 +1,10 @@
 """Sealing and redacting the writer's rows (pure): what reaches Postgres."""
 
+import copy
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 
 from events.envelope import Disposition
 from sinks.postgres.protect import (
@@ -13,6 +15,7 @@ from sinks.postgres.protect import (
     open_payload,
     open_visit,
     protect,
+    with_patient,
 )
 from sinks.postgres.rows import batch_rows
 from spakinect_pipeline.phi.crypto import keyring_from, new_key_entry
@@ -111,3 +114,35 @@ def test_a_batch_computes_each_marker_and_index_once_with_the_keyrings_values():
     assert [visit_dict(r)["patient_email_index"] for r in memo.visits] == [
         visit_dict(r)["patient_email_index"] for r in direct.visits
     ]
+
+
+def test_sealing_leaves_the_records_payload_as_it_was_so_a_retry_seals_it_again():
+    record = rec(visit(1714675200000))
+    before = copy.deepcopy(record.envelope.payload)
+    plain = batch_rows([record])
+    first = protect(plain, Protection(RING, NOW))
+    erased = frozenset({RING.gfe_marker("gfe_abc123xyz789")})
+    redacted = protect(plain, Protection(RING, NOW, erased))
+    retry = protect(plain, Protection(RING, NOW))
+    assert record.envelope.payload == before
+    assert orjson.loads(redacted.events[0][7])["data"]["patient_details"] is None
+    for rows in (first, retry):
+        event = rows.events[0]
+        assert open_payload(event[0], event[7], RING) == before
+
+
+def test_the_stored_payload_is_the_payload_as_json_with_only_the_patient_part_replaced():
+    record = rec(visit(1714675200000))
+    erased = frozenset({RING.gfe_marker("gfe_abc123xyz789")})
+    (event,) = protect(batch_rows([record]), Protection(RING, NOW, erased)).events
+    expected = with_patient(record.envelope.payload, None)
+    assert event[7] == orjson.dumps(expected).decode()
+    assert list(expected) == list(record.envelope.payload)  # keys keep their places
+    assert list(expected["data"]) == list(record.envelope.payload["data"])
+
+
+def test_a_payload_json_cannot_hold_is_refused_when_sealed():
+    payload = visit(1714675200000, note=2**70)  # pydantic keeps it; JSON text (orjson) cannot
+    plain = batch_rows([rec(payload)])
+    with pytest.raises(TypeError):
+        protect(plain, Protection(RING, NOW))

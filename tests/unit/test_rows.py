@@ -1,10 +1,12 @@
 from datetime import UTC, datetime
 
+import pytest
+
 from events.envelope import Disposition, Envelope
 from events.messages import SourceMessage
 from events.samples import SAMPLES
 from sinks.base import Record
-from sinks.postgres.rows import batch_rows
+from sinks.postgres.rows import batch_rows, columns
 
 
 def rec(payload, disposition=Disposition.APPLY, event="visit.completed") -> Record:
@@ -70,3 +72,52 @@ def test_treatment_deleted_sets_the_flag():
     }
     rows = batch_rows([rec(payload, event="treatment.updated")])
     assert rows.treatments[0][:4] == ("t1", "X", "deleted", True)
+
+
+def treatment(ts, treatment_id="t1", action="updated"):
+    data = {"treatment_id": treatment_id, "treatment_name": "X", "action": action}
+    return {"event": "treatment.updated", "timestamp": ts, "success": True, "data": data}
+
+
+def test_an_event_row_carries_the_envelopes_own_payload_parsed_once():
+    record = rec(visit(1))
+    (row,) = batch_rows([record]).events
+    assert row[7] is record.envelope.payload  # not serialised here, not copied
+
+
+def test_state_rows_are_the_newest_per_entity_in_order_of_first_sight():
+    records = [
+        rec(treatment(5, "t1"), event="treatment.updated"),
+        rec(visit(2, gfe_id="g1")),
+        rec(treatment(9, "t2"), event="treatment.updated"),
+        rec(treatment(7, "t1", "deleted"), event="treatment.updated"),
+        rec(visit(1, gfe_id="g2")),
+        rec(visit(3, gfe_id="g1"), Disposition.STALE),
+    ]
+    rows = batch_rows(records)
+    assert [(r[0], r[2]) for r in rows.treatments] == [("t1", "deleted"), ("t2", "updated")]
+    assert [(r[0], r[9]) for r in rows.visits] == [
+        ("g1", "visit.completed:g1:2"),
+        ("g2", "visit.completed:g2:1"),
+    ]
+    assert [r[6] for r in rows.events] == ["apply"] * 5 + ["stale"]
+    assert rows.not_applied == [("visit.completed:g1:3", "stale")]
+
+
+def test_a_record_without_a_timestamp_is_malformed():
+    payload = visit(1)
+    del payload["timestamp"]
+    with pytest.raises(KeyError):
+        batch_rows([rec(visit(2)), rec(payload)])
+
+
+def test_columns_transpose_rows_into_unnest_arrays():
+    assert columns([(1, "a"), (2, "b")], 2) == [(1, 2), ("a", "b")]
+    assert columns([], 3) == [(), (), ()]
+
+
+def test_columns_refuse_rows_of_another_width():
+    with pytest.raises(ValueError, match="3 columns where 2"):
+        columns([(1, "a", None)], 2)
+    with pytest.raises(ValueError, match="shorter"):  # zip's strict check names it
+        columns([(1, "a"), (2,)], 2)

@@ -55,7 +55,7 @@ ON CONFLICT (gfe_id) DO UPDATE SET
     patient_email_index = EXCLUDED.patient_email_index,
     phi_redacted_at = EXCLUDED.phi_redacted_at, updated_at = clock_timestamp()
 WHERE v.completed_at < EXCLUDED.completed_at
-RETURNING gfe_id
+RETURNING gfe_id, xmax <> 0 AS replaced
 """
 
 DELETE_VISIT_TREATMENTS = "DELETE FROM gfe_visit_treatments WHERE gfe_id = ANY($1::text[])"
@@ -85,6 +85,9 @@ ERASED = "SELECT marker FROM phi_erasures WHERE marker = ANY($1::text[])"
 # no erasure marker cannot commit a forgotten patient's fields after the forget did.
 ERASURE_LOCK = 0x5A4B_E7A5
 SHARE_ERASURE_LOCK = "SELECT pg_advisory_xact_lock_shared($1)"
+# Every statement here takes a batch's arrays: plan each execution for them (a plan cached
+# while a table was small would keep treating a batch as a large share of it).
+PLANNING = {"plan_cache_mode": "force_custom_plan"}
 
 
 def utcnow() -> datetime:
@@ -198,6 +201,7 @@ class PostgresSink:
                         max_size=self._pool_size,
                         command_timeout=self._command_timeout,
                         timeout=10,
+                        server_settings=PLANNING,
                     )
                 except (
                     OSError,
@@ -250,8 +254,11 @@ class PostgresSink:
                 if rows.visits:
                     applied = await conn.fetch(UPSERT_VISITS, *columns(rows.visits, 12))
                     applied_ids = {r["gfe_id"] for r in applied}
+                    # A visit seen before has treatments to replace; a new one has none.
+                    replaced = [r["gfe_id"] for r in applied if r["replaced"]]
+                    if replaced:
+                        await conn.execute(DELETE_VISIT_TREATMENTS, replaced)
                     if applied_ids:
-                        await conn.execute(DELETE_VISIT_TREATMENTS, list(applied_ids))
                         keep = [r for r in rows.visit_treatments if r[0] in applied_ids]
                         if keep:
                             await conn.execute(INSERT_VISIT_TREATMENTS, *columns(keep, 3))

@@ -16,9 +16,11 @@ batch what Faust does per key:
 
 A worker that dies between the two has the changes in the changelog and not in
 its store: Faust's recovery reads the changelog from the persisted offset on,
-so the store catches up at the next assignment. Writes to a partition no longer
-assigned are left to the changelog as well (Faust drops its store handle on
-revocation; opening it again could race the next assignment).
+so the store catches up at the next assignment. Reads and writes use only the
+store Faust opened for the partition's current assignment, never opening one:
+a partition revoked (or revoked and given back) while a batch was in flight
+is left to the changelog, so a late write cannot move the persisted offset past
+what another worker wrote meanwhile.
 
 Faust's stores have no public batch interface; the private parts used here
 (``_dbs``, ``_db_for_partition``, ``offset_key``, the memory store's ``data``
@@ -47,14 +49,17 @@ class TableWrite:
     partition: int
     changes: Changes
     messages: Sequence[Message]
+    store: Any  # the partition's store when the batch read it: written only if still current
 
 
 class Table(Protocol):
     """What a batch handler needs of its table: what :class:`BatchTable` offers."""
 
+    def held(self, partition: int) -> Any: ...
+
     def get_many(self, partition: int, keys: Sequence[str]) -> list[Any]: ...
 
-    def prepare(self, partition: int, changes: Changes) -> TableWrite: ...
+    def prepare(self, partition: int, changes: Changes, held: Any) -> TableWrite: ...
 
     def apply(self, write: TableWrite, written: Sequence[Written]) -> None: ...
 
@@ -85,12 +90,30 @@ class BatchTable:
         )
         return raw
 
+    def held(self, partition: int) -> Any:
+        """The store of ``partition`` as Faust assigned it now (None: not held here).
+
+        Taken when a batch reads, and given to :meth:`prepare`: the batch's writes go
+        to the store only if it is still that one.
+        """
+        store = self.table.data
+        if isinstance(store, memory_store.Store):
+            return store
+        return store._dbs.get(partition)
+
     def get_many(self, partition: int, keys: Sequence[str]) -> list[Any]:
-        """The values of ``keys`` in ``partition``'s store (None where absent), in order."""
+        """The values of ``keys`` in ``partition``'s store (None where absent), in order.
+
+        A partition not held here (revoked meanwhile) reads as empty: its events pass
+        again (the sinks are idempotent) and its writes are left to the changelog.
+        """
         store = self.table.data
         if isinstance(store, memory_store.Store):
             return [store.data.get(key) for key in keys]
-        raws = store._db_for_partition(partition).get([self._key(key) for key in keys])
+        db = self.held(partition)
+        if db is None:
+            return [None] * len(keys)
+        raws = db.get([self._key(key) for key in keys])
         table = self.table
         return [
             None
@@ -101,13 +124,14 @@ class BatchTable:
             for raw in raws
         ]
 
-    def prepare(self, partition: int, changes: Changes) -> TableWrite:
-        """``changes`` to ``partition`` and their changelog messages, for one ``publish_many``."""
+    def prepare(self, partition: int, changes: Changes, held: Any) -> TableWrite:
+        """``changes`` to ``partition`` and their changelog messages, for one ``publish_many``;
+        ``held``: :meth:`held` when the batch read the partition."""
         messages = [
             Message(self.topic, self._value(value), self._key(key), partition=partition)
             for key, value in changes.items()
         ]
-        return TableWrite(partition, changes, messages)
+        return TableWrite(partition, changes, messages, held)
 
     def apply(self, write: TableWrite, written: Sequence[Written]) -> None:
         """Write to the local store what the changelog acked (``written``: its offsets)."""
@@ -121,9 +145,9 @@ class BatchTable:
                     store.data[key] = value
                     store._key_partition[key] = write.partition
             return
-        db = store._dbs.get(write.partition)
-        if db is None:  # revoked meanwhile: the changelog has it for whoever holds it now
-            return
+        db = self.held(write.partition)
+        if db is None or db is not write.store:
+            return  # revoked meanwhile: the changelog has it for whoever holds it now
         batch = rocksdict.WriteBatch(raw_mode=True)
         for message in write.messages:
             raw_key = cast(bytes, message.key)  # prepare() sets every key

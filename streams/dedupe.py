@@ -12,6 +12,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from events.envelope import Disposition, Envelope, reencode
@@ -36,6 +37,17 @@ log = logging.getLogger(__name__)
 SWEEP_LIMIT = 200
 # Natural batching: whatever arrived while the previous batch was being published.
 SHAPE = Shape(batch_max=500, within_s=0, linger_ms=2, on_error="isolate")
+
+
+@dataclass
+class Reading:
+    """What a batch read: each entity's entry, the sweep's keys and tombstones, the stores."""
+
+    now_ms: int
+    entries: dict[str, Entry | None] = field(default_factory=dict)
+    changes: dict[int, dict[str, Entry | None]] = field(default_factory=dict)
+    swept: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
+    held: dict[int, Any] = field(default_factory=dict)  # BatchTable.held per partition
 
 
 class DedupeHandler(Handler):
@@ -80,20 +92,21 @@ class DedupeHandler(Handler):
 
     async def handle(self, batch: Batch) -> None:
         """Decide a batch, publish what passes in one round trip, then record it as seen."""
+        reading = Reading(int(time.time() * 1000))
         try:
-            await self._handle(batch)
+            self._read(batch.records, reading)
+            await self._handle(batch, reading)
         except BaseException:
-            # Swept keys have left the index but may still be in the table.
-            self.index_stale = True
+            # Swept keys left the index before their tombstones were written: put them back.
+            for partition, taken in reading.swept.items():
+                self.index.restore(partition, taken)
             raise
 
-    async def _handle(self, batch: Batch) -> None:
-        now_ms = int(time.time() * 1000)
-        changes, entries = self._read(batch.records, now_ms)
+    async def _handle(self, batch: Batch, reading: Reading) -> None:
         plan = plan_batch(
             [(r.envelope, r.source.partition) for r in batch.records],
-            entries.__getitem__,
-            now_ms=now_ms,
+            reading.entries.__getitem__,
+            now_ms=reading.now_ms,
             window_ms=self.window_ms,
         )
         passed: list[tuple[Record, Disposition]] = []
@@ -112,45 +125,42 @@ class DedupeHandler(Handler):
                 "event published",
                 extra={"event_id": record.envelope.event_id, "disposition": disposition.value},
             )
+        changes = reading.changes
         for key, entry in plan.entries.items():
             changes[entry[PARTITION]][key] = entry
-        await self._record(batch, changes)
+        writes = [self.entities.prepare(p, c, reading.held[p]) for p, c in changes.items() if c]
+        # The changelog acked first, then the local store.
+        written = await batch.publish([m for w in writes for m in w.messages])
+        for write in writes:
+            self.entities.apply(write, written)
         for key, entry in plan.entries.items():
             self.index.add(entry[PARTITION], entry[WRITTEN_AT], key)
         duplicates = len(batch.records) - len(passed)
         expired = sum(1 for c in changes.values() for v in c.values() if v is None)
         self._count(published, duplicates, expired)
 
-    def _read(
-        self, records: Sequence[Record], now_ms: int
-    ) -> tuple[dict[int, dict[str, Entry | None]], dict[str, Entry | None]]:
+    def _read(self, records: Sequence[Record], reading: Reading) -> None:
         """Sweep each partition, then read every entity of the batch in one get per partition.
 
-        Returns the tombstones of the sweep per partition (the changes to write,
-        which the batch's own entries then overwrite) and each entity's entry;
-        an entity swept just now reads as absent.
+        The sweep's tombstones start the changes to write (the batch's own entries
+        then overwrite theirs); an entity swept just now reads as absent.
         """
+        if self.index_stale:
+            self._rebuild_index()
         keys: dict[int, dict[str, None]] = {}
         for record in records:
             keys.setdefault(record.source.partition, {})[entity_key(record.envelope)] = None
-        changes: dict[int, dict[str, Entry | None]] = {}
-        entries: dict[str, Entry | None] = {}
+        now_ms = reading.now_ms
         for partition, wanted in keys.items():
-            # At least as many as this batch can add, so the sweep keeps up.
-            swept = self._sweep(partition, now_ms, SWEEP_LIMIT + len(records))
-            changes[partition] = dict.fromkeys(swept)
-            entries.update(
-                zip(wanted, self.entities.get_many(partition, list(wanted)), strict=True)
-            )
-            entries.update((key, None) for key in swept if key in entries)
-        return changes, entries
-
-    async def _record(self, batch: Batch, changes: dict[int, dict[str, Entry | None]]) -> None:
-        """Write the entries and tombstones: changelog acked first, then the local store."""
-        writes = [self.entities.prepare(p, c) for p, c in changes.items() if c]
-        written = await batch.publish([m for w in writes for m in w.messages])
-        for write in writes:
-            self.entities.apply(write, written)
+            reading.held[partition] = self.entities.held(partition)
+            # At least as many as this batch can add, so the sweep keeps up. The index
+            # holds each key's current write, so no read is needed to confirm it.
+            taken = self.index.take_expired(partition, now_ms, SWEEP_LIMIT + len(records))
+            reading.swept[partition] = taken
+            reading.changes[partition] = {key: None for _, key in taken}
+            values = self.entities.get_many(partition, list(wanted))
+            reading.entries.update(zip(wanted, values, strict=True))
+            reading.entries.update((key, None) for _, key in taken if key in reading.entries)
 
     def _count(self, published: Counter[str], duplicates: int, expired: int) -> None:
         for disposition, n in published.items():
@@ -188,13 +198,6 @@ class DedupeHandler(Handler):
                 self.index.add(int(value[PARTITION]), int(value[WRITTEN_AT]), key)
         self.index_stale = False
         log.info("dedupe expiry index rebuilt", extra={"entries": len(self.index)})
-
-    def _sweep(self, partition: int, now_ms: int, limit: int) -> list[str]:
-        """This partition's keys last written before the window: to be tombstoned."""
-        if self.index_stale:
-            self._rebuild_index()
-        # The index holds each key's current write, so no read is needed to confirm it.
-        return self.index.expired(partition, now_ms, limit)
 
 
 def build(env: StageEnv) -> StageParts:

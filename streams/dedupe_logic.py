@@ -163,16 +163,26 @@ class ExpiryIndex:
 
     def expired(self, partition: int, now_ms: int, limit: int = 1000) -> list[str]:
         """Pop up to ``limit`` current keys of ``partition`` last written before the window."""
+        return [key for _, key in self.take_expired(partition, now_ms, limit)]
+
+    def take_expired(self, partition: int, now_ms: int, limit: int = 1000) -> list[tuple[int, str]]:
+        """:meth:`expired` with each key's ``at``, so :meth:`restore` can put them back."""
         heap = self._heaps.get(partition)
-        out: list[str] = []
+        out: list[tuple[int, str]] = []
         cutoff = now_ms - self.window_ms
         self._swept_at[partition] = now_ms
         while heap and heap[0][0] < cutoff and len(out) < limit:
             at, key = heapq.heappop(heap)
             if self._current.get(key) == at:
                 del self._current[key]
-                out.append(key)
+                out.append((at, key))
         return out
+
+    def restore(self, partition: int, taken: list[tuple[int, str]]) -> None:
+        """Index again what a sweep took but could not tombstone (keys written since stay)."""
+        for at, key in taken:
+            if key not in self._current:
+                self.add(partition, at, key)
 
     def overdue_ms(self) -> int:
         """How long past the window the oldest entry a sweep should have deleted has lived.

@@ -84,10 +84,13 @@ ERASED = "SELECT marker FROM phi_erasures WHERE marker = ANY($1::text[])"
 # Writers share this advisory lock, ``phi forget`` takes it alone: a batch that read
 # no erasure marker cannot commit a forgotten patient's fields after the forget did.
 ERASURE_LOCK = 0x5A4B_E7A5
-SHARE_ERASURE_LOCK = "SELECT pg_advisory_xact_lock_shared($1)"
-# Every statement here takes a batch's arrays: plan each execution for them (a plan cached
-# while a table was small would keep treating a batch as a large share of it).
-PLANNING = {"plan_cache_mode": "force_custom_plan"}
+# Also: every statement of the batch takes its arrays, so plan each execution for them (a
+# plan cached while a table was small would keep treating a batch as a large share of it).
+# Set per transaction, not as a connection parameter, which poolers such as PgBouncer refuse.
+SHARE_ERASURE_LOCK = (
+    "SELECT pg_advisory_xact_lock_shared($1), "
+    "set_config('plan_cache_mode', 'force_custom_plan', true)"
+)
 
 
 def utcnow() -> datetime:
@@ -201,7 +204,6 @@ class PostgresSink:
                         max_size=self._pool_size,
                         command_timeout=self._command_timeout,
                         timeout=10,
-                        server_settings=PLANNING,
                     )
                 except (
                     OSError,

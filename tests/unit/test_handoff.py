@@ -92,15 +92,19 @@ async def test_an_error_in_the_delivery_reaches_the_fetch_loop(tmp_path: Path) -
         await c.wait_first(deliver(), c.suspend_flow.wait())
 
 
-async def test_with_the_flow_stopped_nothing_is_delivered_eagerly(tmp_path: Path) -> None:
+async def test_only_the_fetch_loops_call_with_the_flow_running_is_delivered_eagerly(
+    tmp_path: Path,
+) -> None:
     c = consumer(tmp_path)
-    c.stop_flow()
-    started: list[bool] = []
 
     async def deliver() -> None:
-        started.append(True)
+        return None
 
-    results = await asyncio.wait_for(c.wait_first(deliver(), c.suspend_flow.wait()), 5)
-    # Faust's own path: the flow event is already set, so it wins (the delivery may or
-    # may not have run a step by then; it was not run before the race).
-    assert results.done
+    running = (deliver(), c.suspend_flow.wait())
+    assert c._is_handoff(running, None)
+    assert not c._is_handoff(running, 5.0)  # a timeout: Faust's own path
+    assert not c._is_handoff(running[:1], None)  # one awaitable (Service.wait)
+    c.stop_flow()  # a rebalance: the delivery must race the flow event, as in Faust
+    assert not c._is_handoff(running, None)
+    for coro in running:
+        coro.close()

@@ -32,7 +32,6 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.behind import TimeBehind
-from streams.handoff import EagerHandoff
 from streams.offsets import HoleWatch, committable
 
 log = logging.getLogger(__name__)
@@ -97,13 +96,11 @@ class RewindingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return committed
 
 
-class StrictConsumer(EagerHandoff, faust_aiokafka.Consumer):
+class StrictConsumer(faust_aiokafka.Consumer):
     """Commits only contiguous acked offsets and re-reads from any lasting hole.
 
     It also knows how far behind in time each source partition is
-    (:mod:`streams.behind`), for the ``streams_time_behind_seconds`` metric, and
-    hands fetched messages to the streams without Faust's four tasks a message
-    (:mod:`streams.handoff`).
+    (:mod:`streams.behind`), for the ``streams_time_behind_seconds`` metric.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -171,6 +171,7 @@ async def test_a_restarted_dedupe_worker_resumes_from_its_own_store_and_offset(
     (written,) = changelog
     store: Any = table.table.data
     try:
+        store._db_for_partition(written.partition)  # what Faust's assignment does
         (entry,) = table.get_many(written.partition, [key])
         assert entry is not None
         assert entry["p"] == written.partition

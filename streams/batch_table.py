@@ -8,7 +8,7 @@ the table, its changelog topic, its encoding and Faust's recovery, and does per
 batch what Faust does per key:
 
 - :meth:`get_many`: one multi-get from the partition's store;
-- :meth:`changelog`: every change as one message for a single ``publish_many``
+- :meth:`prepare`: every change as one message for a single ``publish_many``
   (same topic, partition, key and value bytes as Faust's own writes), which
   the caller awaits until acked;
 - :meth:`apply`: then one RocksDB write batch per partition, the persisted

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError
-from faust.sensors import Monitor, Sensor
 
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.topic_admin import align_topic_configs, changelog_config, ensure_topics
-from streams.faust_consumer import FetchShape, PipelineApp
+from streams.faust_adapter import FetchShape, PipelineApp, QuietMonitor
 from streams.settings import StreamsSettings
 
 log = logging.getLogger(__name__)
@@ -29,29 +27,6 @@ def use_uvloop() -> None:
     import mode.loop
 
     mode.loop.use("uvloop")
-
-
-class QuietMonitor(Monitor):
-    """Faust's monitor without most of its per-message bookkeeping.
-
-    Faust's default sensor counts and times every message and event (for its own
-    ``/stats`` page, which our workers do not serve: their figures are
-    :mod:`streams.metrics`); in a profile that was 2-3 % of a worker's CPU. The
-    per-message hooks are the base sensor's no-ops, except the one stamp Faust's
-    consumer reads: when a stream last took an event from each partition (its
-    "Stream has not started processing" check would otherwise cry wolf). The
-    rest (commits, rebalances, the offsets Faust tracks) stays.
-    """
-
-    on_message_in = Sensor.on_message_in
-    on_stream_event_out = Sensor.on_stream_event_out
-    on_message_out = Sensor.on_message_out
-    on_table_get = Sensor.on_table_get
-    on_table_set = Sensor.on_table_set
-    on_table_del = Sensor.on_table_del
-
-    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
-        self.stream_inbound_time[tp] = time.monotonic()
 
 
 def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings) -> faust.App:
@@ -93,6 +68,7 @@ def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings)
         options["broker_credentials"] = credentials
     app = PipelineApp(streams.group_id(stage), **options)
     app.fetch = FetchShape(streams.fetch_min_bytes, int(streams.fetch_max_wait_s * 1000))
+    app.drain_bound_s = streams.drain_bound_s
     return app
 
 

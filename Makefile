@@ -38,8 +38,14 @@ test-unit: venv k8s-tools promtool ## Run the unit tests only (no services)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: chaos
-chaos: venv chaos-tools ## Fault injection (kills, a cluster, gray faults: hung Kafka/Postgres, stalled SMTP, full disks, partition; root): chaos/results/*.json
+chaos: venv chaos-tools ## Fault injection (kills, a cluster, gray faults, full disks, partition; kills again with the CPU starved; restart torture; root): chaos/results/*.json
 	$(PY) -m chaos.run --scenario all --events 5000 --rate 100
+	$(PY) -m chaos.run --scenario kills --events 5000 --rate 100 --starve 2
+	$(MAKE) torture
+
+.PHONY: torture
+torture: venv ## Long restart/rebalance torture: 100 kill rounds per stage, 60 rolling graceful restarts
+	TORTURE_ROUNDS=100 TORTURE_ROLLS=60 $(PY) -m pytest tests/integration/test_restart_torture.py -s -o timeout=0
 
 .PHONY: bench
 bench: venv bench-tools ## All benchmarks on the real local stack (~40 min): tables, bench/results/*.json

@@ -97,18 +97,23 @@ def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings)
 
 
 def broker_credentials(kafka: KafkaSettings) -> Any:
-    """Faust's form of the same TLS/SASL settings the aiokafka clients get."""
+    """Faust's form of the same TLS/SASL settings the aiokafka clients get.
+
+    KafkaSettings refuses a half-set protocol, so SASL here always has its
+    mechanism, user and password, and TLS its context (tests/unit/test_kafka_security.py
+    checks both forms agree for every protocol).
+    """
     if kafka.security_protocol == "PLAINTEXT":
         return None
-    ssl_context = kafka.client_options().get("ssl_context")
-    if kafka.sasl_mechanism:
+    if kafka.uses_sasl:
+        assert kafka.sasl_password is not None
         return faust.SASLCredentials(
             username=kafka.sasl_username,
-            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            password=kafka.sasl_password.get_secret_value(),
             mechanism=kafka.sasl_mechanism,
-            ssl_context=ssl_context,
+            ssl_context=kafka.ssl_context(),
         )
-    return faust.SSLCredentials(ssl_context)
+    return faust.SSLCredentials(kafka.ssl_context())
 
 
 def changelog_topics(app: faust.App) -> list[str]:

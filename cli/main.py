@@ -48,9 +48,16 @@ def _migrate(args: argparse.Namespace) -> None:
 
 
 def _topics(args: argparse.Namespace) -> None:
+    from aiokafka.errors import KafkaError
+
+    from spakinect_pipeline.kafka_problems import classify
     from spakinect_pipeline.topic_admin import ensure_topics
 
-    created = asyncio.run(ensure_topics(load_settings(KafkaSettings)))
+    try:
+        created = asyncio.run(ensure_topics(load_settings(KafkaSettings)))
+    except (KafkaError, OSError) as exc:
+        print(f"spakinect-pipeline: cannot create the topics: {classify(exc)}", file=sys.stderr)
+        sys.exit(1)
     print("created: " + (", ".join(created) if created else "nothing (all exist)"))
 
 

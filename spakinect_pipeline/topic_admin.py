@@ -1,4 +1,4 @@
-"""Create the pipeline's topics with the partitions, replication and retention of DESIGN.md."""
+"""Create the pipeline's topics: partitions, replication and retention as docs/contract.md says."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Topics are created with the settings of DESIGN.md (retention, replication, min ISR), and
+"""Topics are created with the settings of docs/contract.md (retention, replication, min ISR), and
 changelog topics get (and keep) compaction settings derived from the dedupe window."""
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cli.check_config import PROCESSES
 from cli.phi import add_commands as add_phi_commands
 from console.cli import add_commands as add_console_commands
 from spakinect_pipeline.config import ConfigError, KafkaSettings, LogSettings, load_settings
@@ -59,6 +60,13 @@ def _topics(args: argparse.Namespace) -> None:
         print(f"spakinect-pipeline: cannot create the topics: {classify(exc)}", file=sys.stderr)
         sys.exit(1)
     print("created: " + (", ".join(created) if created else "nothing (all exist)"))
+
+
+def _check_config(args: argparse.Namespace) -> None:
+    from cli.check_config import check_config
+
+    for line in check_config(args.process):
+        print(line)
 
 
 def _send_sample(args: argparse.Namespace) -> None:
@@ -137,12 +145,17 @@ def parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=_worker)
     sub.add_parser("migrate", help="apply the Postgres migrations").set_defaults(func=_migrate)
     sub.add_parser("topics", help="create the Kafka topics").set_defaults(func=_topics)
+    check = sub.add_parser(
+        "check-config",
+        help="validate a process's settings as at start-up, without connecting to anything",
+    )
+    check.add_argument("process", choices=PROCESSES)
+    check.set_defaults(func=_check_config)
     sample = sub.add_parser("send-sample", help="post the vendor samples to a running ingress")
     sample.add_argument(
         "--url",
         default=None,
-        help="ingress base URL (default: INGRESS_URL "
-        "from .data/stack.env, else http://127.0.0.1:8000)",
+        help="ingress base URL (default: INGRESS_URL, else http://127.0.0.1:8000)",
     )
     sample.add_argument("--token", default=None, help="shared secret, if the ingress needs one")
     sample.set_defaults(func=_send_sample)

@@ -119,9 +119,18 @@ fmt: venv ## Format and auto-fix with ruff
 schemas: venv ## Export the JSON Schemas of the envelope and payloads to docs/schemas/
 	$(PY) -m cli.main schemas --out docs/schemas
 
+# The running `make up` stack's settings (.data/stack.env) and its patient-data keys
+# (.data/phi.env), exported for one command; the installed CLI itself never reads .data/.
+LOCAL_ENV = set -a; for f in .data/stack.env .data/phi.env; do if [ -f $$f ]; then . ./$$f; fi; done; set +a
+
+.PHONY: cli
+cli: venv ## Run a CLI command against the `make up` stack: make cli ARGS='phi forget --gfe-id gfe_1'
+	@test -f .data/stack.env || { echo "no .data/stack.env: start the stack with make up first" >&2; exit 1; }
+	@$(LOCAL_ENV); $(VENV)/bin/spakinect-pipeline $(ARGS)
+
 .PHONY: send-sample
 send-sample: venv ## Post the vendor's sample events to the running ingress
-	$(PY) -m cli.main send-sample
+	@$(LOCAL_ENV); $(PY) -m cli.main send-sample
 
 .PHONY: lock
 lock: ## Re-resolve dependencies and rewrite constraints.txt

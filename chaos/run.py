@@ -180,7 +180,7 @@ async def _drive(stack: ChaosStack, scenario: Scenario, events: int, rate: float
         "answers_other": sum(n for s, n in statuses.items() if s not in (-1, 503) and s >= 300),
         "slowest_answer_s": round(max(log.seconds), 3),
         "publish_budget_s": PUBLISH_BUDGET_S,
-        # DESIGN: never an answer later than the publish budget plus 1 s, as the ingress
+        # docs/contract.md: never an answer later than the publish budget plus 1 s, as the ingress
         # measures it (chaos.answers says why); the client's own count beside it.
         "ingress_answers": len(ingress_seconds),
         "slowest_ingress_answer_s": round(max(ingress_seconds, default=0.0), 3),

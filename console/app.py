@@ -17,10 +17,11 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from console import routes_auth, routes_dlq, routes_pages, routes_rejected
-from console.auth import LoginLimiter, Sessions
+from console.auth import Sessions
 from console.deps import LoginRequired, State, page
 from console.kafka_view import KafkaUnreachable, KafkaView
 from console.settings import ConsoleSettings
+from console.throttle import LoginThrottle
 from events.topics import Topics
 from sinks.email.settings import EmailSettings
 from spakinect_pipeline.config import KafkaSettings
@@ -64,7 +65,12 @@ def create_app(
         app_id=app_id,
         ingress_url=ingress_url,
         sessions=Sessions(settings.signing_key(), settings.session_ttl),
-        limiter=LoginLimiter(settings.login_attempts, settings.login_window),
+        limiter=LoginThrottle(
+            settings.login_attempts,
+            settings.login_window,
+            settings.login_backoff,
+            settings.login_max_delay,
+        ),
         view=KafkaView(kafka),
     )
 

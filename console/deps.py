@@ -12,9 +12,10 @@ from fastapi import Depends, Form, HTTPException, Request
 from fastapi.templating import Jinja2Templates
 
 from console import users
-from console.auth import LoginLimiter, Session, Sessions, allows, same
+from console.auth import Session, Sessions, allows, same
 from console.kafka_view import KafkaView
 from console.settings import ConsoleSettings
+from console.throttle import LoginThrottle
 from console.timeline import Timelines
 from events.topics import Topics
 from sinks.email.settings import EmailSettings
@@ -39,7 +40,7 @@ class State:
     app_id: str
     ingress_url: str | None
     sessions: Sessions
-    limiter: LoginLimiter
+    limiter: LoginThrottle
     view: KafkaView
     pool: asyncpg.Pool | None = None
 

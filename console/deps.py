@@ -57,6 +57,13 @@ class LoginRequired(Exception):
     """No valid session: the handler redirects to the login page."""
 
 
+class InvalidFilter(HTTPException):
+    """A list page's filter that cannot be read: 400, the page says which and why."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(400, f"This filter is invalid: {detail}")
+
+
 def state(request: Request) -> State:
     found: State = request.app.state.console
     return found
@@ -94,7 +101,9 @@ ConsoleState = Annotated[State, Depends(state)]
 def require(role: str) -> Any:
     async def check(user: CurrentUser) -> users.User:
         if not allows(user.role, role):
-            raise HTTPException(403, f"this needs the {role} role")
+            raise HTTPException(
+                403, f"Not allowed for your role ({user.role}): this needs the {role} role."
+            )
         return user
 
     return Depends(check)
@@ -134,7 +143,10 @@ def since_param(value: str) -> datetime | None:
     try:
         return parse_since(value or None, datetime.now(UTC))
     except ValueError:
-        raise HTTPException(400, "since: an ISO time or a duration such as 2h or 7d") from None
+        raise InvalidFilter(
+            f"since is {value!r}; it takes an ISO time (2026-01-31T08:00) or a duration back"
+            " from now (30m, 2h, 7d)."
+        ) from None
 
 
 OperatorUser = Annotated[users.User, require("operator")]

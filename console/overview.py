@@ -11,6 +11,7 @@ import httpx
 
 from console.chart import Bar, bars, per_interval
 from console.kafka_view import KafkaUnreachable, KafkaView
+from console.replays import replayed_count
 from events.topics import Topics
 
 EVENTS = ("visit.completed", "treatment.updated")
@@ -22,10 +23,11 @@ class Overview:
     week: list[Bar]
     day_total: dict[str, int]
     stages: list[dict[str, Any]]
-    dlq: int | None
+    dlq: int | None  # open: on the DLQ, not replayed
     rejected: int | None
     last_received: datetime | None
     ready: dict[str, bool] = field(default_factory=dict)
+    dlq_replayed: int | None = None
 
 
 def hour_starts(now: datetime, hours: int) -> list[datetime]:
@@ -91,12 +93,19 @@ async def gather(
         members = await view.group_members(group)
         ready[f"worker {stage}"] = members > 0
         stages.append({"stage": stage, "members": members, "last_hour": last_hour, **lag})
+    dlq_total = await view.count(topics.dlq)
+    beginnings = {
+        tp.partition: await view.beginning(topics.dlq, tp.partition)
+        for tp in await view.partitions(topics.dlq)
+    }
+    replayed = await replayed_count(pool, topics.dlq, beginnings)
     return Overview(
         day=bars(day_starts, day),
         week=bars(week_starts, week),
         day_total={event: sum(values) for event, values in day.items()},
         stages=stages,
-        dlq=await view.count(topics.dlq),
+        dlq=max(dlq_total - replayed, 0),
+        dlq_replayed=replayed,
         rejected=await view.count(topics.rejected),
         last_received=await view.last_message_at(
             [topics.visit_completed, topics.treatment_updated]

@@ -4,10 +4,15 @@ audit page, the timeline's order and layout, hiding revealed patient data."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from playwright.async_api import Browser, Page, expect
 
+from events.samples import sample_visit
+from tests.helpers import wait_until
+
+from .conftest import Pipeline
 from .console_fixtures import Console, logged_in
 
 
@@ -69,3 +74,60 @@ async def test_an_unknown_id_says_nothing_was_received_and_what_to_check(
     assert await page.locator("table.timeline").count() == 0
     await page.goto(f"{console.url}/lookup?kind=event_id&q=nonsense")
     await expect(page.locator("#nothing")).to_contain_text("nonsense is not an event_id")
+
+
+async def test_a_replayed_dead_letter_shows_who_when_and_the_outcome(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    blocked, gfe_id = f"loc_blocked_{run}", f"gfe_replayed_{run}"
+    await pipeline.fetch(
+        f"ALTER TABLE gfe_visits ADD CONSTRAINT block_{run} CHECK (location_id <> '{blocked}')"
+    )
+    assert (await pipeline.post(sample_visit(gfe_id, location_id=blocked))).status_code == 200
+    page = await logged_in(browser, console.url, "operator")
+    letter = page.locator(f"tr.letter:has-text('{gfe_id}')")
+
+    async def listed() -> bool:
+        await page.goto(f"{console.url}/dlq")
+        return await letter.count() == 1
+
+    await wait_until(listed, 60, "the dead letter on the page")
+    await expect(letter).to_have_class(re.compile(r"\bopen\b"))
+    await page.goto(f"{console.url}/")
+    await expect(page.locator("#dlq-count")).to_have_text("1")
+
+    await pipeline.fetch(f"ALTER TABLE gfe_visits DROP CONSTRAINT block_{run}")  # the fix
+    await page.goto(f"{console.url}/dlq")
+    await letter.locator("input[type=checkbox]").check()
+    await page.click("#replay-selected")
+    await page.click("#confirm-replay")
+    await expect(page.locator("p.ok")).to_contain_text("Replayed 1 of 1")
+    await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id)
+    kept = await pipeline.fetch(
+        "SELECT actor, outcome FROM dlq_replays WHERE event_id LIKE $1", f"%{gfe_id}%"
+    )
+    assert [(k["actor"], k["outcome"]) for k in kept] == [("console:operator", "sent")]
+
+    await page.goto(f"{console.url}/dlq")
+    await expect(letter).to_have_class(re.compile(r"\bresolved\b"))
+    await expect(letter.locator("td.state")).to_have_text(
+        re.compile(
+            r"resolved: replayed \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC by console:operator: "
+            r"sent back to its stage; the row is written"
+        )
+    )
+    await page.goto(f"{console.url}/dlq?state=open")
+    assert await letter.count() == 0
+    await page.goto(f"{console.url}/")
+    await expect(page.locator("#dlq-count")).to_have_text("0")
+    await expect(page.locator("#dlq-replayed")).to_have_text("1")
+
+    await page.goto(f"{console.url}/lookup?kind=gfe_id&q={gfe_id}")
+    states = await page.locator("tr.step").evaluate_all(
+        "rows => rows.map(r => r.dataset.stage + ':' + r.className.replace('step ', ''))"
+    )
+    assert "postgres:failed" not in states
+    assert "postgres:replayed" in states, states
+    assert states.index("postgres:replayed") < states.index("postgres:done")
+    assert states[-1] != "postgres:replayed"  # the visit does not end on the old failure

@@ -131,3 +131,23 @@ async def test_a_replayed_dead_letter_shows_who_when_and_the_outcome(
     assert "postgres:replayed" in states, states
     assert states.index("postgres:replayed") < states.index("postgres:done")
     assert states[-1] != "postgres:replayed"  # the visit does not end on the old failure
+
+
+async def test_the_overview_charts_have_a_time_axis_and_values(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    gfe_id = f"gfe_charted_{uuid.uuid4().hex[:6]}"
+    assert (await pipeline.post(sample_visit(gfe_id))).status_code == 200
+    page = await logged_in(browser, console.url, "viewer")
+    day, week = page.locator("svg.chart.day"), page.locator("svg.chart.week")
+    await expect(day.locator("text.x-label")).to_have_count(8)  # every 3 hours
+    await expect(day.locator("text.x-label").first).to_have_text(re.compile(r"^\d\d:00$"))
+    await expect(week.locator("text.x-label")).to_have_count(7)  # one a day
+    await expect(week.locator("text.x-label").last).to_have_text(re.compile(r"^\w{3} \d\d \w{3}$"))
+    for svg in (day, week):
+        assert int(await svg.locator("text.value").last.text_content() or "0") >= 1  # not hover
+        await expect(svg.locator("text.y-label").first).to_have_text("0")
+    column = await week.locator("rect").last.bounding_box()
+    assert column is not None
+    assert column["width"] >= 40  # a day's column, not a one-pixel sliver
+    assert column["height"] >= 20

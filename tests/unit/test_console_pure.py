@@ -10,7 +10,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from console.auth import Session, Sessions, allows, generation
-from console.chart import bars, per_interval
+from console.chart import HEIGHT, chart, per_interval
 from console.kafka_view import Found, partition_for
 from console.mask import mask_email, mask_name, mask_patient
 from console.settings import ConsoleSettings
@@ -156,10 +156,13 @@ def test_user_names_roles_and_passwords_are_checked() -> None:
 
 def test_the_chart_counts_per_hour_and_scales_to_the_peak() -> None:
     assert per_interval([0, 3, 3, 10]) == [3, 0, 7]
-    drawn = bars([AT, AT], {"visit.completed": [2, 4], "treatment.updated": [0, 4]})
-    assert len(drawn) == 3  # zero counts draw nothing
-    assert max(b.height for b in drawn) == pytest.approx(75)
-    assert bars([], {}) == []
+    drawn = chart([AT, AT], {"visit.completed": [2, 4], "treatment.updated": [0, 4]}, every=2)
+    assert len(drawn.bars) == 3  # zero counts draw nothing
+    assert sum(b.height for b in drawn.bars[1:]) == pytest.approx(HEIGHT - 16 - 22)  # the peak
+    assert [v.text for v in drawn.values] == ["2", "8"]  # each column's total, written
+    assert [t.text for t in drawn.counts] == ["0", "4", "8"]  # the count axis
+    assert [t.text for t in drawn.times] == ["17:00"]  # every 2nd column labelled
+    assert chart([], {}).bars == []
 
 
 def test_partitions_follow_the_producers_default_partitioner() -> None:

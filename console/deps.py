@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 from console import users
 from console.auth import Session, Sessions, allows, same
 from console.kafka_view import KafkaView
+from console.labels import actor_label, count_label, outcome_label
 from console.settings import ConsoleSettings
 from console.throttle import LoginThrottle
 from console.timeline import Timelines
@@ -161,7 +162,15 @@ def page(
     return templates.TemplateResponse(
         request,
         name,
-        {"user": user, "csrf": csrf_token(request), "allows": allows, **context},
+        {
+            "user": user,
+            "csrf": csrf_token(request),
+            "allows": allows,
+            "count_label": count_label,
+            "actor_label": actor_label,
+            "outcome_label": outcome_label,
+            **context,
+        },
         status_code=status,
         headers={"Cache-Control": "no-store"},
     )

@@ -14,11 +14,10 @@ from fastapi.responses import RedirectResponse
 from console import users
 from console.auth import same
 from console.deps import COOKIE, ConsoleState, Csrf, CurrentUser, client_addr, page
+from console.labels import ANONYMOUS
 from spakinect_pipeline import audit
 
 router = APIRouter()
-ANONYMOUS = "console:(not logged in)"
-"""The actor of what happens before a login: failed and throttled attempts."""
 LOGIN_COOKIE = "console_login"  # double-submit token of the login form (no session yet)
 
 

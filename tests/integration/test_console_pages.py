@@ -151,3 +151,104 @@ async def test_the_overview_charts_have_a_time_axis_and_values(
     assert column is not None
     assert column["width"] >= 40  # a day's column, not a one-pixel sliver
     assert column["height"] >= 20
+
+
+async def test_refused_list_shows_event_entity_and_every_invalid_field(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    gfe_id = f"gfe_twice_wrong_{uuid.uuid4().hex[:6]}"
+    broken = sample_visit(gfe_id)
+    del broken["data"]["location_id"]
+    del broken["success"]  # the ingress names only this one: its envelope check stops there
+    assert (await pipeline.post(broken)).status_code == 422
+    page = await logged_in(browser, console.url, "viewer")
+    await page.goto(f"{console.url}/rejected/list?since=1h")
+    row = page.locator(f"tr.refused:has(td.entity:text-is('{gfe_id}'))")
+    await expect(row.locator("td.event")).to_have_text("visit.completed")
+    await expect(row.locator("td.fields")).to_have_text("success, data.location_id")
+    assert "Jane" not in await page.content()  # the patient's fields are not shown
+    await page.goto(f"{console.url}/rejected")
+    await expect(page.locator("main")).to_contain_text("still refused: schema")
+    assert "still_refused:" not in await page.locator("main").inner_text()
+
+
+async def test_the_audit_page_says_utc_shows_outcomes_and_no_dash_actor(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    page = await browser.new_page()
+    await page.goto(f"{console.url}/login")
+    await page.fill("input[name=username]", "nosuchuser")
+    await page.fill("input[name=password]", "wrong password")
+    await page.click("button[type=submit]")
+    await expect(page.locator("p.error")).to_have_text("Wrong user name or password.")
+    broken = sample_visit(f"gfe_audited_{uuid.uuid4().hex[:6]}")
+    del broken["data"]["location_id"]
+    assert (await pipeline.post(broken)).status_code == 422
+    operator = await logged_in(browser, console.url, "operator")
+    await operator.goto(f"{console.url}/rejected")
+    await operator.click("main form button")
+    await operator.click("#confirm-replay")
+    await expect(operator.locator("p.ok")).to_contain_text("still refused")
+    admin = await logged_in(browser, console.url, "admin")
+    await admin.goto(f"{console.url}/audit?target=user:nosuchuser")
+    row = admin.locator("tr.audit").first
+    await expect(row.locator("td.actor")).to_have_text("not logged in (the login form)")
+    await expect(row.locator("td.when")).to_have_text(
+        re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$")
+    )
+    await admin.goto(f"{console.url}/audit?action=rejected.replay.done")
+    await expect(admin.locator("tr.audit td.outcome").first).to_have_text(
+        re.compile(r"^published 0, unrouted 0, still refused [1-9]\d*$")
+    )
+    assert "console:-" not in await admin.content()
+
+
+async def test_the_timeline_reads_in_order_on_one_line_per_time(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    gfe_id = f"gfe_twice_{uuid.uuid4().hex[:6]}"
+    body = sample_visit(gfe_id)
+    for _ in range(2):  # the vendor's retry
+        assert (await pipeline.post(body)).status_code == 200
+    await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id)
+    page = await logged_in(browser, console.url, "viewer")
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    steps = page.locator("tr.step")
+
+    async def judged() -> bool:
+        await page.goto(f"{console.url}/lookup?kind=gfe_id&q={gfe_id}")
+        return await steps.filter(has_text="dropped duplicate").count() == 1
+
+    await wait_until(judged, 60, "the duplicate's verdict")
+    texts = await steps.all_inner_texts()
+    assert "received, on" in texts[0]
+    assert "verdict apply" in texts[1]  # the verdict the duplicate is judged by ...
+    assert "dropped duplicate" in texts[2]  # ... comes before it
+    lines = await page.locator("tr.step td.when").evaluate_all(
+        "cells => cells.map(c => { const r = document.createRange();"
+        " r.selectNodeContents(c); return new Set([...r.getClientRects()].map(x => x.top)).size; })"
+    )
+    assert lines
+    assert set(lines) == {1}  # each time on one line
+
+
+async def test_revealed_patient_data_can_be_hidden_and_the_mask_hides_lengths(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    gfe_id = f"gfe_hidden_{uuid.uuid4().hex[:6]}"
+    body = sample_visit(gfe_id)
+    body["data"]["patient_details"]["name"] = "Bartholomew Quintanilla-Smith"
+    body["data"]["patient_details"]["email"] = "bartholomew.q@example.org"
+    assert (await pipeline.post(body)).status_code == 200
+    await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id)
+    page = await logged_in(browser, console.url, "phi")
+    await page.goto(f"{console.url}/lookup?kind=gfe_id&q={gfe_id}")
+    await expect(page.locator("#patient .name")).to_have_text("B*** Q***")
+    await expect(page.locator("#patient .email")).to_have_text("b***@example.org")
+    await page.fill("form.reveal input[name=reason]", "clinic asked to confirm")
+    await page.click("form.reveal button")
+    await expect(page.locator("#patient .name")).to_have_text("Bartholomew Quintanilla-Smith")
+    await page.click("#hide")
+    await expect(page.locator("#patient .name")).to_have_text("B*** Q***")
+    assert "Bartholomew" not in await page.content()
+    assert "/lookup/reveal" not in page.url

@@ -24,11 +24,12 @@ AT = datetime(2026, 11, 28, 17, tzinfo=UTC)
 
 
 def test_names_and_emails_are_masked() -> None:
-    assert mask_name("Jane Smith") == "J*** S****"
+    assert mask_name("Jane Smith") == "J*** S***"
+    assert mask_name("Bartholomew Li") == mask_name("Bob Lancaster-Smythe")  # no lengths
     assert mask_name("Al") == "A***"
     assert mask_name(None) == "—"
     assert mask_email("jane.smith@example.com") == "j***@example.com"
-    assert mask_email("no-at-sign") == "n*********"
+    assert mask_email("no-at-sign") == "n***"
     assert mask_patient({"patient_name": "Jo Doe", "patient_email": "jo@x.org"}) == {
         "patient_name": "J*** D***",
         "patient_email": "j***@x.org",

@@ -108,7 +108,7 @@ async def gather(
     replayed = await replayed_count(pool, topics.dlq, beginnings)
     return Overview(
         day=chart(hours, day, label="%H:00", every=3, unit="hour"),
-        week=chart(days, week, label="%a %d %b", every=1, unit="day, so far for today"),
+        week=chart(days, week, label="%a %d", every=1, unit="day, so far for today"),
         day_total={event: sum(values) for event, values in day.items()},
         stages=stages,
         dlq=max(dlq_total - replayed, 0),

@@ -38,8 +38,14 @@ test-unit: venv k8s-tools promtool ## Run the unit tests only (no services)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: chaos
-chaos: venv chaos-tools ## Fault injection (kills, a cluster, gray faults: hung Kafka/Postgres, stalled SMTP, full disks, partition; root): chaos/results/*.json
+chaos: venv chaos-tools ## Fault injection (kills, a cluster, gray faults, full disks, partition; kills again with the CPU starved; restart torture; root): chaos/results/*.json
 	$(PY) -m chaos.run --scenario all --events 5000 --rate 100
+	$(PY) -m chaos.run --scenario kills --events 5000 --rate 100 --starve 2
+	$(MAKE) torture
+
+.PHONY: torture
+torture: venv ## Long restart/rebalance torture: 100 kill rounds per stage, 60 rolling graceful restarts
+	TORTURE_ROUNDS=100 TORTURE_ROLLS=60 $(PY) -m pytest tests/integration/test_restart_torture.py -s -o timeout=0
 
 .PHONY: bench
 bench: venv bench-tools ## All benchmarks on the real local stack (~40 min): tables, bench/results/*.json
@@ -113,9 +119,18 @@ fmt: venv ## Format and auto-fix with ruff
 schemas: venv ## Export the JSON Schemas of the envelope and payloads to docs/schemas/
 	$(PY) -m cli.main schemas --out docs/schemas
 
+# The running `make up` stack's settings (.data/stack.env) and its patient-data keys
+# (.data/phi.env), exported for one command; the installed CLI itself never reads .data/.
+LOCAL_ENV = set -a; for f in .data/stack.env .data/phi.env; do if [ -f $$f ]; then . ./$$f; fi; done; set +a
+
+.PHONY: cli
+cli: venv ## Run a CLI command against the `make up` stack: make cli ARGS='phi forget --gfe-id gfe_1'
+	@test -f .data/stack.env || { echo "no .data/stack.env: start the stack with make up first" >&2; exit 1; }
+	@$(LOCAL_ENV); $(VENV)/bin/spakinect-pipeline $(ARGS)
+
 .PHONY: send-sample
 send-sample: venv ## Post the vendor's sample events to the running ingress
-	$(PY) -m cli.main send-sample
+	@$(LOCAL_ENV); $(PY) -m cli.main send-sample
 
 .PHONY: lock
 lock: ## Re-resolve dependencies and rewrite constraints.txt

@@ -1,6 +1,6 @@
 """How long the ingress itself took to answer, read from its own access log.
 
-DESIGN bounds the answer by the publish budget plus 1 s from the moment the
+The contract (docs/contract.md) bounds the answer by the publish budget plus 1 s from the moment the
 ingress has the request. The load client's stopwatch also counts its own
 scheduling and the wait before the ingress reads the request, which on a
 starved machine (three JVMs, the client and the ingress on two cores) can be

@@ -1,6 +1,7 @@
 """One fault per run under vendor-like load, then count: nothing acknowledged may be lost.
 
-    python -m chaos.run [--scenario kafka|worker|...|stalled-smtp|all] [--events 5000]
+    python -m chaos.run [--scenario kafka|worker|...|stalled-smtp|all|kills] [--events 5000]
+                        [--starve 2]
 
 Each run starts its own stack (so it can kill any part of it), delivers
 ``--events`` visits (20% of them twice) at ``--rate`` per second with a
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import shutil
 import sys
 import tempfile
 import time
@@ -35,6 +37,7 @@ from chaos.faults import mount_tmpfs, unmount
 from chaos.gray import data_mount, inject
 from chaos.netns import Partition
 from chaos.stack import PUBLISH_BUDGET_S, ChaosStack
+from chaos.starve import starved
 from chaos.vendor import ANSWER_TIMEOUT_S, deliver_all
 from devstack import REPO
 from devstack.kafka_cluster import KafkaCluster
@@ -75,6 +78,7 @@ SCENARIOS = {
     "partition": Scenario(("ingress",), 30, fault="partition"),
 }
 LEADER_KILLS = 5
+KILLS = [name for name, s in SCENARIOS.items() if s.fault == "kill"]
 
 
 async def _inject(
@@ -176,7 +180,7 @@ async def _drive(stack: ChaosStack, scenario: Scenario, events: int, rate: float
         "answers_other": sum(n for s, n in statuses.items() if s not in (-1, 503) and s >= 300),
         "slowest_answer_s": round(max(log.seconds), 3),
         "publish_budget_s": PUBLISH_BUDGET_S,
-        # DESIGN: never an answer later than the publish budget plus 1 s, as the ingress
+        # docs/contract.md: never an answer later than the publish budget plus 1 s, as the ingress
         # measures it (chaos.answers says why); the client's own count beside it.
         "ingress_answers": len(ingress_seconds),
         "slowest_ingress_answer_s": round(max(ingress_seconds, default=0.0), 3),
@@ -245,12 +249,26 @@ def failures(result: dict[str, Any], scenario: Scenario) -> list[str]:
     return problems
 
 
-def run(name: str, events: int, rate: float, fault_s: float | None = None) -> dict[str, Any]:
-    """One scenario; ``fault_s`` shortens (or lengthens) its fault, e.g. for CI."""
+def run(
+    name: str,
+    events: int,
+    rate: float,
+    fault_s: float | None = None,
+    starve: int = 0,
+    keep_logs: Path | None = None,
+) -> dict[str, Any]:
+    """One scenario; ``fault_s`` shortens (or lengthens) its fault, e.g. for CI.
+
+    ``starve``: that many busy processes compete for the CPU throughout.
+    ``keep_logs``: where a run whose promise broke leaves its services' logs.
+    """
     scenario = SCENARIOS[name]
     if fault_s is not None:
         scenario = replace(scenario, down_s=fault_s)
-    with tempfile.TemporaryDirectory(prefix=f"spakinect-chaos-{name}-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix=f"spakinect-chaos-{name}-") as tmp,
+        starved(starve) as spinners,
+    ):
         partition = Partition() if scenario.fault == "partition" else None
         stack = ChaosStack(Path(tmp), REPO / ".cache", scenario.brokers, partition)
         mount = data_mount(scenario.kills[0], Path(tmp)) if scenario.tmpfs_mb else None
@@ -270,10 +288,14 @@ def run(name: str, events: int, rate: float, fault_s: float | None = None) -> di
                 unmount(mount)
             if partition is not None:
                 partition.delete()
+        if keep_logs is not None and failures(result, scenario):
+            shutil.rmtree(keep_logs, ignore_errors=True)
+            shutil.copytree(Path(tmp), keep_logs, ignore=shutil.ignore_patterns("data", "pg*"))
     where = {"all": "Kafka, Postgres, SMTP catcher, ingress, 3 workers, client: this host"}
     return {
         "scenario": name,
         "fault_s": scenario.down_s,
+        "cpu_starving_processes": spinners,
         **result,
         "rate": rate,
         **machine(where),
@@ -282,16 +304,24 @@ def run(name: str, events: int, rate: float, fault_s: float | None = None) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
+    parser.add_argument("--scenario", choices=[*SCENARIOS, "all", "kills"], default="all")
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=100, help="deliveries per second")
     parser.add_argument("--out", type=Path, default=REPO / "chaos" / "results")
+    parser.add_argument(
+        "--starve",
+        type=int,
+        default=0,
+        help="busy processes competing for the CPU during each run (2 saturate this box)",
+    )
     args = parser.parse_args()
-    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    names = {"all": list(SCENARIOS), "kills": KILLS}.get(args.scenario, [args.scenario])
     broken = []
+    suffix = "-starved" if args.starve else ""
     for name in names:
-        result = run(name, args.events, args.rate)
-        write_report(result, args.out / f"{name}.json")
+        logs = args.out / f"{name}{suffix}-logs"
+        result = run(name, args.events, args.rate, starve=args.starve, keep_logs=logs)
+        write_report(result, args.out / f"{name}{suffix}.json")
         problems = failures(result, SCENARIOS[name])
         print(f"{name}: " + ("; ".join(problems) if problems else "promise held"), flush=True)
         broken += [f"{name}: {p}" for p in problems]

@@ -26,7 +26,7 @@ from devstack.stack import (
 from streams.stages import STAGE_NAMES
 
 CLINIC = "clinic@chaos.test"
-PUBLISH_BUDGET_S = 5.0  # INGRESS_PUBLISH_TIMEOUT_S: DESIGN's default, what operators run
+PUBLISH_BUDGET_S = 5.0  # INGRESS_PUBLISH_TIMEOUT_S: the documented default (docs/contract.md)
 
 
 class ChaosStack:

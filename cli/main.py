@@ -6,13 +6,17 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cli.check_config import PROCESSES
 from cli.phi import add_commands as add_phi_commands
 from console.cli import add_commands as add_console_commands
 from spakinect_pipeline.config import ConfigError, KafkaSettings, LogSettings, load_settings
 from spakinect_pipeline.logs import configure_logging
 from streams.stages import STAGE_NAMES
+
+if TYPE_CHECKING:
+    from streams.settings import StreamsSettings
 
 
 def _ingress(args: argparse.Namespace) -> None:
@@ -48,10 +52,43 @@ def _migrate(args: argparse.Namespace) -> None:
 
 
 def _topics(args: argparse.Namespace) -> None:
-    from spakinect_pipeline.topic_admin import ensure_topics
+    from aiokafka.errors import KafkaError
 
-    created = asyncio.run(ensure_topics(load_settings(KafkaSettings)))
+    from spakinect_pipeline.kafka_problems import classify
+    from streams.settings import StreamsSettings
+
+    try:
+        created = asyncio.run(
+            create_all_topics(load_settings(KafkaSettings), load_settings(StreamsSettings))
+        )
+    except (KafkaError, OSError) as exc:
+        print(f"spakinect-pipeline: cannot create the topics: {classify(exc)}", file=sys.stderr)
+        sys.exit(1)
     print("created: " + (", ".join(created) if created else "nothing (all exist)"))
+
+
+async def create_all_topics(kafka: KafkaSettings, streams: StreamsSettings) -> list[str]:
+    """The pipeline's topics, then the stages' changelogs (compacted), so workers need not.
+
+    With these in place a worker only describes its changelogs (and alters their
+    settings if ``DEDUPE_WINDOW`` changed): it can run without topic-create rights.
+    """
+    from spakinect_pipeline.topic_admin import align_topic_configs, changelog_config, ensure_topics
+    from streams.stages import changelog_topic_names
+
+    created = await ensure_topics(kafka)
+    names = changelog_topic_names(streams.app_id)
+    config = changelog_config(kafka, streams.dedupe_window)
+    made = await ensure_topics(kafka, names, config)
+    await align_topic_configs(kafka, [n for n in names if n not in made], config)
+    return created + made
+
+
+def _check_config(args: argparse.Namespace) -> None:
+    from cli.check_config import check_config
+
+    for line in check_config(args.process):
+        print(line)
 
 
 def _send_sample(args: argparse.Namespace) -> None:
@@ -129,13 +166,20 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("stage", choices=STAGE_NAMES)
     worker.set_defaults(func=_worker)
     sub.add_parser("migrate", help="apply the Postgres migrations").set_defaults(func=_migrate)
-    sub.add_parser("topics", help="create the Kafka topics").set_defaults(func=_topics)
+    sub.add_parser("topics", help="create the Kafka topics, changelogs included").set_defaults(
+        func=_topics
+    )
+    check = sub.add_parser(
+        "check-config",
+        help="validate a process's settings as at start-up, without connecting to anything",
+    )
+    check.add_argument("process", choices=PROCESSES)
+    check.set_defaults(func=_check_config)
     sample = sub.add_parser("send-sample", help="post the vendor samples to a running ingress")
     sample.add_argument(
         "--url",
         default=None,
-        help="ingress base URL (default: INGRESS_URL "
-        "from .data/stack.env, else http://127.0.0.1:8000)",
+        help="ingress base URL (default: INGRESS_URL, else http://127.0.0.1:8000)",
     )
     sample.add_argument("--token", default=None, help="shared secret, if the ingress needs one")
     sample.set_defaults(func=_send_sample)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import httpx
 
@@ -11,14 +10,8 @@ from events.registry import EVENT_TYPES
 
 
 def default_url() -> str:
-    if os.environ.get("INGRESS_URL"):
-        return os.environ["INGRESS_URL"]
-    stack_env = Path(".data/stack.env")
-    if stack_env.exists():
-        for line in stack_env.read_text().splitlines():
-            if line.startswith("INGRESS_URL="):
-                return line.partition("=")[2].strip()
-    return "http://127.0.0.1:8000"
+    """INGRESS_URL, else the local default; ``make send-sample`` sets it from the running stack."""
+    return os.environ.get("INGRESS_URL") or "http://127.0.0.1:8000"
 
 
 def send_samples(url: str | None, token: str | None) -> int:

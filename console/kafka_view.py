@@ -150,9 +150,16 @@ class KafkaView:
 
     async def partitions(self, topic: str) -> list[TopicPartition]:
         found = self.consumer.partitions_for_topic(topic)
-        if not found:
-            await self.consumer._client.force_metadata_update()
-            found = self.consumer.partitions_for_topic(topic) or set()
+        if not found:  # not in the consumer's cached metadata yet: ask the cluster
+            if self._admin is None:
+                raise KafkaUnreachable("not connected")
+            described = await self._admin.describe_topics([topic])
+            found = {
+                int(p["partition"])
+                for t in described
+                if t.get("topic") == topic and not t.get("error_code")
+                for p in t.get("partitions", ())
+            }
         return [TopicPartition(topic, p) for p in sorted(found)]
 
     async def count(self, topic: str) -> int:

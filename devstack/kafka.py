@@ -218,6 +218,7 @@ class KafkaBroker:
                 "-c",
                 str(props),
                 "--ignore-formatted",
+                *self._format_args(),
             ),
             capture_output=True,
             text=True,
@@ -225,6 +226,10 @@ class KafkaBroker:
         )
         if result.returncode != 0:
             raise ServiceError(f"kafka storage format failed:\n{result.stdout}\n{result.stderr}")
+
+    def _format_args(self) -> tuple[str, ...]:
+        """More ``kafka-storage format`` arguments (a secured broker's SCRAM users)."""
+        return ()
 
     def start(self, timeout: float = 90.0) -> None:
         self.launch()

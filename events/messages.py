@@ -22,7 +22,7 @@ class SourceMessage:
     headers: Sequence[tuple[str, bytes]]
 
 
-# The headers a dead letter carries besides its source's own (DESIGN: the DLQ).
+# The headers a dead letter carries besides its source's own (docs/contract.md, Topics: the DLQ).
 DLQ_ERROR_HEADERS = (
     "error",
     "error_type",

@@ -1,4 +1,4 @@
-"""The vendor's documented example payloads (the same as ``shared/samples``)."""
+"""The vendor's documented example payloads (as the vendor's webhook documentation shows them)."""
 
 from __future__ import annotations
 

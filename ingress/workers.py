@@ -35,12 +35,16 @@ from spakinect_pipeline.logs import configure_logging
 # Owned metrics folders are named after their supervisor's pid: ``<prefix><pid>-<random>``.
 OWNED_PREFIX = "spakinect-ingress-"
 ORPHAN_CHECK_S = 0.5
+# The supervisor's pid, set before it spawns the workers: a worker still importing when
+# its supervisor dies would otherwise take its new parent (init) for the supervisor.
+SUPERVISOR_PID = "SPAKINECT_INGRESS_SUPERVISOR_PID"
 
 
 def worker_app() -> FastAPI:
     """The app of one worker process (uvicorn's factory): logging and settings from env."""
     configure_logging(load_settings(LogSettings))
-    watch_parent(os.getppid())
+    supervisor = os.environ.get(SUPERVISOR_PID, "")
+    watch_parent(int(supervisor) if supervisor.isdigit() else os.getppid())
     return create_app()
 
 
@@ -92,6 +96,7 @@ def serve_workers(settings: IngressSettings) -> None:
     os.environ.update(
         {
             MULTIPROCESS_DIR: metrics_dir,
+            SUPERVISOR_PID: str(os.getpid()),
             "INGRESS_HOST": settings.host,
             "INGRESS_PORT": str(settings.port),
         }

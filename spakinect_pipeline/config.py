@@ -9,9 +9,10 @@ plain seconds; lists are comma-separated. A wrong value stops start-up with a
 from __future__ import annotations
 
 import re
+import ssl
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -110,25 +111,115 @@ class KafkaSettings(BaseSettings):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
 
+    @model_validator(mode="after")
+    def _security_is_whole(self) -> KafkaSettings:
+        """Every security setting the protocol needs is set, and none it would ignore.
+
+        The aiokafka clients and the Faust workers read the same settings
+        (:meth:`client_options`, ``streams.faust_app.broker_credentials``), so
+        a half-set protocol stops start-up here instead of each client falling
+        back to its own default. Messages name variables, never values.
+        """
+        problems = security_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in SASL_PROTOCOLS
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in TLS_PROTOCOLS
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of SSL/SASL_SSL (system CAs unless KAFKA_SSL_CAFILE), else None."""
+        if not self.uses_tls:
+            return None
+        context, problems = _tls_context(self)
+        if context is None:  # validated at start-up; a file changed since
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
+        return context
+
     def client_options(self) -> dict[str, Any]:
         """Connection options for aiokafka producers, consumers and admin clients."""
         options: dict[str, Any] = {
             "bootstrap_servers": ",".join(self.bootstrap_servers),
             "security_protocol": self.security_protocol,
         }
-        if self.security_protocol in ("SSL", "SASL_SSL"):
-            from aiokafka.helpers import create_ssl_context
-
-            options["ssl_context"] = create_ssl_context(
-                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
-            )
-        if self.sasl_mechanism:
+        if self.uses_tls:
+            options["ssl_context"] = self.ssl_context()
+        if self.uses_sasl:
             options["sasl_mechanism"] = self.sasl_mechanism
             options["sasl_plain_username"] = self.sasl_username
             options["sasl_plain_password"] = (
                 self.sasl_password.get_secret_value() if self.sasl_password else None
             )
         return options
+
+
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+_SASL_FIELDS = ("sasl_mechanism", "sasl_username", "sasl_password")
+_TLS_FIELDS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+
+
+def security_problems(kafka: KafkaSettings) -> list[str]:
+    """What is missing or contradictory in the Kafka security settings (empty: all fine)."""
+    name = {field: env_name(KafkaSettings, field) for field in _SASL_FIELDS + _TLS_FIELDS}
+    protocol = env_name(KafkaSettings, "security_protocol")
+    problems: list[str] = []
+    for field in _SASL_FIELDS:
+        value = getattr(kafka, field)
+        blank = value is None or not (
+            value.get_secret_value() if isinstance(value, SecretStr) else value
+        )
+        if kafka.uses_sasl and blank:
+            problems.append(
+                f"{name[field]}: required when {protocol} is SASL_PLAINTEXT or SASL_SSL"
+            )
+        elif not kafka.uses_sasl and not blank:
+            problems.append(
+                f"{name[field]}: set, but {protocol} is not SASL_PLAINTEXT or SASL_SSL "
+                "(set the protocol, or unset this)"
+            )
+    for field in _TLS_FIELDS:
+        if not kafka.uses_tls and getattr(kafka, field):
+            problems.append(
+                f"{name[field]}: set, but {protocol} is not SSL or SASL_SSL "
+                "(set the protocol, or unset this)"
+            )
+    if kafka.ssl_keyfile and not kafka.ssl_certfile:
+        problems.append(f"{name['ssl_keyfile']}: set without {name['ssl_certfile']}")
+    if kafka.uses_tls and not problems:
+        problems.extend(_tls_context(kafka)[1])
+    return problems
+
+
+def _tls_context(kafka: KafkaSettings) -> tuple[ssl.SSLContext | None, list[str]]:
+    """Build the client TLS context, or say which file setting cannot be used (not its path)."""
+    cafile = env_name(KafkaSettings, "ssl_cafile")
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=kafka.ssl_cafile)
+    except ssl.SSLError:
+        return None, [f"{cafile}: not a PEM bundle of CA certificates"]
+    except OSError as exc:
+        return None, [f"{cafile}: cannot read the file ({type(exc).__name__})"]
+    if kafka.ssl_certfile:
+        pair = env_name(KafkaSettings, "ssl_certfile")
+        if kafka.ssl_keyfile:
+            pair += "/" + env_name(KafkaSettings, "ssl_keyfile")
+        try:
+            context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
+        except ssl.SSLError:
+            return None, [
+                f"{pair}: not a PEM client certificate with its private key "
+                "(or the key does not match the certificate)"
+            ]
+        except OSError as exc:
+            return None, [f"{pair}: cannot read the file ({type(exc).__name__})"]
+    return context, []
 
 
 class LogSettings(BaseSettings):

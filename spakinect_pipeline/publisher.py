@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from spakinect_pipeline.config import KafkaSettings
+from spakinect_pipeline.kafka_problems import classify, underlying_error
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,14 @@ def _retrieve_failure(start: asyncio.Task[AIOKafkaProducer]) -> None:
         log.debug("kafka producer did not start (%s)", type(exc).__name__)
 
 
+def _refusal(exc: BaseException) -> str:
+    """Why a write failed: the operator's reading of a wrong setting, else the error's type."""
+    problem = classify(exc)
+    if problem.settings_wrong or isinstance(exc, KafkaConnectionError):
+        return str(problem)
+    return f"Kafka refused the write ({type(exc).__name__})"
+
+
 class KafkaPublisher:
     """An idempotent ``acks=all`` producer that heals itself after broker outages.
 
@@ -133,9 +142,7 @@ class KafkaPublisher:
         try:
             await asyncio.wait_for(self._ensure_producer(), timeout=5)
         except (TimeoutError, KafkaError, OSError) as exc:
-            log.warning(
-                "kafka not reachable at start-up (%s); will keep trying", type(exc).__name__
-            )
+            log.warning("cannot connect at start-up, will keep trying: %s", classify(exc))
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         """The current producer, or the shared start's result; only the caller's bound applies."""
@@ -157,8 +164,12 @@ class KafkaPublisher:
         producer = AIOKafkaProducer(**self._options)
         try:
             await producer.start()
-        except BaseException:
+        except BaseException as exc:
             self._close_later(producer)
+            # aiokafka says "Unable to bootstrap" for a wrong password or CA too: find out which.
+            cause = await underlying_error(exc, self._kafka)
+            if cause is not exc:
+                raise cause from exc
             raise
         return producer
 
@@ -198,7 +209,7 @@ class KafkaPublisher:
             raise PublishFailed(f"no ack from Kafka within {timeout:g}s") from exc
         except (KafkaError, OSError) as exc:
             self._discard(producer, exc)
-            raise PublishFailed(f"Kafka refused the write ({type(exc).__name__})") from exc
+            raise PublishFailed(_refusal(exc)) from exc
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             self._discard(producer, failures[0])

@@ -1,4 +1,4 @@
-"""Create the pipeline's topics with the partitions, replication and retention of DESIGN.md."""
+"""Create the pipeline's topics: partitions, replication and retention as docs/contract.md says."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from events.topics import Topics
 from spakinect_pipeline.config import KafkaSettings
+from spakinect_pipeline.kafka_problems import underlying_error
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,19 @@ def changelog_config(kafka: KafkaSettings, window_s: float) -> dict[str, str]:
     }
 
 
+async def _started_admin(kafka: KafkaSettings) -> AIOKafkaAdminClient:
+    """An admin client, started; a failed start raises its real cause (a password, a CA)."""
+    admin = AIOKafkaAdminClient(**kafka.client_options(), request_timeout_ms=15_000)
+    try:
+        await admin.start()
+    except (KafkaError, OSError) as exc:
+        cause = await underlying_error(exc, kafka)
+        if cause is not exc:
+            raise cause from exc
+        raise
+    return admin
+
+
 async def ensure_topics(
     kafka: KafkaSettings,
     names: list[str] | None = None,
@@ -80,8 +94,7 @@ async def ensure_topics(
 async def _create_missing(
     kafka: KafkaSettings, topics: list[str], config: dict[str, str] | None
 ) -> list[str]:
-    admin = AIOKafkaAdminClient(**kafka.client_options(), request_timeout_ms=15_000)
-    await admin.start()
+    admin = await _started_admin(kafka)
     try:
         existing = set(await admin.list_topics())
         missing = [name for name in topics if name not in existing]
@@ -115,8 +128,7 @@ async def align_topic_configs(
     upgrade). Other per-topic overrides an operator set are kept: Kafka's
     AlterConfigs replaces the whole set, so it is sent merged.
     """
-    admin = AIOKafkaAdminClient(**kafka.client_options(), request_timeout_ms=15_000)
-    await admin.start()
+    admin = await _started_admin(kafka)
     try:
         resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
         changed: list[str] = []

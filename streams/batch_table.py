@@ -22,10 +22,9 @@ a partition revoked (or revoked and given back) while a batch was in flight
 is left to the changelog, so a late write cannot move the persisted offset past
 what another worker wrote meanwhile.
 
-Faust's stores have no public batch interface; the private parts used here
-(``_dbs``, ``_db_for_partition``, ``offset_key``, the memory store's ``data``
-and ``_key_partition``) are pinned by ``tests/unit/test_batch_table.py``
-against real Faust stores, so an upgrade that moves them fails there.
+Faust's stores have no public batch interface: the store access is
+:mod:`streams.faust_adapter.stores`, pinned by ``tests/unit/test_batch_table.py``
+against real Faust stores.
 """
 
 from __future__ import annotations
@@ -35,9 +34,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import rocksdict
-from faust.stores import memory as memory_store
 
 from spakinect_pipeline.publisher import Message, Written
+from streams.faust_adapter import stores
 
 Changes = Mapping[str, Any]  # key -> new value, None for a tombstone
 
@@ -96,10 +95,9 @@ class BatchTable:
         Taken when a batch reads, and given to :meth:`prepare`: the batch's writes go
         to the store only if it is still that one.
         """
-        store = self.table.data
-        if isinstance(store, memory_store.Store):
-            return store
-        return store._dbs.get(partition)
+        if stores.is_memory(self.table):
+            return self.table.data
+        return stores.partition_db(self.table, partition)
 
     def get_many(self, partition: int, keys: Sequence[str]) -> list[Any]:
         """The values of ``keys`` in ``partition``'s store (None where absent), in order.
@@ -107,9 +105,8 @@ class BatchTable:
         A partition not held here (revoked meanwhile) reads as empty: its events pass
         again (the sinks are idempotent) and its writes are left to the changelog.
         """
-        store = self.table.data
-        if isinstance(store, memory_store.Store):
-            return [store.data.get(key) for key in keys]
+        if stores.is_memory(self.table):
+            return [stores.memory_get(self.table, key) for key in keys]
         db = self.held(partition)
         if db is None:
             return [None] * len(keys)
@@ -135,15 +132,12 @@ class BatchTable:
 
     def apply(self, write: TableWrite, written: Sequence[Written]) -> None:
         """Write to the local store what the changelog acked (``written``: its offsets)."""
-        store = self.table.data
-        if isinstance(store, memory_store.Store):
+        if stores.is_memory(self.table):
             for key, value in write.changes.items():
                 if value is None:
-                    store.data.pop(key, None)
-                    store._key_partition.pop(key, None)
+                    stores.memory_delete(self.table, key)
                 else:
-                    store.data[key] = value
-                    store._key_partition[key] = write.partition
+                    stores.memory_put(self.table, key, value, write.partition)
             return
         db = self.held(write.partition)
         if db is None or db is not write.store:
@@ -159,7 +153,7 @@ class BatchTable:
             w.offset for w in written if w.topic == self.topic and w.partition == write.partition
         ]
         if offsets:
-            batch.put(store.offset_key, str(max(offsets)).encode())
+            batch.put(stores.offset_key(self.table), str(max(offsets)).encode())
         db.write(batch)
 
     def items(self) -> Iterable[tuple[str, Any]]:

@@ -78,19 +78,40 @@ class DeliveryStats:
         return {"retrying": float(self.retrying)}
 
 
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What :func:`deliver` did with a batch: how many records were written, dead-lettered."""
+
+    written: int = 0
+    dead_lettered: int = 0
+
+    def __add__(self, other: Delivered) -> Delivered:
+        return Delivered(self.written + other.written, self.dead_lettered + other.dead_lettered)
+
+
+def always_owned() -> None:
+    """No fence: the batch's partitions never move (unit tests, tools)."""
+
+
 async def deliver(
     sink: Sink,
     batch: Sequence[Record],
     dead_letter: DeadLetter,
     backoff: Backoff,
     stats: DeliveryStats,
-) -> None:
-    """Write ``batch``; return only when every record is written or dead-lettered."""
+    guard: Callable[[], None] = always_owned,
+) -> Delivered:
+    """Write ``batch``; return only when every record is written or dead-lettered.
+
+    ``guard`` runs before every attempt: it raises (:class:`~streams.fence.Revoked`)
+    once the batch's partition has moved to another worker, which then writes it.
+    """
     if not batch:
-        return
+        return Delivered()
     attempts = 0
     while True:
         attempts += 1
+        guard()
         try:
             await sink.write(batch)
         except RetryableError as exc:
@@ -103,13 +124,12 @@ async def deliver(
         except InvalidBatch as exc:
             backoff.reset()
             if len(batch) == 1:
-                stats.dead_lettered += 1
                 await dead_letter(batch[0], exc, attempts)
-                return
+                stats.dead_lettered += 1
+                return Delivered(dead_lettered=1)
             middle = len(batch) // 2
-            await deliver(sink, batch[:middle], dead_letter, backoff, stats)
-            await deliver(sink, batch[middle:], dead_letter, backoff, stats)
-            return
+            first = await deliver(sink, batch[:middle], dead_letter, backoff, stats, guard)
+            return first + await deliver(sink, batch[middle:], dead_letter, backoff, stats, guard)
         except Exception as exc:  # noqa: BLE001 - retried as retryable; class and stack logged
             stats.retries += 1
             log.error(  # class and stack only: a driver error's text can quote a value
@@ -123,4 +143,4 @@ async def deliver(
         backoff.reset()
         stats.retrying = False
         stats.written += len(batch)
-        return
+        return Delivered(written=len(batch))

@@ -1,17 +1,21 @@
 """The email stage: one email per applied visit, remembered by ``event_id`` so it is sent once.
 
 Send-once state is a changelog-backed table (``sent``), so it survives
-restarts and moves with its partitions. Each email is sent, then recorded,
-then its event acked: a crash costs at most one repeated email. The state
-holds no patient data (event ids, the kinds sent, a time). A visit whose
-patient was forgotten (``phi forget``) is not emailed
-(:mod:`sinks.email.forgotten`).
+restarts and moves with its partitions. Each email is sent, then its mark is
+published to the table's changelog and acked, then written to the local store,
+and only then is the event acked: a commit never covers an email whose mark is
+not durable, and a crash between a send and its mark costs at most one
+repeated email. A revoke or a stop lets a send in flight finish and be marked
+(docs/commit-protocol.md). The state holds no patient data (event ids, the
+kinds sent, a time). A visit whose patient was forgotten (``phi forget``) is
+not emailed (:mod:`sinks.email.forgotten`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any
 
 from sinks.base import Record
@@ -23,12 +27,15 @@ from sinks.postgres.erasure import ErasureMarkers
 from sinks.postgres.settings import PostgresSettings
 from spakinect_pipeline.config import load_settings
 from spakinect_pipeline.phi.settings import PhiSettings
-from streams.delivery import Backoff, DeadLetter, DeliveryStats, deliver
+from streams.batch_table import BatchTable, Table
+from streams.delivery import Backoff, DeliveryStats, deliver
 from streams.faust_app import json_table
+from streams.fence import Revoked
 from streams.handler import Batch, Handler, Shape
 from streams.probes import smtp_check
 from streams.runner import StageEnv, StageParts
 
+log = logging.getLogger(__name__)
 # One event at a time: an email is slow and its send is recorded before the next.
 SHAPE = Shape(batch_max=1, within_s=0, batch_span=False)
 
@@ -36,7 +43,8 @@ SHAPE = Shape(batch_max=1, within_s=0, batch_span=False)
 class EmailHandler(Handler):
     """Sends each applied visit's emails (one sink per kind), each kind once per ``event_id``.
 
-    ``sent`` is the Faust table in a worker, a plain dict in unit tests.
+    ``sent`` is the worker's Faust table read and written through
+    :class:`~streams.batch_table.BatchTable` (its changelog awaited before the ack).
     """
 
     name = "email"
@@ -46,7 +54,7 @@ class EmailHandler(Handler):
         self,
         senders: Mapping[str, EmailSink],
         markers: Markers,
-        sent: MutableMapping[str, Any],
+        sent: Table,
         max_backoff_s: float,
     ) -> None:
         self.senders = senders
@@ -74,31 +82,49 @@ class EmailHandler(Handler):
 
     async def handle(self, batch: Batch) -> None:
         for record in batch.records:
-            batch.focus(record)
             if not wants_email(record.envelope):
                 batch.outcome(record, "skipped")
                 continue
-            batch.outcome(record, await self._send_once(record, batch.reject))
+            batch.outcome(record, await self._send_once(record, batch))
 
-    async def _send_once(self, record: Record, dead_letter: DeadLetter) -> str:
+    async def _send_once(self, record: Record, batch: Batch) -> str:
         """Send each kind not yet sent; return ``sent``, ``already_sent`` or ``dead_lettered``."""
         event_id = record.envelope.event_id
-        state = dict(self.sent.get(event_id) or {"done": []})
+        partition = record.source.partition
+        held = self.sent.held(partition)
+        state: dict[str, Any] = dict(self.sent.get_many(partition, [event_id])[0] or {"done": []})
         outcome = "already_sent"
         for kind, sink in self.sinks.items():
             if kind in state["done"]:
                 self.already_sent += 1
                 continue
-            dead_before = self.stats.dead_lettered
-            await deliver(sink, [record], dead_letter, self.backoff, self.stats)
-            if self.stats.dead_lettered != dead_before:
+            delivered = await deliver(
+                sink, [record], batch.reject, self.backoff, self.stats, batch.ensure_owned
+            )
+            if delivered.dead_lettered:
                 outcome = "dead_lettered"
                 continue  # not sent: a replay from the DLQ will try this kind again
             if outcome == "already_sent":
                 outcome = "sent"
             state = {"done": [*state["done"], kind], "at": int(time.time() * 1000)}
-            self.sent[event_id] = state
+            await self._mark(batch, partition, event_id, state, held)
         return outcome
+
+    async def _mark(
+        self, batch: Batch, partition: int, event_id: str, state: dict[str, Any], held: Any
+    ) -> None:
+        """The changelog acked, then the local store: only then may the event be acked."""
+        write = self.sent.prepare(partition, {event_id: state}, held)
+        try:
+            written = await batch.publish(write.messages)
+        except Revoked:
+            log.warning(
+                "an email was sent after its partition was revoked and could not be marked: "
+                "the partition's next owner may send it again",
+                extra={"event_id": event_id},
+            )
+            raise
+        self.sent.apply(write, written)
 
 
 def build(env: StageEnv) -> StageParts:
@@ -109,7 +135,7 @@ def build(env: StageEnv) -> StageParts:
     limiter = sending_limiter(email)
     kinds = [k for k in KINDS if k == "clinic" or email.patient_notifications]
     senders = {kind: EmailSink(kind, email, smtp, limiter) for kind in kinds}
-    sent = json_table(env.app, "sent", env.kafka.partitions)
+    sent = BatchTable(json_table(env.app, "sent", env.kafka.partitions))
     handler = EmailHandler(senders, markers, sent, env.streams.retry_max_backoff_s)
     visits = env.topics.visits
     return StageParts(

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError
-from faust.sensors import Monitor, Sensor
 
 from spakinect_pipeline.config import KafkaSettings
+from spakinect_pipeline.kafka_problems import classify, refused, wrong_setting_error
 from spakinect_pipeline.topic_admin import align_topic_configs, changelog_config, ensure_topics
-from streams.faust_consumer import FetchShape, PipelineApp
+from streams.faust_adapter import FetchShape, PipelineApp, QuietMonitor
 from streams.settings import StreamsSettings
 
 log = logging.getLogger(__name__)
@@ -29,29 +28,6 @@ def use_uvloop() -> None:
     import mode.loop
 
     mode.loop.use("uvloop")
-
-
-class QuietMonitor(Monitor):
-    """Faust's monitor without most of its per-message bookkeeping.
-
-    Faust's default sensor counts and times every message and event (for its own
-    ``/stats`` page, which our workers do not serve: their figures are
-    :mod:`streams.metrics`); in a profile that was 2-3 % of a worker's CPU. The
-    per-message hooks are the base sensor's no-ops, except the one stamp Faust's
-    consumer reads: when a stream last took an event from each partition (its
-    "Stream has not started processing" check would otherwise cry wolf). The
-    rest (commits, rebalances, the offsets Faust tracks) stays.
-    """
-
-    on_message_in = Sensor.on_message_in
-    on_stream_event_out = Sensor.on_stream_event_out
-    on_message_out = Sensor.on_message_out
-    on_table_get = Sensor.on_table_get
-    on_table_set = Sensor.on_table_set
-    on_table_del = Sensor.on_table_del
-
-    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
-        self.stream_inbound_time[tp] = time.monotonic()
 
 
 def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings) -> faust.App:
@@ -93,22 +69,28 @@ def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings)
         options["broker_credentials"] = credentials
     app = PipelineApp(streams.group_id(stage), **options)
     app.fetch = FetchShape(streams.fetch_min_bytes, int(streams.fetch_max_wait_s * 1000))
+    app.drain_bound_s = streams.drain_bound_s
     return app
 
 
 def broker_credentials(kafka: KafkaSettings) -> Any:
-    """Faust's form of the same TLS/SASL settings the aiokafka clients get."""
+    """Faust's form of the same TLS/SASL settings the aiokafka clients get.
+
+    KafkaSettings refuses a half-set protocol, so SASL here always has its
+    mechanism, user and password, and TLS its context (tests/unit/test_kafka_security.py
+    checks both forms agree for every protocol).
+    """
     if kafka.security_protocol == "PLAINTEXT":
         return None
-    ssl_context = kafka.client_options().get("ssl_context")
-    if kafka.sasl_mechanism:
+    if kafka.uses_sasl:
+        assert kafka.sasl_password is not None
         return faust.SASLCredentials(
             username=kafka.sasl_username,
-            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            password=kafka.sasl_password.get_secret_value(),
             mechanism=kafka.sasl_mechanism,
-            ssl_context=ssl_context,
+            ssl_context=kafka.ssl_context(),
         )
-    return faust.SSLCredentials(ssl_context)
+    return faust.SSLCredentials(kafka.ssl_context())
 
 
 def changelog_topics(app: faust.App) -> list[str]:
@@ -119,14 +101,18 @@ def changelog_topics(app: faust.App) -> list[str]:
 async def prepare_changelogs(
     app: faust.App, kafka: KafkaSettings, window_s: float, timeout: float = 120
 ) -> None:
-    """Create the tables' changelog topics, or align their settings, before Faust starts.
+    """Check Kafka takes our settings, then create or align the tables' changelog topics.
 
     Left to Faust, a changelog created at start-up can be missing from the
     first metadata the agent sees, and the first table write then fails with
-    PartitionsMismatch ("changelog topic has 0 partitions").
+    PartitionsMismatch ("changelog topic has 0 partitions"). A wrong password,
+    CA or ACL stops the worker here with a line naming the setting to check
+    (:class:`KafkaRefused`), where Faust would retry it quietly; an unreachable
+    Kafka is retried, as before.
     """
     names = changelog_topics(app)
     if not names:
+        await _refuse_wrong_settings(kafka)
         return
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -136,10 +122,21 @@ async def prepare_changelogs(
             await align_topic_configs(kafka, [n for n in names if n not in created], config)
             return
         except (KafkaError, OSError) as exc:
+            if (refusal := refused(exc)) is not None:
+                log.error("%s; the worker cannot start", refusal)
+                raise refusal from None
             if asyncio.get_running_loop().time() > deadline:
                 raise
-            log.warning("cannot create changelog topics yet (%s); retrying", type(exc).__name__)
+            log.warning("cannot create changelog topics yet: %s; retrying", classify(exc))
             await asyncio.sleep(2)
+
+
+async def _refuse_wrong_settings(kafka: KafkaSettings) -> None:
+    """For a stage without tables: one connection, to stop on a wrong password or CA at once."""
+    failure = await wrong_setting_error(kafka, timeout=10)
+    if failure is not None and (refusal := refused(failure)) is not None:
+        log.error("%s; the worker cannot start", refusal)
+        raise refusal from None
 
 
 # Per table partition (one RocksDB each): Faust's defaults (3 x 64 MiB memtables and a

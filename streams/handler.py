@@ -27,6 +27,7 @@ from spakinect_pipeline.logs import error_facts
 from spakinect_pipeline.publisher import Message, Publisher, Written
 from streams.delivery import Backoff, until_acked
 from streams.dlq import DeadLetters
+from streams.fence import Revoked
 from streams.spans import Spans, batch_spans, event_spans
 
 log = logging.getLogger(__name__)
@@ -79,19 +80,23 @@ class Handler:
         return {}
 
 
-def no_focus(source: SourceMessage) -> None:
-    """Outside Faust there is no current event to move."""
+def owned_always() -> None:
+    """Outside a worker no partition moves: every batch stays owned."""
 
 
 @dataclass
 class Tools:
-    """What the runner holds for a stage: its publisher, DLQ, tracer and table focus."""
+    """What the runner holds for a stage: its publisher, DLQ, tracer and partition fence.
+
+    ``guard`` raises :class:`~streams.fence.Revoked` once the current batch's
+    partitions have moved to another worker (the runner sets it per batch).
+    """
 
     stage: str
     publisher: Publisher
     dlq: DeadLetters
     tracer: Tracer | None = None
-    focus: Callable[[SourceMessage], None] = no_focus
+    guard: Callable[[], None] = owned_always
     publish_backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.2, maximum=10))
 
 
@@ -103,14 +108,19 @@ class Batch:
         self._tools = tools
         self._spans = spans
 
-    def focus(self, record: Record) -> None:
-        """Table reads and writes that follow go to ``record``'s partition."""
-        self._tools.focus(record.source)
+    def ensure_owned(self) -> None:
+        """Raise :class:`~streams.fence.Revoked` if the batch's partitions moved meanwhile.
+
+        Called before every side effect (a publish, a table write, an email, a row):
+        a batch of a revoked partition writes nothing more.
+        """
+        self._tools.guard()
 
     async def publish(self, messages: Sequence[Message]) -> Sequence[Written]:
         """Publish in one round trip, retried until acked (Kafka down pauses, loses nothing).
 
-        Returns where each message was stored, in order.
+        Returns where each message was stored, in order. Each attempt first checks the
+        batch still owns its partitions.
         """
         if not messages:
             return []
@@ -119,6 +129,7 @@ class Batch:
 
         async def write() -> None:
             nonlocal written
+            tools.guard()
             written = await tools.publisher.publish_many(messages, timeout=10)
 
         await until_acked(write, tools.publish_backoff, f"{tools.stage} publish")
@@ -126,6 +137,7 @@ class Batch:
 
     async def reject(self, record: Record, exc: BaseException, attempts: int = 1) -> None:
         """Dead-letter ``record`` with ``exc``'s class and text (texts never quote values)."""
+        self._tools.guard()
         await self._tools.dlq.send(
             record.source, error=str(exc), error_type=type(exc).__name__, attempts=attempts
         )
@@ -159,7 +171,7 @@ async def process(handler: Handler, sources: Sequence[SourceMessage], tools: Too
             records = await _decode(sources, tools, spans)
             if records:
                 await handler.handle(Batch(records, tools, spans))
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, Revoked):
         raise
     except Exception as exc:
         if handler.shape.on_error == "escape":
@@ -179,6 +191,7 @@ async def _decode(sources: Sequence[SourceMessage], tools: Tools, spans: Spans) 
         try:
             records.append(Record(decode_envelope(source.value), source))
         except EnvelopeInvalid as exc:
+            tools.guard()
             await tools.dlq.send(source, error=str(exc), error_type="EnvelopeInvalid")
             spans.outcome(source, "dead_lettered")
     return records
@@ -191,10 +204,11 @@ async def _alone(handler: Handler, source: SourceMessage, tools: Tools) -> None:
             records = await _decode([source], tools, spans)
             if records:
                 await handler.handle(Batch(records, tools, spans))
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, Revoked):
         raise
     except Exception as exc:  # noqa: BLE001 - isolated and dead-lettered, class only logged
         log.error("%s failed for a message; dead-lettering it", tools.stage, extra=error_facts(exc))
+        tools.guard()
         await tools.dlq.send(
             source,
             error=f"unexpected error in the {tools.stage} stage",

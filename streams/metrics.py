@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streams.faust_consumer import StrictConsumer, messages_behind
+from streams.faust_adapter import StrictConsumer, messages_behind
 
 Counts = Callable[[], Mapping[str, float]]
 MEDIA_TYPE = CONTENT_TYPE_LATEST.split(";", 1)[0]
@@ -29,7 +29,9 @@ def consumer_lag(app: faust.App) -> Iterator[tuple[str, int, int]]:
         assigned = consumer.assignment()
     except Exception:  # noqa: BLE001 - not started or rebalancing: no lag to report now
         return
-    committed: Mapping[Any, Any] = getattr(consumer, "_committed_offset", {})
+    committed: Mapping[Any, Any] = (
+        consumer.committed_offsets() if isinstance(consumer, StrictConsumer) else {}
+    )
     for tp in sorted(assigned):
         lag = messages_behind(consumer, tp, committed.get(tp))
         if lag is not None:
@@ -45,6 +47,14 @@ def time_behind(app: faust.App, now: float) -> Iterator[tuple[str, int, float]]:
         return
     for tp, seconds in ages:
         yield tp.topic, tp.partition, seconds
+
+
+def offset_resets(app: faust.App) -> Mapping[tuple[str, int], int]:
+    try:
+        consumer = app.consumer
+    except Exception:  # noqa: BLE001 - not started: nothing to report
+        return {}
+    return dict(consumer.offset_resets) if isinstance(consumer, StrictConsumer) else {}
 
 
 class StageCollector(Collector):
@@ -85,6 +95,15 @@ class StageCollector(Collector):
         for topic, partition, seconds in time_behind(self.app, time.time()):
             behind.add_metric([self.stage, topic, str(partition)], seconds)
         yield behind
+        resets = CounterMetricFamily(
+            "streams_offset_resets",
+            "Times a committed offset older than the log start was moved to it (data lost "
+            "to retention before the stage read it)",
+            labels=["stage", "topic", "partition"],
+        )
+        for (topic, partition), n in offset_resets(self.app).items():
+            resets.add_metric([self.stage, topic, str(partition)], n)
+        yield resets
 
 
 class StageMetrics:

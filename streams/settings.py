@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
 from events.topics import SINK_NAMES
@@ -31,7 +31,7 @@ class StreamsSettings(BaseSettings):
     batch_max: int = Field(default=500, ge=1, le=10_000)
     batch_within_s: Duration = Field(default=0.05, gt=0, le=10)
     # How long the broker may hold a source fetch to gather fetch_min_bytes
-    # (streams.faust_consumer.FetchShape). The default is Faust's: any byte is
+    # (streams.faust_adapter.FetchShape). The default is Faust's: any byte is
     # delivered at once. At hundreds of events/s, e.g. 16384 and 0.05 batch the
     # fetches (less CPU per event, up to fetch_max_wait more latency per stage)
     # at the price of polling every fetch_max_wait when idle (README, Sizing).
@@ -45,6 +45,11 @@ class StreamsSettings(BaseSettings):
     session_timeout_s: Duration = Field(default=10.0, ge=6, le=300)
     # How long a requested stop may take before the process exits anyway (Kafka unreachable).
     shutdown_timeout_s: Duration = Field(default=30.0, ge=1, le=600)
+    # How long a stop or a revoke waits for the batch in flight (an email being sent) to
+    # finish, be marked and committed; past it the batch is fenced and repeated by the
+    # partition's next owner (docs/commit-protocol.md). Below shutdown_timeout_s; unset:
+    # 10 s, or half of shutdown_timeout_s if that is shorter.
+    drain_timeout_s: Duration | None = Field(default=None, gt=0, le=300)
 
     @field_validator("sinks")
     @classmethod
@@ -53,6 +58,22 @@ class StreamsSettings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown sink(s) {unknown}; known: {', '.join(SINK_NAMES)}")
         return value
+
+    @model_validator(mode="after")
+    def _drain_within_shutdown(self) -> StreamsSettings:
+        if self.drain_timeout_s is not None and self.drain_timeout_s >= self.shutdown_timeout_s:
+            raise ValueError(
+                "STREAMS_DRAIN_TIMEOUT_S must be below STREAMS_SHUTDOWN_TIMEOUT_S "
+                "(the drain is part of the stop)"
+            )
+        return self
+
+    @property
+    def drain_bound_s(self) -> float:
+        """How long a stop or a revoke waits for the batch in flight."""
+        if self.drain_timeout_s is not None:
+            return self.drain_timeout_s
+        return min(10.0, self.shutdown_timeout_s / 2)
 
     def group_id(self, stage: str) -> str:
         """Each stage is its own consumer group (and prefix of its changelog topics)."""

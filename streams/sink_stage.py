@@ -49,7 +49,9 @@ class SinkHandler(Handler):
     async def handle(self, batch: Batch) -> None:
         self.writes.batch_size.observe(len(batch.records))
         with self.writes.write_seconds.time():
-            await deliver(self.sink, batch.records, batch.reject, self.backoff, self.stats)
+            await deliver(
+                self.sink, batch.records, batch.reject, self.backoff, self.stats, batch.ensure_owned
+            )
 
 
 def build_postgres(env: StageEnv) -> StageParts:

@@ -36,3 +36,17 @@ def _email(env: StageEnv) -> StageParts:
 
 STAGES: dict[str, Builder] = {"dedupe": _dedupe, "postgres": _postgres, "email": _email}
 STAGE_NAMES = tuple(STAGES)
+
+# The Faust tables each stage declares (streams.dedupe, streams.email_stage), so that
+# `spakinect-pipeline topics` can create their changelogs ahead of time, without the
+# stages' own settings; tests/unit/test_changelog_names.py checks it against the built apps.
+STAGE_TABLES: dict[str, tuple[str, ...]] = {"dedupe": ("entities",), "email": ("sent",)}
+
+
+def changelog_topic_names(app_id: str) -> list[str]:
+    """Every stage's changelog topics: Faust names them ``<group>-<table>-changelog``."""
+    return [
+        f"{app_id}-{stage}-{table}-changelog"
+        for stage, tables in STAGE_TABLES.items()
+        for table in tables
+    ]

@@ -227,14 +227,16 @@ class RecordingPublisher:
         return True
 
 
-def memory_table(state_dir: Path, partitions: int = 8) -> Any:
-    """The dedupe stage's table on a real Faust memory store (no Kafka), read and written
-    a batch at a time: what a handler gets in a worker with ``STREAMS_STORE=memory``."""
+def memory_table(
+    state_dir: Path, partitions: int = 8, stage: str = "dedupe", name: str = "entities"
+) -> Any:
+    """A stage's table on a real Faust memory store (no Kafka), read and written a batch
+    at a time: what a handler gets in a worker with ``STREAMS_STORE=memory``."""
     from spakinect_pipeline.config import KafkaSettings
     from streams.batch_table import BatchTable
     from streams.faust_app import create_faust_app, json_table
     from streams.settings import StreamsSettings
 
     streams = StreamsSettings(state_dir=state_dir, store="memory")
-    app = create_faust_app("dedupe", streams, KafkaSettings())
-    return BatchTable(json_table(app, "entities", partitions))
+    app = create_faust_app(stage, streams, KafkaSettings())
+    return BatchTable(json_table(app, name, partitions))

@@ -18,6 +18,7 @@ from events.samples import sample_visit as visit
 from sinks.postgres.protect import open_visit
 from spakinect_pipeline.config import KafkaSettings
 from streams.batch_table import BatchTable
+from streams.faust_adapter import stores
 from streams.faust_app import create_faust_app, json_table
 from streams.settings import StreamsSettings
 from tests.helpers import produce, read_topic, wait_until
@@ -171,7 +172,7 @@ async def test_a_restarted_dedupe_worker_resumes_from_its_own_store_and_offset(
     (written,) = changelog
     store: Any = table.table.data
     try:
-        store._db_for_partition(written.partition)  # what Faust's assignment does
+        stores.open_partition_db(table.table, written.partition)  # as Faust's assignment does
         (entry,) = table.get_many(written.partition, [key])
         assert entry is not None
         assert entry["p"] == written.partition
@@ -182,8 +183,7 @@ async def test_a_restarted_dedupe_worker_resumes_from_its_own_store_and_offset(
         )
         assert store.persisted_offset(TP(table.topic, written.partition)) == newest
     finally:
-        for db in store._dbs.values():
-            db.close()  # release the RocksDB locks before the worker opens them again
+        stores.close_all(table.table)  # release the RocksDB locks before the worker opens them
 
     await pipeline.start("dedupe")
     assert (await pipeline.post(body)).status_code == 200
@@ -313,8 +313,7 @@ async def test_send_once_state_goes_to_the_changelog_partition_of_its_event(
     pipeline: Pipeline,
 ) -> None:
     """The email stage's ``sent`` writes land in their source event's partition of the
-    changelog (a restarted or moved partition recovers exactly its events' state). This pins
-    the runner's use of Faust's private ``_set_current_event`` against a real worker."""
+    changelog (a restarted or moved partition recovers exactly its events' state)."""
     ids = [f"gfe_part_{uuid.uuid4().hex[:6]}" for _ in range(8)]
     for gfe_id in ids:
         assert (await pipeline.post(visit(gfe_id))).status_code == 200

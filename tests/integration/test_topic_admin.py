@@ -1,8 +1,9 @@
-"""Topics are created with the settings of DESIGN.md (retention, replication, min ISR), and
+"""Topics are created with the settings of docs/contract.md (retention, replication, min ISR), and
 changelog topics get (and keep) compaction settings derived from the dedupe window."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -101,3 +102,27 @@ async def test_patient_topics_get_the_configured_retention_at_creation_and_later
         assert overrides["retention.ms"] == str(3 * 3_600_000)
         assert overrides["segment.ms"] == str(3 * 3_600_000)
         assert overrides["cleanup.policy"] == "delete"  # other settings kept
+
+
+async def test_the_topics_command_creates_the_changelogs_too(services: Services) -> None:
+    """So workers can run on a cluster that forbids them to create topics."""
+    from cli.main import create_all_topics
+    from streams.settings import StreamsSettings
+    from streams.stages import changelog_topic_names
+
+    prefix = f"t{uuid.uuid4().hex[:6]}."
+    kafka = KafkaSettings(
+        bootstrap_servers=[services.kafka_bootstrap], topic_prefix=prefix, partitions=2
+    )
+    streams = StreamsSettings(app_id=f"app-{uuid.uuid4().hex[:6]}", dedupe_window=600)
+    created = await create_all_topics(kafka, streams)
+    changelogs = changelog_topic_names(streams.app_id)
+    assert set(created) == set(Topics(prefix).all()) | set(changelogs)
+    for name in changelogs:
+        for _ in range(50):  # a new topic's configs reach the broker's view shortly after
+            if overrides := await topic_overrides(kafka, name):
+                break
+            await asyncio.sleep(0.2)
+        assert overrides["cleanup.policy"] == "compact"
+        assert overrides["segment.ms"] == "60000"
+    assert await create_all_topics(kafka, streams) == []

@@ -1,4 +1,4 @@
-"""The chaos harness's check of DESIGN's bound: answers within the publish budget plus 1 s."""
+"""The chaos harness's check of the contract's bound: answers within the publish budget plus 1 s."""
 
 from __future__ import annotations
 

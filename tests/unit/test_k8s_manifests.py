@@ -28,7 +28,11 @@ from spakinect_pipeline.config import ConfigError, env_name, load_settings
 
 ROOT = Path(__file__).parents[2]
 K8S = ROOT / "deploy" / "k8s"
-TREES = {"base": K8S / "base", "production": K8S / "overlays" / "production"}
+TREES = {
+    "base": K8S / "base",
+    "production": K8S / "overlays" / "production",
+    "managed": K8S / "overlays" / "managed",
+}
 PACKAGES = ("events", "ingress", "streams", "sinks", "spakinect_pipeline")
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 IMAGE = "spakinect-pipeline"
@@ -142,6 +146,8 @@ def test_configmap_values_are_valid_settings(
     monkeypatch.chdir(tmp_path)  # no stray .env file
     for name, value in config(tree).items():
         monkeypatch.setenv(name, value)
+    for name, value in mounted_stand_ins(tree, tmp_path).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("INGRESS_SHARED_SECRET", "from-the-secret")
     for cls in SETTINGS:
         try:
@@ -157,6 +163,19 @@ def ingress_routes() -> set[str]:
 
     app = create_app(IngressSettings(allow_unauthenticated=True), publisher=RecordingPublisher())
     return {route.path for route in app.routes}  # type: ignore[attr-defined]
+
+
+def mounted_stand_ins(tree: str, tmp_path: Path) -> dict[str, str]:
+    """Files the pods mount (the CA bundle), written locally, and the Kafka password."""
+    import trustme
+
+    stand_ins = (
+        {"KAFKA_SASL_PASSWORD": "from-the-secret"} if "KAFKA_SASL_MECHANISM" in config(tree) else {}
+    )
+    if "KAFKA_SSL_CAFILE" in config(tree):
+        trustme.CA().cert_pem.write_to_path(str(tmp_path / "ca.crt"))
+        stand_ins["KAFKA_SSL_CAFILE"] = str(tmp_path / "ca.crt")
+    return stand_ins
 
 
 def secret_stand_ins() -> dict[str, str]:
@@ -197,6 +216,8 @@ def test_probes_use_paths_and_ports_the_processes_serve(
     settings = config(tree)
     monkeypatch.chdir(tmp_path)
     for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    for name, value in mounted_stand_ins(tree, tmp_path).items():
         monkeypatch.setenv(name, value)
     serves = {"ingress": (ingress_routes(), int(settings["INGRESS_PORT"]))}
     for stage in ("dedupe", "postgres", "email"):
@@ -288,3 +309,32 @@ def test_selectors_and_targets_name_what_exists(tree: str) -> None:
     assert hpa["spec"]["scaleTargetRef"]["name"] in deployments
     for policy in of_kind(tree, "NetworkPolicy"):
         assert selects(policy["spec"]["podSelector"]["matchLabels"])
+
+
+def test_the_managed_overlay_mounts_the_ca_and_requires_the_sasl_password() -> None:
+    """docs/managed-services.md: SASL_SSL/SCRAM, the CA from a ConfigMap, the password a Secret."""
+    settings = config("managed")
+    assert settings["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert settings["KAFKA_SASL_MECHANISM"].startswith("SCRAM-SHA-")
+    ca_dir, _, ca_file = settings["KAFKA_SSL_CAFILE"].rpartition("/")
+    kafka_roles = {"ingress", "dedupe", "postgres", "email", "topics"}
+    for workload in workloads("managed"):
+        pod = workload["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for container in containers(workload):
+            (mount,) = (m for m in container["volumeMounts"] if m["mountPath"] == ca_dir)
+            assert mount.get("readOnly") is True
+            source = volumes[mount["name"]]["configMap"]
+            assert source["name"] == "spakinect-ca"
+            assert {"key": ca_file, "path": ca_file} in source["items"]
+            password = [e for e in container.get("env", []) if e["name"] == "KAFKA_SASL_PASSWORD"]
+            if role(container) in kafka_roles:
+                (env,) = password
+                ref = env["valueFrom"]["secretKeyRef"]
+                assert ref == {
+                    "name": "spakinect-pipeline-secrets",
+                    "key": "KAFKA_SASL_PASSWORD",
+                    "optional": False,
+                }
+            else:
+                assert password == []  # migrate talks to Postgres only

@@ -1,6 +1,6 @@
 """The stage runner's work on a batch (streams.handler.process), without Kafka or Faust.
 
-Handlers run against the in-memory publisher and plain dicts for their tables;
+Handlers run against the in-memory publisher and real Faust memory stores for their tables;
 the integration tests run the same code in real workers.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 
 from events.envelope import Disposition, decode_envelope, encode_envelope
@@ -262,10 +263,20 @@ class NoMarkers:
     async def stop(self) -> None: ...
 
 
-async def test_the_email_handler_sends_each_visit_once_and_skips_forgotten_patients() -> None:
+def sent_table(tmp_path: Path) -> Any:
+    return memory_table(tmp_path, stage="email", name="sent")
+
+
+def stored(table: Any) -> list[str]:
+    return sorted(key for key, _ in table.items())
+
+
+async def test_the_email_handler_sends_each_visit_once_and_skips_forgotten_patients(
+    tmp_path: Path,
+) -> None:
     publisher = RecordingPublisher()
     clinic = Mailbox("clinic")
-    sent: dict[str, Any] = {}
+    sent = sent_table(tmp_path)
     handler = EmailHandler({"clinic": clinic}, NoMarkers(), sent, 1.0)  # type: ignore[dict-item]
     tools = tools_for("email", publisher)
     applied = message(sample_visit("gfe_1"), 0, TOPICS.visits, Disposition.APPLY)
@@ -278,11 +289,14 @@ async def test_the_email_handler_sends_each_visit_once_and_skips_forgotten_patie
     assert clinic.sent == 1
     assert handler.counts()["already_sent"] == 1
     assert handler.counts()["forgotten"] == 1
-    assert sorted(sent) == [  # a forgotten visit is recorded as handled: a replay skips it too
+    marked = [  # a forgotten visit is recorded as handled: a replay skips it too
         "visit.completed:gfe_1:1714675200000",
         "visit.completed:gfe_forgotten:1714675200000",
     ]
-    assert not publisher.messages
+    assert stored(sent) == marked
+    # each mark went to the changelog (acked) before the store; nothing else was published
+    assert {topic for topic, *_ in publisher.messages} == {sent.topic}
+    assert sorted(orjson.loads(key) for _, key, *_ in publisher.messages) == marked
 
 
 async def no_sleep(delay: float) -> None:
@@ -304,9 +318,6 @@ class FakeStream:
 
     async def ack(self, event: Any) -> None:
         self.acked.append(event.message.offset)
-
-    def _set_current_event(self, event: Any) -> None:
-        self.current = event
 
 
 async def test_past_the_dlq_limit_the_runner_crashes_the_worker_and_acks_no_further(
@@ -338,6 +349,7 @@ async def test_past_the_dlq_limit_the_runner_crashes_the_worker_and_acks_no_furt
 
     runner.app.crash = crash  # type: ignore[method-assign]
     stream = FakeStream([SourceMessage(TOPICS.visits, 0, i, b"k", b"{}", []) for i in range(3)])
+    runner.fence.assign([(TOPICS.visits, 0)])
     with pytest.raises(DlqLimitExceeded):
         await asyncio.wait_for(runner._agent(stream), 10)
     assert stream.acked == [0, 1]  # the third, past the limit, is not acked: a restart repeats it
@@ -382,24 +394,27 @@ async def test_a_dlq_write_error_escapes_a_stage_that_lets_errors_escape() -> No
         await process(handler, sources, tools_for("postgres", Raising()))
 
 
-class FlakyTable(dict[str, Any]):
-    """The send-once table failing its first write (a changelog or store error)."""
+def flaky(table: Any) -> Any:
+    """The send-once table failing its first store write (after the changelog's ack)."""
+    apply = table.apply
+    failures = [1]
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.failures = 1
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if self.failures:
-            self.failures -= 1
+    def failing_once(write: Any, written: Any) -> None:
+        if failures[0]:
+            failures[0] -= 1
             raise RuntimeError("store write failed")
-        super().__setitem__(key, value)
+        apply(write, written)
+
+    table.apply = failing_once
+    return table
 
 
-async def test_an_email_send_once_error_escapes_unacked_and_sends_no_second_email() -> None:
+async def test_an_email_send_once_error_escapes_unacked_and_sends_no_second_email(
+    tmp_path: Path,
+) -> None:
     publisher = RecordingPublisher()
     clinic = Mailbox("clinic")
-    handler = EmailHandler({"clinic": clinic}, NoMarkers(), FlakyTable(), 1.0)  # type: ignore[dict-item]
+    handler = EmailHandler({"clinic": clinic}, NoMarkers(), flaky(sent_table(tmp_path)), 1.0)  # type: ignore[dict-item]
     applied = message(sample_visit("gfe_1"), 0, TOPICS.visits, Disposition.APPLY)
     with pytest.raises(RuntimeError):
         await process(handler, [applied], tools_for("email", publisher))
@@ -455,14 +470,14 @@ async def test_1001_invalid_messages_in_a_row_across_batches_trip_the_limit() ->
         await process(Keeping(), [undecodable(1000)], tools)
 
 
-async def test_an_event_dead_lettered_once_per_email_kind_counts_once() -> None:
+async def test_an_event_dead_lettered_once_per_email_kind_counts_once(tmp_path: Path) -> None:
     class Refusing(Mailbox):
         async def write(self, batch: Any) -> None:
             raise InvalidBatch("address refused (550)")
 
     publisher = RecordingPublisher()
     senders = {"clinic": Refusing("clinic"), "patient": Refusing("patient")}
-    handler = EmailHandler(senders, NoMarkers(), {}, 1.0)  # type: ignore[arg-type]
+    handler = EmailHandler(senders, NoMarkers(), sent_table(tmp_path), 1.0)  # type: ignore[arg-type]
     tools = tools_for("email", publisher, DlqLimit(max_consecutive=1))
     applied = message(sample_visit("gfe_1"), 0, TOPICS.visits, Disposition.APPLY)
     await process(handler, [applied], tools)
@@ -538,7 +553,69 @@ async def test_an_error_that_escapes_leaves_the_batch_unacked(tmp_path: Path) ->
         env, StageParts(Escaping(), [TOPICS.visits], [TOPICS.visits]), None, publisher
     )
     stream = FakeStream([message(sample_visit("gfe_1"), 0, TOPICS.visits)])
+    runner.fence.assign([(TOPICS.visits, 0)])
     with pytest.raises(RuntimeError):
         await asyncio.wait_for(runner._agent(stream), 10)
     assert stream.acked == []
     assert not dead_letters(publisher)
+
+
+def slow_runner(tmp_path: Path, seconds: float) -> tuple[Any, list[int], Any]:
+    """A real StageRunner (Faust memory app) whose handler takes ``seconds`` per batch."""
+    from spakinect_pipeline.config import KafkaSettings
+    from streams.faust_app import create_faust_app
+    from streams.runner import StageEnv, StageParts, StageRunner
+    from streams.settings import StreamsSettings
+
+    handled: list[int] = []
+
+    class Slow(Handler):
+        name = "email"
+        shape = Shape(1, 0)
+
+        async def handle(self, batch: Batch) -> None:
+            await asyncio.sleep(seconds)
+            batch.ensure_owned()  # the mark, after the send
+            handled.extend(r.source.offset for r in batch.records)
+
+    streams, kafka = StreamsSettings(state_dir=tmp_path, store="memory"), KafkaSettings()
+    env = StageEnv(create_faust_app("email", streams, kafka), streams, kafka, TOPICS)
+    runner = StageRunner(
+        env, StageParts(Slow(), [TOPICS.visits], [TOPICS.visits]), None, RecordingPublisher()
+    )
+    runner.fence.assign([(TOPICS.visits, 0)])
+    commits: list[int] = []
+
+    async def commit(*args: Any, **kwargs: Any) -> bool:
+        commits.append(1)
+        return True
+
+    runner.app.consumer.commit = commit
+    return runner, handled, commits
+
+
+async def test_a_stop_lets_the_batch_in_flight_finish_ack_and_commit(tmp_path: Path) -> None:
+    runner, handled, commits = slow_runner(tmp_path, 0.2)
+    visits = [message(sample_visit(f"gfe_{i}"), i, TOPICS.visits) for i in range(3)]
+    stream = FakeStream(visits)
+    agent = asyncio.ensure_future(runner._agent(stream))
+    await asyncio.sleep(0.05)  # the first batch is in flight
+    await runner.drain(5)
+    assert (handled, stream.acked, commits) == ([0], [0], [1])  # finished, acked, committed
+    await asyncio.sleep(0.3)
+    assert stream.acked == [0]  # nothing more taken after the stop
+    agent.cancel()
+
+
+async def test_a_batch_whose_partition_is_revoked_past_the_bound_acks_nothing(
+    tmp_path: Path,
+) -> None:
+    runner, handled, _ = slow_runner(tmp_path, 0.2)
+    stream = FakeStream([message(sample_visit("gfe_0"), 0, TOPICS.visits)])
+    agent = asyncio.ensure_future(runner._agent(stream))
+    await asyncio.sleep(0.05)
+    fenced = await runner.fence.revoke({(TOPICS.visits, 0)}, bound_s=0.01)
+    assert len(fenced) == 1
+    await asyncio.sleep(0.3)
+    assert (handled, stream.acked) == ([], [])  # no mark written, no ack
+    agent.cancel()

@@ -1,4 +1,4 @@
--- The writer's schema (DESIGN.md "Postgres"). Applied once, under an advisory lock.
+-- The writer's schema (docs/contract.md, "Postgres tables"). Applied once, under an advisory lock.
 
 CREATE TABLE spakinect_events (
     event_id     text PRIMARY KEY,

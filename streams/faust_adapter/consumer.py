@@ -1,0 +1,278 @@
+"""Faust's aiokafka consumer, made strict: no skipped offset, no write from a revoked partition.
+
+What faust-streaming (0.15) does around rebalances, and what this consumer
+does instead (docs/commit-protocol.md):
+
+1. After a rebalance Faust seeks to the committed offsets, but aiokafka's
+   ``seek_to_committed`` does nothing for a partition with no commit:
+   :class:`RewindingConsumerThread` seeks those to their beginning.
+2. Faust treats a gap in the offsets it reads as acked, and tolerates a
+   one-offset hole at commit: this consumer commits only an unbroken run of
+   acked offsets that starts at the committed one (:mod:`streams.offsets`).
+3. Messages fetched while Faust seeks or resumes can be dropped before they
+   reach a stream, with the read position already past them. A hole followed
+   by an ack is seen at commit; a hole at a quiet partition's end (nothing
+   acked after it) is seen when the stage has been idle while the partition's
+   end stays past its commit. Either way, past a grace period the partition
+   is read again from the hole (every stage is idempotent).
+4. A committed offset that retention has deleted: the consumer resets to the
+   log start, and the hole below it can never be filled: the floor moves to
+   the log start, with a warning and ``streams_offset_resets`` counted.
+5. Faust moves its in-memory committed offset even when the commit failed
+   ("already rebalanced"): here a failed commit puts it back, so acks of
+   re-delivered offsets are not ignored.
+6. A revoke drains first (:class:`streams.fence.Fence`): the revoked
+   partitions' batches in flight finish (bounded), are committed, and only
+   then does Faust revoke; a batch still running is fenced. The revoked
+   partitions' RocksDB handles are closed (Faust leaves them to the GC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from streams.behind import TimeBehind
+from streams.faust_adapter import stores
+from streams.fence import Fence
+from streams.offsets import HoleWatch, committable
+
+log = logging.getLogger(__name__)
+HOLE_GRACE_S = 10.0  # an acked offset past an unacked one: the hole is re-read after this
+TAIL_GRACE_S = 5.0  # idle this long with a partition's end past its commit: re-read it
+
+
+def messages_behind(consumer: Any, tp: Any, committed: int | None) -> int | None:
+    """Messages of ``tp`` after offset ``committed``; None while the partition's end is unknown."""
+    try:
+        highwater = consumer.highwater(tp)
+    except Exception:  # noqa: BLE001 - partition metadata not known yet
+        return None
+    if highwater is None:
+        return None
+    return max(0, int(highwater) - (committed or 0))
+
+
+@dataclass(frozen=True, slots=True)
+class FetchShape:
+    """How long the broker may hold a fetch to fill it (Kafka's fetch.min.bytes/max.wait.ms).
+
+    Faust asks for any one byte (and waits up to 1.5 s only when there is none), so
+    at a webhook's pace every fetch carries an event or two. Letting the broker
+    gather ``min_bytes`` for up to ``max_wait_ms`` batches them at the price of that
+    wait per stage; ``FetchShape(1, 1500)``, the default, is Faust's own behaviour.
+    """
+
+    min_bytes: int = 1
+    max_wait_ms: int = 1500
+
+
+class RewindingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """``seek_to_committed`` that also rewinds partitions nobody has committed yet,
+    and fetches shaped by the app's :class:`FetchShape`."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        fetch: FetchShape = getattr(self.app, "fetch", FetchShape())
+        # Faust passes no fetch_min_bytes and a fixed fetch_max_wait_ms; the consumer
+        # hands these to its fetcher when it starts.
+        consumer._fetch_min_bytes = fetch.min_bytes
+        consumer._fetch_max_wait_ms = fetch.max_wait_ms
+        return consumer
+
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        result: Mapping[Any, int] = await self.call_thread(self._seek_to_committed_or_start)
+        return result
+
+    async def _seek_to_committed_or_start(self) -> dict[Any, int | None]:
+        client = self._ensure_consumer()
+        consumer = cast("StrictConsumer", self.consumer)
+        committed: dict[Any, int | None] = dict(await client.seek_to_committed())
+        streams = {tp: o for tp, o in committed.items() if not consumer.is_changelog(tp)}
+        fresh = [tp for tp, offset in streams.items() if not offset]
+        if fresh:
+            await client.seek_to_beginning(*fresh)
+            for tp in fresh:
+                committed[tp] = streams[tp] = await client.position(tp)
+        consumer.note_start_offsets(streams)
+        return committed
+
+
+class StrictConsumer(faust_aiokafka.Consumer):
+    """Commits only contiguous acked offsets, re-reads from any lasting hole, drains on revoke.
+
+    It also knows how far behind in time each source partition is
+    (:mod:`streams.behind`), for the ``streams_time_behind_seconds`` metric.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._start_offsets: dict[Any, int] = {}
+        self._holes = HoleWatch(HOLE_GRACE_S)
+        self._tails = HoleWatch(TAIL_GRACE_S)
+        self._behind = TimeBehind()
+        self._sources: frozenset[Any] = frozenset()  # assigned partitions that are not changelogs
+        self.offset_resets: Counter[tuple[str, int]] = Counter()
+
+    @property
+    def fence(self) -> Fence:
+        app: Any = self.app
+        fence: Fence = app.fence
+        return fence
+
+    def is_changelog(self, tp: Any) -> bool:
+        return bool(self._is_changelog_tp(tp))
+
+    def committed_offsets(self) -> Mapping[Any, int | None]:
+        """The offset committed (or started from) per assigned partition, as Faust knows it."""
+        return {tp: self._floor(tp) for tp in self.assignment()}
+
+    def _new_consumer_thread(self) -> RewindingConsumerThread:
+        return RewindingConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def note_start_offsets(self, offsets: Mapping[Any, int | None]) -> None:
+        """Where each assigned partition starts (its commit, or its beginning)."""
+        self._start_offsets = {tp: o for tp, o in offsets.items() if o is not None}
+        for tp in offsets:
+            self._holes.forget(tp)
+            self._tails.forget(tp)
+        self._sources = frozenset(offsets)
+
+    def _floor(self, tp: Any) -> int | None:
+        floor: int | None = self._committed_offset.get(tp)
+        return self._start_offsets.get(tp) if floor is None else floor
+
+    def _to_message(self, tp: Any, record: Any) -> Any:
+        message = super()._to_message(tp, record)
+        if record.timestamp is not None and tp in self._sources:
+            self._behind.delivered(tp, record.offset, record.timestamp / 1000.0)
+        return message
+
+    def time_behind(self, now: float) -> Iterator[tuple[Any, float]]:
+        """(partition, age of its oldest unprocessed message) for each assigned source partition."""
+        sources = self._sources & set(self.assignment())
+        self._behind.keep_only(sources)  # here, on the event loop, not in the consumer thread
+        for tp in sorted(sources):
+            committed = self._floor(tp)
+            lag = messages_behind(self, tp, committed)
+            if lag is not None:
+                yield tp, self._behind.seconds(tp, lag, committed, now)
+
+    # -- rebalance: drain, commit, then let Faust revoke; close what it let go --------
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        app: Any = self.app
+        sources = {tp for tp in revoked if not self.is_changelog(tp)}
+        bound = float(getattr(app, "drain_bound_s", 10.0))
+        fenced = await self.fence.revoke(sources, bound)
+        if fenced:
+            log.warning(
+                "%d batch(es) of revoked partitions still running after %.0fs are fenced: "
+                "they write nothing more, and the partitions' next owner repeats them",
+                len(fenced),
+                bound,
+            )
+        if sources:
+            try:  # what the drained batches acked, before the offsets are forgotten
+                await asyncio.wait_for(self.commit(sources), bound)
+            except Exception as exc:  # noqa: BLE001 - the next owner repeats what was not
+                log.warning("commit on revoke failed (%s)", type(exc).__name__)
+        handles = stores.held_handles(app.tables.values(), revoked)
+        await super().on_partitions_revoked(revoked)
+        stores.close_released(handles)
+
+    async def on_partitions_assigned(self, assigned: Any, generation_id: int = 0) -> None:
+        self.fence.assign(assigned)
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    # -- commit: contiguous acks only; a failed commit changes nothing ------------------
+
+    async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        """Faust would count the skipped offsets as acked; on our topics a gap is a loss."""
+
+    def _new_offset(self, tp: Any) -> int | None:
+        acked: list[int] = self._acked[tp]
+        result = committable(acked, self._floor(tp))
+        self._holes.observe(tp, result.hole, time.monotonic())
+        if result.offset is None:
+            return None
+        batch = acked[: result.run]
+        del acked[: result.run]
+        self._acked_index[tp].difference_update(batch)
+        self._behind.committed(tp, result.offset)
+        return result.offset
+
+    async def _commit_offsets(self, offsets: Mapping[Any, int], *args: Any, **kwargs: Any) -> bool:
+        before = {tp: self._committed_offset.get(tp) for tp in offsets}
+        did_commit: bool = await super()._commit_offsets(offsets, *args, **kwargs)
+        if not did_commit:  # Faust moved its committed offsets anyway: put them back
+            for tp, offset in offsets.items():
+                if self._committed_offset.get(tp) == offset:
+                    self._committed_offset[tp] = before[tp]
+        return did_commit
+
+    async def commit(self, *args: Any, **kwargs: Any) -> bool:
+        committed: bool = await super().commit(*args, **kwargs)
+        app: Any = self.app
+        if not (app.rebalancing or app.in_recovery or self.should_stop):
+            now = time.monotonic()
+            self._watch_tails(now)
+            await self._reread([*self._holes.due(now), *self._tails.due(now)])
+        return committed
+
+    def _watch_tails(self, now: float) -> None:
+        """Note partitions whose end stays past their commit while the stage sits idle."""
+        fence = self.fence
+        if fence.busy or now - fence.last_taken < TAIL_GRACE_S:
+            for tp in list(self._sources):
+                self._tails.forget(tp)
+            return
+        for tp in self._sources & set(self.assignment()):
+            floor = self._floor(tp)
+            lag = messages_behind(self, tp, floor)
+            waiting = floor is not None and not self._acked.get(tp) and bool(lag)
+            self._tails.observe(tp, floor if waiting else None, now)
+
+    async def _reread(self, due: list[tuple[Any, int]]) -> None:
+        assigned = self.assignment()
+        for tp, offset in due:
+            if tp not in assigned:
+                self._holes.forget(tp)
+                self._tails.forget(tp)
+                continue
+            try:
+                start = (await self.earliest_offsets(tp)).get(tp)
+                if start is not None and offset < start:
+                    self._resume_from_log_start(tp, offset, start)
+                    if start in self._acked.get(tp, ()):
+                        continue  # read from the log start already: the commit can move now
+                    offset = start
+                log.warning(
+                    "offsets of %s from %d were read past without being handled; "
+                    "reading the partition again from there",
+                    tp,
+                    offset,
+                )
+                await self.seek_wait({tp: offset})  # in the consumer thread, so the fetcher sees it
+            except Exception:  # retried after the next grace period
+                log.warning("could not seek %s back to %d; will retry", tp, offset, exc_info=True)
+
+    def _resume_from_log_start(self, tp: Any, committed: int, start: int) -> None:
+        log.warning(
+            "the committed offset %d of %s is older than the log start %d (retention deleted "
+            "what the stage had not read): resuming from the log start",
+            committed,
+            tp,
+            start,
+        )
+        self.offset_resets[(tp.topic, tp.partition)] += 1
+        self._committed_offset[tp] = start
+        self._holes.forget(tp)
+        self._tails.forget(tp)

@@ -7,33 +7,23 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import asyncpg
-from aiokafka.errors import KafkaError
-from fastapi import FastAPI, HTTPException, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import RedirectResponse
+from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
-from console import routes_auth, routes_dlq, routes_pages, routes_rejected
-from console.auth import LoginLimiter, Sessions
-from console.deps import LoginRequired, State, page
-from console.kafka_view import KafkaUnreachable, KafkaView
+from console import errors, routes_auth, routes_dlq, routes_pages, routes_rejected
+from console.auth import Sessions
+from console.deps import State
+from console.kafka_view import KafkaView
 from console.settings import ConsoleSettings
+from console.throttle import LoginThrottle
 from events.topics import Topics
 from sinks.email.settings import EmailSettings
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.phi.crypto import Keyring
 
 log = logging.getLogger(__name__)
-# What a lost Postgres looks like to asyncpg: refused, dropped, or shutting down.
-POSTGRES_DOWN: tuple[type[Exception], ...] = (
-    ConnectionError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-)
 access = logging.getLogger("console.access")
 SECURITY_HEADERS = {
     # Every asset is ours; no inline script can run even if some markup slipped through.
@@ -64,7 +54,12 @@ def create_app(
         app_id=app_id,
         ingress_url=ingress_url,
         sessions=Sessions(settings.signing_key(), settings.session_ttl),
-        limiter=LoginLimiter(settings.login_attempts, settings.login_window),
+        limiter=LoginThrottle(
+            settings.login_attempts,
+            settings.login_window,
+            settings.login_backoff,
+            settings.login_max_delay,
+        ),
         view=KafkaView(kafka),
     )
 
@@ -107,34 +102,7 @@ def create_app(
         )
         return response
 
-    @app.exception_handler(LoginRequired)
-    async def to_login(request: Request, exc: LoginRequired) -> Response:
-        return RedirectResponse("/login", status_code=303)
-
-    @app.exception_handler(HTTPException)
-    async def error_page(request: Request, exc: HTTPException) -> Any:
-        return page(request, "error.html", None, exc.status_code, message=exc.detail)
-
-    async def unreachable(request: Request, part: str) -> Any:
-        log.warning(f"{part} unreachable", extra={"path": request.url.path})
-        message = f"{part} unreachable: this page needs it; try again in a minute."
-        return page(request, "error.html", None, 503, message=message, title="Unavailable")
-
-    async def kafka_down(request: Request, exc: Exception) -> Any:
-        return await unreachable(request, "Kafka")
-
-    async def postgres_down(request: Request, exc: Exception) -> Any:
-        return await unreachable(request, "Postgres")
-
-    for kafka_error in (KafkaUnreachable, KafkaError):
-        app.add_exception_handler(kafka_error, kafka_down)
-    for pg_error in POSTGRES_DOWN:
-        app.add_exception_handler(pg_error, postgres_down)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_form(request: Request, exc: RequestValidationError) -> Any:
-        fields = sorted({".".join(str(x) for x in e["loc"][1:]) for e in exc.errors()})
-        return page(request, "error.html", None, 400, message=f"invalid: {', '.join(fields)}")
+    errors.install(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:

@@ -1,4 +1,4 @@
-"""Sessions, CSRF tokens, roles and the login rate limit (pure; no I/O).
+"""Sessions, CSRF tokens and roles (pure; no I/O; the login throttle is console.throttle).
 
 A session is a signed, timestamped cookie value (itsdangerous) holding the
 user name, a random nonce and the user's session generation (a short hash of
@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import defaultdict, deque
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -89,45 +88,3 @@ class Sessions:
         age = (time.time() if now is None else now) - int(made)
         fresh = -60 <= age < self.csrf_ttl_s  # a minute of clock skew between replicas
         return fresh and same(self._mac(session.nonce, int(made)), mac)
-
-
-class LoginLimiter:
-    """At most ``attempts`` failed logins per client address and per user name in ``window_s``.
-
-    Kept in memory: each console replica limits on its own, which still
-    bounds a guesser to ``attempts × replicas`` tries per window.
-    """
-
-    def __init__(self, attempts: int, window_s: float) -> None:
-        self.attempts = attempts
-        self.window_s = window_s
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        failures = self._failures[key]
-        while failures and failures[0] <= now - self.window_s:
-            failures.popleft()
-        return failures
-
-    def blocked(self, client: str, username: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        keys = (f"addr:{client}", f"user:{username.lower()}")
-        return any(len(self._recent(k, now)) >= self.attempts for k in keys)
-
-    def failed(self, client: str, username: str, now: float | None = None) -> float:
-        """Count an attempt as failed; returns its stamp for :meth:`undo`.
-
-        The login counts every attempt *before* checking the password, so
-        parallel guesses cannot all pass :meth:`blocked` while the first is
-        still being verified; a right password then undoes its count.
-        """
-        now = time.monotonic() if now is None else now
-        for key in (f"addr:{client}", f"user:{username.lower()}"):
-            self._recent(key, now).append(now)
-        return now
-
-    def undo(self, client: str, username: str, stamp: float) -> None:
-        for key in (f"addr:{client}", f"user:{username.lower()}"):
-            failures = self._failures.get(key)
-            if failures is not None and stamp in failures:
-                failures.remove(stamp)

@@ -12,9 +12,11 @@ from fastapi import Depends, Form, HTTPException, Request
 from fastapi.templating import Jinja2Templates
 
 from console import users
-from console.auth import LoginLimiter, Session, Sessions, allows, same
+from console.auth import Session, Sessions, allows, same
 from console.kafka_view import KafkaView
+from console.labels import actor_label, count_label, outcome_label
 from console.settings import ConsoleSettings
+from console.throttle import LoginThrottle
 from console.timeline import Timelines
 from events.topics import Topics
 from sinks.email.settings import EmailSettings
@@ -39,7 +41,7 @@ class State:
     app_id: str
     ingress_url: str | None
     sessions: Sessions
-    limiter: LoginLimiter
+    limiter: LoginThrottle
     view: KafkaView
     pool: asyncpg.Pool | None = None
 
@@ -54,6 +56,13 @@ class State:
 
 class LoginRequired(Exception):
     """No valid session: the handler redirects to the login page."""
+
+
+class InvalidFilter(HTTPException):
+    """A list page's filter that cannot be read: 400, the page says which and why."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(400, f"This filter is invalid: {detail}")
 
 
 def state(request: Request) -> State:
@@ -93,7 +102,9 @@ ConsoleState = Annotated[State, Depends(state)]
 def require(role: str) -> Any:
     async def check(user: CurrentUser) -> users.User:
         if not allows(user.role, role):
-            raise HTTPException(403, f"this needs the {role} role")
+            raise HTTPException(
+                403, f"Not allowed for your role ({user.role}): this needs the {role} role."
+            )
         return user
 
     return Depends(check)
@@ -133,7 +144,10 @@ def since_param(value: str) -> datetime | None:
     try:
         return parse_since(value or None, datetime.now(UTC))
     except ValueError:
-        raise HTTPException(400, "since: an ISO time or a duration such as 2h or 7d") from None
+        raise InvalidFilter(
+            f"since is {value!r}; it takes an ISO time (2026-01-31T08:00) or a duration back"
+            " from now (30m, 2h, 7d)."
+        ) from None
 
 
 OperatorUser = Annotated[users.User, require("operator")]
@@ -148,7 +162,15 @@ def page(
     return templates.TemplateResponse(
         request,
         name,
-        {"user": user, "csrf": csrf_token(request), "allows": allows, **context},
+        {
+            "user": user,
+            "csrf": csrf_token(request),
+            "allows": allows,
+            "count_label": count_label,
+            "actor_label": actor_label,
+            "outcome_label": outcome_label,
+            **context,
+        },
         status_code=status,
         headers={"Cache-Control": "no-store"},
     )

@@ -1,15 +1,16 @@
 """Masks for patient names and emails, shown wherever the viewer has not revealed them (pure).
 
-``Jane Smith`` becomes ``J*** S****`` and ``jane@example.com`` becomes
+``Jane Smith`` becomes ``J*** S***`` and ``jane@example.com`` becomes
 ``j***@example.com``: enough for a support call to recognise a record, not
-enough to read it off a shared screen.
+enough to read it off a shared screen. Every word gets three stars whatever
+its length, so the mask does not tell a name's length.
 """
 
 from __future__ import annotations
 
 
 def mask_word(word: str) -> str:
-    return word[:1] + "*" * max(len(word) - 1, 3) if word else ""
+    return word[:1] + "***" if word else ""
 
 
 def mask_name(name: str | None) -> str:

@@ -9,8 +9,9 @@ from typing import Any
 import asyncpg
 import httpx
 
-from console.chart import Bar, bars, per_interval
+from console.chart import Chart, chart, per_interval
 from console.kafka_view import KafkaUnreachable, KafkaView
+from console.replays import replayed_count
 from events.topics import Topics
 
 EVENTS = ("visit.completed", "treatment.updated")
@@ -18,14 +19,21 @@ EVENTS = ("visit.completed", "treatment.updated")
 
 @dataclass(slots=True)
 class Overview:
-    day: list[Bar]
-    week: list[Bar]
+    day: Chart
+    week: Chart
     day_total: dict[str, int]
     stages: list[dict[str, Any]]
-    dlq: int | None
+    dlq: int | None  # open: on the DLQ, not replayed
     rejected: int | None
     last_received: datetime | None
     ready: dict[str, bool] = field(default_factory=dict)
+    dlq_replayed: int | None = None
+
+
+def day_starts(now: datetime, days: int) -> list[datetime]:
+    """UTC midnights of the last ``days`` days, today's last."""
+    top = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return [top - timedelta(days=days - 1 - i) for i in range(days)]
 
 
 def hour_starts(now: datetime, hours: int) -> list[datetime]:
@@ -74,12 +82,13 @@ async def gather(
         await view.check()
     except KafkaUnreachable:
         ready["kafka"] = False
-        return Overview([], [], dict.fromkeys(EVENTS, 0), [], None, None, None, ready)
+        return Overview(Chart(), Chart(), dict.fromkeys(EVENTS, 0), [], None, None, None, ready)
     ready["kafka"] = True
     now = datetime.now(UTC)
-    week_starts = hour_starts(now, 24 * 7)
-    week = await _series(view, topics, week_starts)
-    day_starts, day = week_starts[-24:], {event: values[-24:] for event, values in week.items()}
+    hours = hour_starts(now, 24)
+    day = await _series(view, topics, hours)
+    days = day_starts(now, 7)
+    week = await _series(view, topics, days)
     hour_ago = int((now - timedelta(hours=1)).timestamp() * 1000)
     stages = []
     for stage, inputs in stage_inputs(topics).items():
@@ -91,12 +100,19 @@ async def gather(
         members = await view.group_members(group)
         ready[f"worker {stage}"] = members > 0
         stages.append({"stage": stage, "members": members, "last_hour": last_hour, **lag})
+    dlq_total = await view.count(topics.dlq)
+    beginnings = {
+        tp.partition: await view.beginning(topics.dlq, tp.partition)
+        for tp in await view.partitions(topics.dlq)
+    }
+    replayed = await replayed_count(pool, topics.dlq, beginnings)
     return Overview(
-        day=bars(day_starts, day),
-        week=bars(week_starts, week),
+        day=chart(hours, day, label="%H:00", every=3, unit="hour"),
+        week=chart(days, week, label="%a %d", every=1, unit="day, so far for today"),
         day_total={event: sum(values) for event, values in day.items()},
         stages=stages,
-        dlq=await view.count(topics.dlq),
+        dlq=max(dlq_total - replayed, 0),
+        dlq_replayed=replayed,
         rejected=await view.count(topics.rejected),
         last_received=await view.last_message_at(
             [topics.visit_completed, topics.treatment_updated]

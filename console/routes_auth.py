@@ -1,16 +1,20 @@
-"""Log in and out. Failed logins are rate-limited and written to the audit log."""
+"""Log in and out. Failed logins are throttled (console.throttle) and written to the audit log."""
 
 from __future__ import annotations
 
+import math
 import secrets
+import time
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
 from console import users
 from console.auth import same
 from console.deps import COOKIE, ConsoleState, Csrf, CurrentUser, client_addr, page
+from console.labels import ANONYMOUS
 from spakinect_pipeline import audit
 
 router = APIRouter()
@@ -54,16 +58,27 @@ async def login(
         return _login_page(request, "The form expired: please try again.", 403)
     addr, name = client_addr(request), username.strip().lower()
     target = _audit_target(name)
-    if st.limiter.blocked(addr, name):
-        await audit.record(st.db, "login.limited", target, actor="console:-", client_addr=addr)
-        return _login_page(request, "Too many failed attempts: wait a few minutes.", 429)
-    # Counted before the (slow) check, so parallel guesses cannot all slip past blocked().
-    stamp = st.limiter.failed(addr, name)
+    now = time.monotonic()
+    verdict = st.limiter.judge(addr, name, now)
+    if verdict.refuse_s > 0:
+        await audit.record(st.db, "login.limited", target, actor=ANONYMOUS, client_addr=addr)
+        wait = math.ceil(verdict.refuse_s)
+        message = (
+            "Too many failed attempts at this user name from your address: "
+            f"try again in {wait} s. Other addresses are not affected."
+        )
+        response = _login_page(request, message, 429)
+        response.headers["Retry-After"] = str(wait)
+        return response
+    # Counted before the (slow) check, so parallel guesses cannot all slip past judge().
+    st.limiter.failed(addr, name, now)
+    if verdict.delay_s > 0:  # the name is being guessed (from elsewhere): slowed, not refused
+        await anyio.sleep(verdict.delay_s)
     user = await users.verify(st.db, name, password)
     if user is None:
-        await audit.record(st.db, "login.failed", target, actor="console:-", client_addr=addr)
+        await audit.record(st.db, "login.failed", target, actor=ANONYMOUS, client_addr=addr)
         return _login_page(request, "Wrong user name or password.", 401)
-    st.limiter.undo(addr, name, stamp)
+    st.limiter.succeeded(addr, name)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         COOKIE,

@@ -12,12 +12,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 
-from console import users
+from console import replays, users
 from console.auth import allows
 from console.deps import (
     ConsoleState,
     Csrf,
     CurrentUser,
+    InvalidFilter,
     OperatorUser,
     State,
     client_addr,
@@ -26,12 +27,15 @@ from console.deps import (
     since_param,
     state,
 )
+from console.replays import letter_state
 from ingress.replay_rejected import replay_rejected
 from spakinect_pipeline import audit
 from spakinect_pipeline.publisher import PublishFailed
-from streams.dlq_tools import DeadLetter, matches, read_dead_letters, replay
+from streams.dlq_tools import DeadLetter, matches, read_dead_letters, replay, target_topic
 
 router = APIRouter()
+STATES = ("", "open", "replayed")
+"""The list's state filter: any, open, or replayed (resolved included)."""
 MAX_REPLAY = 500
 """Most dead letters one replay takes (each is read on its own)."""
 
@@ -74,15 +78,37 @@ async def dlq_list(
     stage: Annotated[str, Query(max_length=20)] = "",
     reason: Annotated[str, Query(max_length=100)] = "",
     since: Annotated[str, Query(max_length=40)] = "",
+    state: Annotated[str, Query(max_length=20)] = "",
 ) -> Any:
     moment = since_param(since)
+    if state not in STATES:
+        raise InvalidFilter(f"state is {state!r}; it takes one of {', '.join(STATES)}.")
     letters = [
         x
         for x in await _letters(st)
         if matches(x, set(), moment, stage or None)
         and (not reason or x.headers.get("error_type") == reason)
     ]
-    return page(request, "dlq.html", user, letters=letters, stage=stage, reason=reason, since=since)
+    found = await replays.latest(st.db, st.topics.dlq)
+    postgres = [x.event_id for x in letters if x.stage == "postgres" and x.event_id]
+    written = await replays.written(st.db, postgres) if postgres else set()
+    rows = [
+        (x, letter_state(found.get((x.partition, x.offset)), x.stage, x.event_id in written))
+        for x in letters
+    ]
+    if state:
+        rows = [(x, s) for x, s in rows if (s.state == "open") == (state == "open")]
+    return page(
+        request,
+        "dlq.html",
+        user,
+        rows=rows,
+        stage=stage,
+        reason=reason,
+        since=since,
+        state=state,
+        open_count=sum(s.state == "open" for _, s in rows),
+    )
 
 
 @router.get("/dlq/{partition}/{offset}")
@@ -121,40 +147,31 @@ async def dlq_replay(
         raise HTTPException(404, "none of the selected dead letters is on the DLQ")
     if confirm != "yes":
         return page(request, "dlq_confirm.html", user, letters=chosen)
-    await _audit(
-        request,
-        user,
-        "dlq.replay",
-        f"dlq:{','.join(sorted(wanted))[:200]}",
-        {"event_ids": [x.event_id for x in chosen]},
+    target = f"dlq:{','.join(sorted(wanted))[:200]}"
+    await _audit(request, user, "dlq.replay", target, {"event_ids": [x.event_id for x in chosen]})
+    routable = [x for x in chosen if target_topic(x, st.topics) is not None]
+    actor = f"console:{user.username}"
+    await replays.record(
+        st.db, st.topics.dlq, [x for x in chosen if x not in routable], actor, "no stage"
     )
     try:
-        sent = await replay(st.kafka, chosen, progress=False)
+        sent = await replay(st.kafka, routable, progress=False)
     except PublishFailed as exc:
-        await _audit(
-            request,
-            user,
-            "dlq.replay.failed",
-            f"dlq:{','.join(sorted(wanted))[:200]}",
-            {"error": type(exc).__name__},
-        )
+        await replays.record(st.db, st.topics.dlq, routable, actor, "failed")
+        await _audit(request, user, "dlq.replay.failed", target, {"error": type(exc).__name__})
         raise HTTPException(
             503,
             "Kafka did not take the replay: some of the letters may have gone, all are still "
             "on the DLQ; replaying them again is safe (the stages drop what they have).",
         ) from None
-    await _audit(
-        request,
-        user,
-        "dlq.replay.done",
-        f"dlq:{','.join(sorted(wanted))[:200]}",
-        {"sent": sent, "of": len(chosen)},
-    )
+    await replays.record(st.db, st.topics.dlq, routable, actor, "sent")
+    await _audit(request, user, "dlq.replay.done", target, {"sent": sent, "of": len(chosen)})
     return page(
         request,
         "done.html",
         user,
-        message=f"Replayed {sent} of {len(chosen)} dead letter(s) to the stages that failed them.",
+        message=f"Replayed {sent} of {len(chosen)} dead letter(s) to the stages that failed them;"
+        " the list marks them replayed.",
     )
 
 

@@ -18,6 +18,7 @@ from console.deps import (
     since_param,
 )
 from console.mask import mask_patient
+from console.not_received import checks, raw_window, read_what
 from console.overview import gather
 from console.timeline import KINDS
 from sinks.postgres.protect import open_visit
@@ -45,6 +46,13 @@ async def _lookup(
         only = q if kind == "event_id" else None
         for event, entity in await timelines.entities(kind, q):
             visit = await timelines.visit(entity) if event == "visit.completed" else None
+            deliveries = await timelines.deliveries(event, entity, only)
+            if not deliveries and visit is None:
+                window = await raw_window(st.view, st.topics, event, entity)
+                results.append(
+                    {"missing": True, "read": read_what(window), "checks": checks(kind, window)}
+                )
+                continue
             patient = None
             if visit is not None and visit["phi_redacted_at"] is None:
                 plain = open_visit(visit, st.keyring)
@@ -56,7 +64,7 @@ async def _lookup(
                     "visit": visit,
                     "patient": patient,
                     "revealed": revealed == entity,
-                    "deliveries": await timelines.deliveries(event, entity, only),
+                    "deliveries": deliveries,
                 }
             )
     return page(request, "lookup.html", user, kind=kind, q=q, kinds=KINDS, results=results)

@@ -25,6 +25,8 @@ from console.deps import (
     since_param,
 )
 from console.kafka_view import Found
+from console.labels import reason_label
+from console.refused import Shown, shown
 from ingress.intake import Refused, decide
 from ingress.replay_rejected import replay_selected
 from spakinect_pipeline import audit
@@ -39,7 +41,9 @@ MAX_SELECTED = 500
 def verdict(found: Found, now_ms: int) -> str:
     """What today's models say of a kept body: ``accepted now`` or ``still refused: <reason>``."""
     decision = decide(found.value or b"", None, now_ms)
-    return f"still refused: {decision.reason}" if isinstance(decision, Refused) else "accepted now"
+    if isinstance(decision, Refused):
+        return f"still refused: {reason_label(decision.reason)}"
+    return "accepted now"
 
 
 @router.get("/rejected/list")
@@ -52,7 +56,7 @@ async def rejected_list(
 ) -> Any:
     moment = since_param(since)
     await st.view.check()
-    rows: list[tuple[Found, str]] = []
+    rows: list[tuple[Found, str, Shown]] = []
     now_ms = int(time.time() * 1000)
     for tp in await st.view.partitions(st.topics.rejected):
         end = await st.view.offset_at(tp.topic, tp.partition, 2**62)
@@ -62,7 +66,8 @@ async def rejected_list(
                 continue
             if moment is not None and found.at < moment:
                 continue
-            rows.append((found, verdict(found, now_ms)))
+            kept = shown(found.value or b"", found.headers.get("fields", ""), now_ms)
+            rows.append((found, verdict(found, now_ms), kept))
     rows.sort(key=lambda row: row[0].at, reverse=True)
     return page(
         request,

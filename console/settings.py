@@ -29,6 +29,8 @@ class ConsoleSettings(BaseSettings):
     trusted_proxy_header: str | None = None
     login_attempts: int = Field(default=5, ge=1, le=1000)
     login_window: Duration = Field(default=900.0, gt=0)
+    login_backoff: Duration = Field(default=30.0, gt=0)
+    login_max_delay: Duration = Field(default=5.0, ge=0)
     secure_cookies: bool = False
     forwarded_allow_ips: str | None = None
 

@@ -20,6 +20,8 @@ import orjson
 
 from console.kafka_view import SCAN_LIMIT, Found, KafkaView, Scan, partition_for
 from console.mask import mask_email
+from console.replays import Position, Replay, dlq_steps, latest, was_replayed
+from console.step import Step
 from events.topics import Topics
 from sinks.email.render import clinic_recipients, message_id
 from sinks.email.settings import EmailSettings
@@ -29,16 +31,6 @@ EVENT_COLUMNS = (
     " clean_topic, clean_partition, clean_offset, phi_redacted_at"
 )
 KINDS = ("gfe_id", "treatment_id", "event_id", "location")
-
-
-@dataclass(slots=True)
-class Step:
-    """One stage's part: ``done``, ``failed``, ``skipped`` or ``waiting`` (with who holds it)."""
-
-    stage: str
-    state: str
-    at: datetime | None
-    detail: str
 
 
 @dataclass(slots=True)
@@ -152,20 +144,6 @@ def email_step(
     )
 
 
-def dlq_steps(letters: list[Found]) -> list[Step]:
-    return [
-        Step(
-            h.get("stage", "?"),
-            "failed",
-            f.at,
-            f"dead-lettered: {h.get('error_type', '?')}: {h.get('error', '')} "
-            f"(DLQ offset {f.partition}:{f.offset})",
-        )
-        for f in letters
-        for h in [f.headers]
-    ]
-
-
 class Timelines:
     """Gathers a lookup's records from Postgres and Kafka and assembles the steps."""
 
@@ -237,10 +215,13 @@ class Timelines:
         ids.discard("")
         if only is not None:
             ids &= {only}
+        replays = await latest(self.pool, self.topics.dlq, event_ids=sorted(ids)) if ids else {}
         found = []
         for event_id in sorted(ids, reverse=True):
             found.append(
-                await self._delivery(event_id, event, entity, raw, clean, dead, rows, visit)
+                await self._delivery(
+                    event_id, event, entity, raw, clean, dead, rows, visit, replays
+                )
             )
         return found
 
@@ -254,6 +235,7 @@ class Timelines:
         dead: Scan,
         rows: dict[str, asyncpg.Record],
         visit: Any,
+        replays: dict[Position, Replay],
     ) -> Delivery:
         mine = [f for f in raw if f.headers.get("event_id") == event_id]
         row = rows.get(event_id)
@@ -264,7 +246,8 @@ class Timelines:
             steps.append(Step("ingress", "done", row["received_at"], detail))
         received = steps[0].at if steps else None
         published = published_all[0] if published_all else None
-        steps.append(clean_step(row, published, received, clean.complete))
+        # The verdict right after the first delivery: later ones are judged by it.
+        steps.insert(min(len(steps), 1), clean_step(row, published, received, clean.complete))
         disposition = (
             row["disposition"]
             if row
@@ -272,7 +255,12 @@ class Timelines:
         )
         since = published.at if published else received
         letters = [f for f in dead.found if f.headers.get("event_id") == event_id]
-        steps.append(postgres_step(row, visit, since, letters))
+        replayed, still_open = dlq_steps(
+            [(f.at, f.partition, f.offset, f.headers) for f in letters], replays
+        )
+        steps.extend(replayed)  # failed, then replayed: before what the replay led to
+        open_letters = [f for f in letters if not was_replayed((f.partition, f.offset), replays)]
+        steps.append(postgres_step(row, visit, since, open_letters))
         if event == "visit.completed":
             sent, read_all = await self._sent(event_id, published, row, received)
             step = email_step(event_id, disposition, visit, sent, self.email, since)
@@ -280,7 +268,7 @@ class Timelines:
                 detail = f"no send found in the {SCAN_LIMIT} changelog messages read"
                 step = Step("email", "unknown", since, detail)
             steps.append(step)
-        steps.extend(dlq_steps(letters))
+        steps.extend(still_open)  # the latest word on an event still in the DLQ
         return Delivery(event_id, event, entity, steps)
 
     async def _sent(

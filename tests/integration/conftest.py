@@ -34,6 +34,8 @@ from streams.stages import STAGE_NAMES
 from tests.helpers import TcpProxy, wait_consumed, wait_group_stable, wait_until
 from tests.services import Services
 
+from .console_fixtures import browser, console  # noqa: F401 - the console tests' fixtures
+
 STAGES = STAGE_NAMES
 
 

@@ -7,106 +7,29 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import secrets
-import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from urllib.parse import quote
 
 import httpx
 import orjson
-import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, expect
 
-from devstack.process import ManagedProcess, free_port
-from devstack.stack import http_ok, pipeline_process
+from devstack.process import free_port
 from events.samples import SAMPLES, sample_visit
 from tests.helpers import produce, wait_until
 
 from .conftest import Pipeline
+from .console_fixtures import (
+    PASSWORD,
+    Console,
+    logged_in,
+    logged_in_as,
+    login_form,
+    run_cli,
+    start_console,
+    users_add,
+)
 from .test_faults import cli
-
-CHROMIUM = "/usr/bin/chromium"
-PASSWORD = "correct horse battery staple"
-ROLES = ("viewer", "operator", "phi", "admin")
-CLI = [sys.executable, "-m", "cli.main"]
-
-
-@dataclass
-class Console:
-    url: str
-    short_url: str  # the same console with a 2 s session TTL
-
-
-def _run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], input=stdin, env=env, capture_output=True, text=True, timeout=60
-    )
-
-
-def _users_add(env: dict[str, str], name: str, role: str) -> None:
-    done = _run(env, "users", "add", name, "--role", role, "--password-stdin", stdin=PASSWORD)
-    assert done.returncode == 0, done.stderr
-
-
-def _console(pipeline: Pipeline, name: str, ttl: str, **more: str) -> tuple[ManagedProcess, str]:
-    port = free_port()
-    env = {
-        **pipeline.env,
-        "CONSOLE_BIND": f"127.0.0.1:{port}",
-        "CONSOLE_SECRET_KEY": secrets.token_urlsafe(32),
-        "CONSOLE_SESSION_TTL": ttl,
-        "INGRESS_URL": pipeline.ingress_url,
-        **more,
-    }
-    process = pipeline_process(name, ["console"], env, pipeline.logs)
-    process.start()
-    url = f"http://127.0.0.1:{port}"
-    process.wait_ready(lambda: http_ok(f"{url}/healthz"), 60, "console up")
-    return process, url
-
-
-@pytest.fixture(scope="module")
-async def console(pipeline: Pipeline) -> AsyncIterator[Console]:
-    env = {**pipeline.env, "PYTHONUNBUFFERED": "1"}
-    await asyncio.gather(
-        *(asyncio.to_thread(_users_add, {**os.environ, **env}, r, r) for r in ROLES)
-    )
-    main, url = await asyncio.to_thread(_console, pipeline, "console", "1h")
-    short, short_url = await asyncio.to_thread(_console, pipeline, "console-short", "2s")
-    try:
-        yield Console(url, short_url)
-    finally:
-        await asyncio.gather(asyncio.to_thread(main.stop, 20), asyncio.to_thread(short.stop, 20))
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-async def logged_in(browser: Browser, url: str, user: str) -> Page:
-    return await logged_in_as(browser, url, user, PASSWORD)
-
-
-async def logged_in_as(browser: Browser, url: str, user: str, password: str) -> Page:
-    page = await (await browser.new_context()).new_page()
-    dialogs: list[str] = []
-    page.on("dialog", lambda d: dialogs.append(d.message))
-    page.dialogs = dialogs  # type: ignore[attr-defined]
-    await page.goto(url + "/login")
-    await page.fill("input[name=username]", user)
-    await page.fill("input[name=password]", password)
-    await page.click("button[type=submit]")
-    await expect(page.locator("h1")).to_have_text("Overview")
-    return page
 
 
 async def test_sample_timeline_masked_reveal_and_audit(
@@ -145,7 +68,7 @@ async def test_sample_timeline_masked_reveal_and_audit(
     )
     assert await steps.count() == 5
     patient = page.locator("#patient")
-    await expect(patient).to_contain_text("J*** S****")
+    await expect(patient).to_contain_text("J*** S***,")
     await expect(patient).to_contain_text("j***@example.com")
     assert "Jane" not in await page.content()
     assert gfe_id not in await page.title()
@@ -280,7 +203,7 @@ async def test_a_post_without_the_csrf_token_is_refused(console: Console, browse
     for listing in ("/dlq", "/audit"):  # one parser of `since` for both
         bad = await page.request.get(f"{console.url}{listing}?since=yesterday-ish")
         assert bad.status == 400
-        assert "since: an ISO time or a duration" in await bad.text()
+        assert "This filter is invalid: since is" in await bad.text()
 
 
 async def test_a_hostile_patient_name_renders_as_text(
@@ -316,47 +239,40 @@ async def test_an_expired_session_goes_back_to_login(console: Console, browser: 
     assert page.url.endswith("/login")
 
 
-async def _login_form(client: httpx.AsyncClient) -> tuple[str, str]:
-    """A login form's token and its console_login cookie (read by hand: it may be Secure)."""
-    form = await client.get("/login")
-    token = re.search(r'name="login_token" value="([^"]+)"', form.text)
-    assert token is not None
-    return token.group(1), form.headers["set-cookie"]
-
-
 async def test_failed_logins_are_limited_and_audited(pipeline: Pipeline, console: Console) -> None:
-    typed = ["Hunter2 my secret"] + ["nobody"] * 5  # a password typed in the user name box first
+    typed = ["Hunter2 my secret"] + ["nobody"] * 6  # a password typed in the user name box first
     async with httpx.AsyncClient(base_url=console.short_url, timeout=10) as client:
         statuses = []
         for name in typed:
-            token, _ = await _login_form(client)
+            token, _ = await login_form(client)
             answer = await client.post(
                 "/login", data={"username": name, "password": "wrong", "login_token": token}
             )
             statuses.append(answer.status_code)
-    assert statuses == [401] * 5 + [429]
+    assert statuses == [401] * 6 + [429]  # five per user name and address
     counts = await pipeline.fetch(
-        "SELECT action, target, count(*) AS n FROM audit_log WHERE action LIKE 'login.%'"
+        "SELECT action, target, actor, count(*) AS n FROM audit_log WHERE action LIKE 'login.%'"
         " AND (target IN ('user:nobody', 'user:(invalid)') OR target ILIKE '%hunter2%')"
-        " GROUP BY action, target ORDER BY action, target"
+        " GROUP BY action, target, actor ORDER BY action, target"
     )
     assert [(c["action"], c["target"], c["n"]) for c in counts] == [
         ("login.failed", "user:(invalid)", 1),
-        ("login.failed", "user:nobody", 4),
+        ("login.failed", "user:nobody", 5),
         ("login.limited", "user:nobody", 1),
     ]
+    assert {c["actor"] for c in counts} == {"console:(not logged in)"}
 
 
 async def test_parallel_guesses_are_limited_per_forwarded_client(
     pipeline: Pipeline, console: Console
 ) -> None:
     settings = {"CONSOLE_FORWARDED_ALLOW_IPS": "127.0.0.1", "CONSOLE_SECURE_COOKIES": "true"}
-    process, url = await asyncio.to_thread(_console, pipeline, "console-lb", "1h", **settings)
+    process, url = await asyncio.to_thread(start_console, pipeline, "console-lb", "1h", **settings)
     try:
 
         async def form() -> tuple[str, str]:
             async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-                token, cookie = await _login_form(client)
+                token, cookie = await login_form(client)
             assert "Secure" in cookie
             return token, cookie.split(";")[0]
 
@@ -385,7 +301,7 @@ async def test_parallel_guesses_are_limited_per_forwarded_client(
     finally:
         await asyncio.to_thread(process.stop, 20)
     async with httpx.AsyncClient(base_url=console.url, timeout=10) as client:
-        token, _ = await _login_form(client)  # CONSOLE_FORWARDED_ALLOW_IPS unset: ignored
+        token, _ = await login_form(client)  # CONSOLE_FORWARDED_ALLOW_IPS unset: ignored
         await client.post(
             "/login",
             data={"username": "forger", "password": "wrong", "login_token": token},
@@ -421,7 +337,7 @@ async def test_refused_bodies_are_revalidated_and_replayed_after_a_confirmation(
     assert (await pipeline.post(broken)).status_code == 422
     page = await logged_in(browser, console.url, "operator")
     await page.goto(f"{console.url}/rejected")
-    await expect(page.locator("main")).to_contain_text("still_refused:")
+    await expect(page.locator("main")).to_contain_text("still refused: schema")
     await page.click("main form button")
     await expect(page.locator("h1")).to_have_text("Replay refused bodies?")
     await page.click("#confirm-replay")
@@ -503,10 +419,10 @@ async def test_users_cli_changes_passwords_and_removal_ends_sessions(
     pipeline: Pipeline, console: Console, browser: Browser
 ) -> None:
     env = {**os.environ, **pipeline.env}
-    await asyncio.to_thread(_users_add, env, "temp.user", "viewer")
+    await asyncio.to_thread(users_add, env, "temp.user", "viewer")
     page = await logged_in(browser, console.url, "temp.user")
     changed = await asyncio.to_thread(
-        _run, env, "users", "passwd", "temp.user", "--password-stdin", stdin="another long one"
+        run_cli, env, "users", "passwd", "temp.user", "--password-stdin", stdin="another long one"
     )
     assert changed.returncode == 0, changed.stderr
     async with httpx.AsyncClient(base_url=console.url, timeout=10) as client:
@@ -521,11 +437,11 @@ async def test_users_cli_changes_passwords_and_removal_ends_sessions(
     await page.goto(f"{console.url}/lookup")  # the session from before the change has ended
     assert page.url.endswith("/login")
     page = await logged_in_as(browser, console.url, "temp.user", "another long one")
-    removed = await asyncio.to_thread(_run, env, "users", "remove", "temp.user")
+    removed = await asyncio.to_thread(run_cli, env, "users", "remove", "temp.user")
     assert removed.returncode == 0, removed.stderr
     await page.goto(f"{console.url}/lookup")
     assert page.url.endswith("/login")
-    again = await asyncio.to_thread(_run, env, "users", "remove", "temp.user")
+    again = await asyncio.to_thread(run_cli, env, "users", "remove", "temp.user")
     assert again.returncode == 1
     assert "no user temp.user" in again.stderr
     actions = await pipeline.fetch(
@@ -538,7 +454,7 @@ async def test_users_cli_changes_passwords_and_removal_ends_sessions(
 async def test_logging_out_ends_copies_of_the_session_too(
     pipeline: Pipeline, console: Console, browser: Browser
 ) -> None:
-    await asyncio.to_thread(_users_add, {**os.environ, **pipeline.env}, "leaving.user", "viewer")
+    await asyncio.to_thread(users_add, {**os.environ, **pipeline.env}, "leaving.user", "viewer")
     page = await logged_in(browser, console.url, "leaving.user")
     copied = await page.context.cookies()
     await page.click("header form button")
@@ -574,7 +490,7 @@ async def test_behind_a_trusted_proxy_its_header_names_the_user(
     pipeline: Pipeline, console: Console
 ) -> None:
     proxy = {"CONSOLE_TRUSTED_PROXY_HEADER": "X-Forwarded-User"}
-    process, url = await asyncio.to_thread(_console, pipeline, "console-proxy", "1h", **proxy)
+    process, url = await asyncio.to_thread(start_console, pipeline, "console-proxy", "1h", **proxy)
     try:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             nobody = await client.get("/lookup")
@@ -617,10 +533,12 @@ async def test_without_kafka_the_overview_and_lookup_say_so(
     pipeline: Pipeline, console: Console
 ) -> None:
     nowhere = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
-    process, url = await asyncio.to_thread(_console, pipeline, "console-no-kafka", "1h", **nowhere)
+    process, url = await asyncio.to_thread(
+        start_console, pipeline, "console-no-kafka", "1h", **nowhere
+    )
     try:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            token, _ = await _login_form(client)
+            token, _ = await login_form(client)
             login = await client.post(
                 "/login", data={"username": "viewer", "password": PASSWORD, "login_token": token}
             )

@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from console.auth import LoginLimiter, Session, Sessions, allows, generation
-from console.chart import bars, per_interval
+from console.auth import Session, Sessions, allows, generation
+from console.chart import HEIGHT, chart, per_interval
 from console.kafka_view import Found, partition_for
 from console.mask import mask_email, mask_name, mask_patient
 from console.settings import ConsoleSettings
+from console.throttle import LoginThrottle, Verdict
 from console.timeline import clean_step, email_step, entity_of, postgres_step, raw_steps
 from console.users import UserError, check
 from sinks.email.settings import EmailSettings
@@ -23,11 +24,12 @@ AT = datetime(2026, 11, 28, 17, tzinfo=UTC)
 
 
 def test_names_and_emails_are_masked() -> None:
-    assert mask_name("Jane Smith") == "J*** S****"
+    assert mask_name("Jane Smith") == "J*** S***"
+    assert mask_name("Bartholomew Li") == mask_name("Bob Lancaster-Smythe")  # no lengths
     assert mask_name("Al") == "A***"
     assert mask_name(None) == "—"
     assert mask_email("jane.smith@example.com") == "j***@example.com"
-    assert mask_email("no-at-sign") == "n*********"
+    assert mask_email("no-at-sign") == "n***"
     assert mask_patient({"patient_name": "Jo Doe", "patient_email": "jo@x.org"}) == {
         "patient_name": "J*** D***",
         "patient_email": "j***@x.org",
@@ -71,24 +73,44 @@ def test_roles_are_a_ladder() -> None:
     assert not allows("root", "viewer")
 
 
-def test_the_login_limit_counts_per_address_and_per_user_within_the_window() -> None:
-    limiter = LoginLimiter(attempts=2, window_s=10)
-    limiter.failed("1.2.3.4", "ana", now=0)
-    assert not limiter.blocked("1.2.3.4", "bob", now=1)
-    limiter.failed("5.6.7.8", "Ana", now=1)
-    assert limiter.blocked("9.9.9.9", "ana", now=2)  # the user, from anywhere
-    limiter.failed("1.2.3.4", "carl", now=2)
-    assert limiter.blocked("1.2.3.4", "dora", now=3)  # the address, for any user
-    assert not limiter.blocked("1.2.3.4", "ana", now=13)  # the window has passed
+def test_guessing_backs_off_per_address_and_user_and_never_locks_out_others() -> None:
+    throttle = LoginThrottle(attempts=2, window_s=100, backoff_s=10, max_delay_s=3)
+    for now in (0, 1):
+        assert throttle.judge("1.1.1.1", "admin", now) == Verdict()
+        throttle.failed("1.1.1.1", "Admin", now)
+    assert throttle.judge("1.1.1.1", "admin", 2).refuse_s == 9  # the guesser backs off
+    assert throttle.judge("1.1.1.1", "bob", 2) == Verdict()  # its other names do not
+    clean = throttle.judge("2.2.2.2", "admin", 2)  # another address: slowed, not refused
+    assert clean.refuse_s == 0
+    assert clean.delay_s == 0.5
+    assert throttle.judge("1.1.1.1", "admin", 11) == Verdict(delay_s=0.5)  # its turn again
+    throttle.failed("1.1.1.1", "admin", 11)
+    assert throttle.judge("1.1.1.1", "admin", 12).refuse_s == 19  # doubled: 20 s from 11
+    assert throttle.judge("3.3.3.3", "admin", 12).delay_s == 1.0
+    for now in (12, 13, 14):
+        throttle.failed("4.4.4.4", "admin", now)
+    assert throttle.judge("3.3.3.3", "admin", 15).delay_s == 3  # capped
+    assert throttle.judge("1.1.1.1", "admin", 200) == Verdict()  # the window has passed
 
 
-def test_an_attempt_counts_before_its_check_and_a_right_password_undoes_it() -> None:
-    limiter = LoginLimiter(attempts=2, window_s=10)
-    first = limiter.failed("1.2.3.4", "ana", now=0)
-    limiter.failed("1.2.3.4", "ana", now=0)  # in flight at the same time: both count
-    assert limiter.blocked("1.2.3.4", "ana", now=1)
-    limiter.undo("1.2.3.4", "ana", first)
-    assert not limiter.blocked("1.2.3.4", "ana", now=1)
+def test_an_address_guessing_many_names_backs_off() -> None:
+    throttle = LoginThrottle(attempts=2, window_s=100, backoff_s=10)
+    for n in range(8):  # 4 x attempts, each name once
+        assert throttle.judge("1.1.1.1", f"user{n}", n).refuse_s == 0
+        throttle.failed("1.1.1.1", f"user{n}", n)
+    assert throttle.judge("1.1.1.1", "someone", 8).refuse_s == 9
+    assert throttle.judge("2.2.2.2", "someone", 8) == Verdict()
+
+
+def test_an_attempt_counts_before_its_check_and_a_right_password_forgives_its_address() -> None:
+    throttle = LoginThrottle(attempts=2, window_s=10, backoff_s=5)
+    throttle.failed("1.2.3.4", "ana", 0)
+    throttle.failed("1.2.3.4", "ana", 0)  # in flight at the same time: both count
+    assert throttle.judge("1.2.3.4", "ana", 1).refuse_s > 0
+    throttle.failed("5.6.7.8", "ana", 0)
+    throttle.succeeded("1.2.3.4", "ana")
+    assert throttle.judge("1.2.3.4", "ana", 1) == Verdict()  # 1 failure left, from 5.6.7.8
+    assert throttle.judge("5.6.7.8", "ana", 1) == Verdict()
 
 
 def test_a_csrf_token_expires_and_odd_text_is_refused_not_an_error() -> None:
@@ -135,10 +157,13 @@ def test_user_names_roles_and_passwords_are_checked() -> None:
 
 def test_the_chart_counts_per_hour_and_scales_to_the_peak() -> None:
     assert per_interval([0, 3, 3, 10]) == [3, 0, 7]
-    drawn = bars([AT, AT], {"visit.completed": [2, 4], "treatment.updated": [0, 4]})
-    assert len(drawn) == 3  # zero counts draw nothing
-    assert max(b.height for b in drawn) == pytest.approx(75)
-    assert bars([], {}) == []
+    drawn = chart([AT, AT], {"visit.completed": [2, 4], "treatment.updated": [0, 4]}, every=2)
+    assert len(drawn.bars) == 3  # zero counts draw nothing
+    assert sum(b.height for b in drawn.bars[1:]) == pytest.approx(HEIGHT - 16 - 22)  # the peak
+    assert [v.text for v in drawn.values] == ["2", "8"]  # each column's total, written
+    assert [t.text for t in drawn.counts] == ["0", "4", "8"]  # the count axis
+    assert [t.text for t in drawn.times] == ["17:00"]  # every 2nd column labelled
+    assert chart([], {}).bars == []
 
 
 def test_partitions_follow_the_producers_default_partitioner() -> None:

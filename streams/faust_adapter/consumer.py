@@ -181,12 +181,17 @@ class StrictConsumer(faust_aiokafka.Consumer):
             )
         if sources:
             try:  # what the drained batches acked, before the offsets are forgotten
-                await asyncio.wait_for(self.commit(sources), bound)
+                await asyncio.wait_for(self._commit_now(sources), bound)
             except Exception as exc:  # noqa: BLE001 - the next owner repeats what was not
                 log.warning("commit on revoke failed (%s)", type(exc).__name__)
         handles = stores.held_handles(app.tables.values(), revoked)
         await super().on_partitions_revoked(revoked)
         stores.close_released(handles)
+
+    async def _commit_now(self, tps: set[Any]) -> None:
+        """Commit ``tps``' acked offsets; a periodic commit under way would only be waited for."""
+        if not await self.commit(tps):
+            await self.commit(tps)
 
     async def on_partitions_assigned(self, assigned: Any, generation_id: int = 0) -> None:
         self.fence.assign(assigned)

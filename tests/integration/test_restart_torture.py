@@ -145,11 +145,14 @@ async def test_rolling_graceful_restarts_of_three_workers_per_stage_send_no_emai
             await asyncio.sleep(1 / 30)
 
     loading = asyncio.create_task(load())
+    stops: list[float] = []
     for rolled in range(ROLLS):
         await asyncio.sleep(random.uniform(1, 3))
         stage = STAGES[rolled % len(STAGES)]
         name = random.choice(members[stage])
+        asked = time.monotonic()
         await pipeline.stop(name)  # SIGTERM: what a rolling deploy sends
+        stops.append(time.monotonic() - asked)
         await pipeline.start(name, stage=stage, members=3)
     rolling.set()
     await loading
@@ -165,6 +168,8 @@ async def test_rolling_graceful_restarts_of_three_workers_per_stage_send_no_emai
     print(
         f"\nrolling restarts: {ROLLS} graceful restart(s) among 3 workers per stage, "
         f"{len(gfe_ids)} events, missing rows {missing_rows}, missing emails {missing_emails}, "
-        f"doubled emails {doubled}"
+        f"doubled emails {doubled}, slowest stop {max(stops):.1f}s"
     )
     assert (missing_rows, missing_emails, doubled) == (0, 0, 0), pipeline.logs
+    # A stop drains within STREAMS_DRAIN_TIMEOUT_S and leaves; 30 s would be the watchdog.
+    assert max(stops) < 25, stops

@@ -36,8 +36,9 @@ from streams.probes import smtp_check
 from streams.runner import StageEnv, StageParts
 
 log = logging.getLogger(__name__)
-# One event at a time: an email is slow and its send is recorded before the next.
-SHAPE = Shape(batch_max=1, within_s=0, batch_span=False)
+# One event at a time: an email is slow and its send is recorded before the next. Its
+# mark is the only message in flight, so the producer need not linger for company.
+SHAPE = Shape(batch_max=1, within_s=0, batch_span=False, linger_ms=0)
 
 
 class EmailHandler(Handler):

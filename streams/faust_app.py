@@ -70,6 +70,7 @@ def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings)
     app = PipelineApp(streams.group_id(stage), **options)
     app.fetch = FetchShape(streams.fetch_min_bytes, int(streams.fetch_max_wait_s * 1000))
     app.drain_bound_s = streams.drain_bound_s
+    app.fetch_adapt_wait_s = streams.fetch_adapt_wait_s
     return app
 
 

@@ -31,12 +31,16 @@ class StreamsSettings(BaseSettings):
     batch_max: int = Field(default=500, ge=1, le=10_000)
     batch_within_s: Duration = Field(default=0.05, gt=0, le=10)
     # How long the broker may hold a source fetch to gather fetch_min_bytes
-    # (streams.faust_adapter.FetchShape). The default is Faust's: any byte is
+    # (streams.fetch_shape.FetchShape). The default is Faust's: any byte is
     # delivered at once. At hundreds of events/s, e.g. 16384 and 0.05 batch the
     # fetches (less CPU per event, up to fetch_max_wait more latency per stage)
     # at the price of polling every fetch_max_wait when idle (README, Sizing).
     fetch_min_bytes: int = Field(default=1, ge=1, le=50 * 2**20)
     fetch_max_wait_s: Duration = Field(default=1.5, gt=0, le=10)
+    # With fetch_min_bytes at 1: at high rates, let the broker gather this long's worth
+    # of the recent rate per fetch (fewer fetch requests, at most this much latency per
+    # stage); at quiet hours each event is fetched at once (streams.fetch_shape). 0: off.
+    fetch_adapt_wait_s: Duration = Field(default=0.01, ge=0, le=1)
     # Source messages dead-lettered in a row that stop a stage (a bad deploy, a sink
     # rejecting every row) instead of emptying its topics into the DLQ.
     dlq_limit: int = Field(default=DEFAULT_DLQ_LIMIT, gt=0)

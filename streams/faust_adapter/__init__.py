@@ -14,8 +14,10 @@ Private names used, and where:
     ``_new_offset``, ``_commit_offsets``; reads and writes ``_acked``,
     ``_acked_index``, ``_committed_offset``; calls ``_is_changelog_tp``;
     the thread's ``_create_worker_consumer``, ``_ensure_consumer`` and
-    ``call_thread``; aiokafka's ``AIOKafkaConsumer._fetch_min_bytes`` and
-    ``_fetch_max_wait_ms`` (read by its fetcher when it starts).
+    ``call_thread``, ``_thread``; aiokafka's ``AIOKafkaConsumer._fetch_min_bytes``
+    and ``_fetch_max_wait_ms`` (read by its fetcher when it starts), ``_fetcher``
+    and the fetcher's ``_fetch_min_bytes`` and ``_fetch_max_wait_ms`` (read per
+    fetch request: the adaptive fetch shape).
 :mod:`.app` (``faust.App``)
     overrides ``_new_transport`` and ``on_stop`` (mode's documented hook).
 :mod:`.stores` (``faust.stores.rocksdb.Store`` and ``memory.Store``)
@@ -27,11 +29,11 @@ Private names used, and where:
 
 from streams.faust_adapter.app import PipelineApp, QuietMonitor, StrictTransport
 from streams.faust_adapter.consumer import (
-    FetchShape,
     RewindingConsumerThread,
     StrictConsumer,
     messages_behind,
 )
+from streams.fetch_shape import FetchShape
 
 __all__ = [
     "FetchShape",

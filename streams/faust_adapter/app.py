@@ -19,8 +19,9 @@ import faust
 from faust.sensors import Monitor, Sensor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from streams.faust_adapter.consumer import FetchShape, StrictConsumer
+from streams.faust_adapter.consumer import StrictConsumer
 from streams.fence import Fence
+from streams.fetch_shape import FetchShape
 
 log = logging.getLogger(__name__)
 Drain = Callable[[float], Awaitable[None]]
@@ -55,7 +56,8 @@ class StrictTransport(faust_aiokafka.Transport):
 class PipelineApp(faust.App):
     """A Faust app whose consumer is :class:`StrictConsumer`, fetching as ``fetch`` says."""
 
-    fetch = FetchShape()
+    fetch = FetchShape()  # fixed, or where the adaptive shape starts
+    fetch_adapt_wait_s = 0.0  # > 0: fetches gather this long's worth at high rates
     drain_bound_s = 10.0  # how long a revoke or a stop waits for a batch in flight
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

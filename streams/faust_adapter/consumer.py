@@ -34,7 +34,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, cast
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -42,6 +41,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from streams.behind import TimeBehind
 from streams.faust_adapter import stores
 from streams.fence import Fence
+from streams.fetch_shape import AdaptiveFetch, FetchShape
 from streams.offsets import HoleWatch, committable
 
 log = logging.getLogger(__name__)
@@ -60,23 +60,11 @@ def messages_behind(consumer: Any, tp: Any, committed: int | None) -> int | None
     return max(0, int(highwater) - (committed or 0))
 
 
-@dataclass(frozen=True, slots=True)
-class FetchShape:
-    """How long the broker may hold a fetch to fill it (Kafka's fetch.min.bytes/max.wait.ms).
-
-    Faust asks for any one byte (and waits up to 1.5 s only when there is none), so
-    at a webhook's pace every fetch carries an event or two. Letting the broker
-    gather ``min_bytes`` for up to ``max_wait_ms`` batches them at the price of that
-    wait per stage; ``FetchShape(1, 1500)``, the default, is Faust's own behaviour.
-    """
-
-    min_bytes: int = 1
-    max_wait_ms: int = 1500
-
-
 class RewindingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """``seek_to_committed`` that also rewinds partitions nobody has committed yet,
-    and fetches shaped by the app's :class:`FetchShape`."""
+    and fetches shaped by the app's :class:`FetchShape` (then, if adaptive, by the rate)."""
+
+    worker_consumer: Any = None
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -85,7 +73,15 @@ class RewindingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # hands these to its fetcher when it starts.
         consumer._fetch_min_bytes = fetch.min_bytes
         consumer._fetch_max_wait_ms = fetch.max_wait_ms
+        self.worker_consumer = consumer
         return consumer
+
+    def shape_fetches(self, shape: FetchShape) -> None:
+        """The shape of the next fetch requests (read by aiokafka's fetcher per request)."""
+        fetcher = getattr(self.worker_consumer, "_fetcher", None)
+        if fetcher is not None:
+            fetcher._fetch_min_bytes = shape.min_bytes
+            fetcher._fetch_max_wait_ms = shape.max_wait_ms
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
         result: Mapping[Any, int] = await self.call_thread(self._seek_to_committed_or_start)
@@ -120,6 +116,11 @@ class StrictConsumer(faust_aiokafka.Consumer):
         self._behind = TimeBehind()
         self._sources: frozenset[Any] = frozenset()  # assigned partitions that are not changelogs
         self.offset_resets: Counter[tuple[str, int]] = Counter()
+        app: Any = self.app
+        fixed: FetchShape = getattr(app, "fetch", FetchShape())
+        adapt_s = float(getattr(app, "fetch_adapt_wait_s", 0.0))
+        # A fixed shape (STREAMS_FETCH_MIN_BYTES above 1) is kept; else the rate decides.
+        self._fetch = AdaptiveFetch(adapt_s) if fixed.min_bytes <= 1 and adapt_s > 0 else None
 
     @property
     def fence(self) -> Fence:
@@ -153,7 +154,16 @@ class StrictConsumer(faust_aiokafka.Consumer):
         message = super()._to_message(tp, record)
         if record.timestamp is not None and tp in self._sources:
             self._behind.delivered(tp, record.offset, record.timestamp / 1000.0)
+        if self._fetch is not None:
+            self._fetch.delivered(record.serialized_value_size or 0)
+            self._adapt_fetch()
         return message
+
+    def _adapt_fetch(self) -> None:
+        fetch = self._fetch
+        shape = fetch.tick(time.monotonic()) if fetch is not None else None
+        if shape is not None:
+            cast(RewindingConsumerThread, self._thread).shape_fetches(shape)
 
     def time_behind(self, now: float) -> Iterator[tuple[Any, float]]:
         """(partition, age of its oldest unprocessed message) for each assigned source partition."""
@@ -225,6 +235,7 @@ class StrictConsumer(faust_aiokafka.Consumer):
 
     async def commit(self, *args: Any, **kwargs: Any) -> bool:
         committed: bool = await super().commit(*args, **kwargs)
+        self._adapt_fetch()  # also when idle: no messages, the rate falls to 0
         app: Any = self.app
         if not (app.rebalancing or app.in_recovery or self.should_stop):
             now = time.monotonic()

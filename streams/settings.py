@@ -39,8 +39,10 @@ class StreamsSettings(BaseSettings):
     fetch_max_wait_s: Duration = Field(default=1.5, gt=0, le=10)
     # With fetch_min_bytes at 1: at high rates, let the broker gather this long's worth
     # of the recent rate per fetch (fewer fetch requests, at most this much latency per
-    # stage); at quiet hours each event is fetched at once (streams.fetch_shape). 0: off.
-    fetch_adapt_wait_s: Duration = Field(default=0.01, ge=0, le=1)
+    # stage); at quiet hours each event is fetched at once (streams.fetch_shape). 0: off,
+    # the default: measured on a drain it cost the broker more than it saved
+    # (docs/benchmarks.md).
+    fetch_adapt_wait_s: Duration = Field(default=0.0, ge=0, le=1)
     # Source messages dead-lettered in a row that stop a stage (a bad deploy, a sink
     # rejecting every row) instead of emptying its topics into the DLQ.
     dlq_limit: int = Field(default=DEFAULT_DLQ_LIMIT, gt=0)

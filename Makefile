@@ -30,7 +30,7 @@ up: venv ## Run the whole pipeline on real local services (foreground; Ctrl-C st
 	$(PY) -m devstack up $(UP_ARGS)
 
 .PHONY: test
-test: venv lint k8s-tools promtool chaos-tools chromium ## Lint, then run every test (integration tests start real local services)
+test: venv lint k8s-tools promtool chaos-tools chromium postgresql ## Lint, then run every test (integration tests start real local services)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
@@ -89,6 +89,18 @@ promtool: ## Install promtool (Debian's prometheus package) if missing: the aler
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; \
 	  else echo "make test needs promtool: sudo apt-get install prometheus" >&2; exit 1; fi; }
+
+.PHONY: postgresql
+# No default cluster: it would start on 5432, the port make up's own Postgres uses.
+postgresql: ## Install Debian's PostgreSQL server if missing: the secured stack's TLS-only Postgres
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    mkdir -p /etc/postgresql-common; \
+	    [ -e /etc/postgresql-common/createcluster.conf ] || \
+	      echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.conf; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive UCF_FORCE_CONFFOLD=1 \
+	      apt-get install -y -qq --no-install-recommends postgresql; \
+	  else echo "the secured stack needs PostgreSQL with TLS: sudo apt-get install postgresql" >&2; exit 1; fi; }
 
 .PHONY: chromium
 chromium: ## Install Debian's chromium if missing: the console's browser tests drive it (never a downloaded browser)

@@ -44,10 +44,20 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _migrate(args: argparse.Namespace) -> None:
+    import asyncpg
+
     from sinks.postgres.migrate import migrate
     from sinks.postgres.settings import PostgresSettings
+    from spakinect_pipeline.postgres_problems import classify
 
-    applied = asyncio.run(migrate(load_settings(PostgresSettings).dsn))
+    try:
+        applied = asyncio.run(migrate(load_settings(PostgresSettings).dsn))
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        problem = classify(exc)
+        if problem is None:
+            raise
+        print(f"spakinect-pipeline: cannot migrate: {problem}", file=sys.stderr)
+        sys.exit(1)
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
 
 

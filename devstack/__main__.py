@@ -16,13 +16,17 @@ import time
 from pathlib import Path
 
 from console.local_admin import ensure_admin, session_key
+from devstack.env_file import write_env_file
 from devstack.process import ManagedProcess, ServiceError, _die_with_parent
 from devstack.stack import (
     LocalServices,
     Ports,
     elapsed,
+    kafka_security,
     pipeline_process,
     prepare_pipeline,
+    shown_dsn,
+    stack_env,
     stage_argv,
     wait_http,
 )
@@ -36,8 +40,8 @@ BANNER = """
   ------------------------
   ingress        {INGRESS_URL}   (POST /webhooks/visit-completed, /webhooks/treatment-updated)
   console        {CONSOLE_URL}   (log in as admin; `spakinect-pipeline users add` for more)
-  kafka          {KAFKA_BOOTSTRAP_SERVERS}
-  postgres       {POSTGRES_DSN}
+  kafka          {KAFKA_BOOTSTRAP_SERVERS}   ({KAFKA_SECURITY})
+  postgres       {SHOWN_DSN}
   smtp catcher   {SMTP_HOST}:{SMTP_PORT}  -> {MAIL_DIR}/*.eml
   logs           {LOGS}
   env file       {ENV_FILE}
@@ -54,17 +58,21 @@ def enabled_stages() -> list[str]:
     return [s for s in STAGE_NAMES if s not in SINK_NAMES or s in sinks]
 
 
-def up(root: Path, cache: Path, ports: Ports, stages: list[str]) -> int:
+def up(root: Path, cache: Path, ports: Ports, stages: list[str], *, secured: bool = False) -> int:
     started = time.monotonic()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     _die_with_parent()  # make's death (even SIGKILL) stops us, and so our children
 
-    services = LocalServices(root, cache, ports)
+    services = LocalServices(root, cache, ports, secured=secured)
     processes: list[ManagedProcess] = []
     try:
-        print(f"starting Kafka, PostgreSQL and the SMTP catcher (data in {root}) ...", flush=True)
+        how = " (secured: Kafka SASL_SSL/SCRAM only, PostgreSQL TLS only)" if secured else ""
+        print(
+            f"starting Kafka, PostgreSQL and the SMTP catcher{how} (data in {root}) ...",
+            flush=True,
+        )
         services.start()
         print(f"services ready after {elapsed(started)}", flush=True)
         keys_file = root / "phi.env"
@@ -103,15 +111,14 @@ def up(root: Path, cache: Path, ports: Ports, stages: list[str]) -> int:
         for process in processes:
             process.start()
         wait_http(processes[0], f"{ingress_url}/readyz")
-        stack_env = {
-            **{k: v for k, v in env.items() if k not in services.phi_env},  # keys stay in phi.env
-            "INGRESS_URL": ingress_url,
-        }
+        values = stack_env(env, services.phi_env, ingress_url)  # keys stay in phi.env
         env_file = root / "stack.env"
-        env_file.write_text("".join(f"{k}={v}\n" for k, v in stack_env.items()))
+        write_env_file(env_file, values)
         print(
             BANNER.format(
-                **stack_env,
+                **values,
+                KAFKA_SECURITY=kafka_security(values),
+                SHOWN_DSN=shown_dsn(values["POSTGRES_DSN"]),
                 CONSOLE_URL=f"http://{console_bind}",
                 LOGS=services.logs,
                 ENV_FILE=env_file,
@@ -160,6 +167,12 @@ def main() -> None:
         action="store_true",
         help="use free ports instead of 9092/5432/1025/8000 (tests)",
     )
+    parser.add_argument(
+        "--secured",
+        action="store_true",
+        help="Kafka only over SASL_SSL/SCRAM and PostgreSQL only over TLS (Debian's "
+        "postgresql), certificates from a local CA in ROOT/pki; stack.env gets the settings",
+    )
     args = parser.parse_args()
     ports = Ports.free() if args.free_ports else Ports()
     if args.free_ports:
@@ -168,7 +181,7 @@ def main() -> None:
         stages = enabled_stages()
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
-    sys.exit(up(args.root.resolve(), args.cache.resolve(), ports, stages))
+    sys.exit(up(args.root.resolve(), args.cache.resolve(), ports, stages, secured=args.secured))
 
 
 if __name__ == "__main__":

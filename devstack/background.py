@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from devstack import REPO
+from devstack.env_file import read_env_file
 
 
 @dataclass
@@ -30,11 +31,13 @@ def running_stack(
     timeout: float = 180,
     extra_env: dict[str, str] | None = None,
     tree: Path = REPO,
+    args: tuple[str, ...] = (),
 ) -> Iterator[RunningStack]:
     """Start the whole stack under ``root``; yield once ``stack.env`` exists; SIGTERM on exit.
 
     ``tree``: where the stack's code comes from (another checkout for a benchmark's
-    baseline; give ``extra_env`` a ``PYTHONPATH`` pointing at it too)."""
+    baseline; give ``extra_env`` a ``PYTHONPATH`` pointing at it too). ``args``: more
+    ``devstack up`` options (``--secured``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "POSTGRES_"))}
     process = subprocess.Popen(
         [
@@ -47,6 +50,7 @@ def running_stack(
             "--free-ports",
             "--cache",
             str(REPO / ".cache"),
+            *args,
         ],
         cwd=tree,
         stdout=log,
@@ -62,7 +66,7 @@ def running_stack(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no {stack_env} within {timeout:.0f}s")
             time.sleep(0.5)
-        values = dict(line.split("=", 1) for line in stack_env.read_text().splitlines())
+        values = read_env_file(stack_env)
         yield RunningStack(process, values)
     finally:
         if process.poll() is None:

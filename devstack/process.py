@@ -155,3 +155,16 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def stored_secret(path: Path) -> str:
+    """The secret kept in ``path`` (0600), made now if absent: a restart reuses it."""
+    import secrets
+
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(0o600)
+    value = secrets.token_urlsafe(18)
+    path.write_text(value + "\n")
+    return value

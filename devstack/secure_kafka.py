@@ -8,11 +8,11 @@ loopback listener, the broker talking to itself over SASL_SSL as user
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Any
 
 from devstack.kafka import KafkaBroker
+from devstack.process import stored_secret
 from devstack.tls import LocalPki, local_pki
 from spakinect_pipeline.config import KafkaSettings
 
@@ -26,8 +26,9 @@ class SecuredKafkaBroker(KafkaBroker):
     def __init__(self, *args: Any, pki_dir: Path, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pki: LocalPki = local_pki(pki_dir, "kafka")
-        self.app_password = secrets.token_urlsafe(18)
-        self._broker_password = secrets.token_urlsafe(18)
+        # Kept beside the data: the SCRAM users are made once, when the storage is formatted.
+        self.app_password = stored_secret(self.data_dir / "app.secret")
+        self._broker_password = stored_secret(self.data_dir / "broker.secret")
 
     def client_settings(self, **overrides: Any) -> KafkaSettings:
         """What the pipeline's processes need to connect (the app user, the local CA)."""

@@ -2,6 +2,8 @@
 
 ``make up`` runs it in the foreground on fixed ports under ``.data/``; the
 integration tests run the services on free ports in a temporary folder.
+``secured``: Kafka only over SASL_SSL/SCRAM and Postgres only over TLS, their
+certificates from one local CA (``pki/``), as managed services are.
 """
 
 from __future__ import annotations
@@ -13,11 +15,17 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from devstack.kafka import KafkaBroker
 from devstack.phi_keys import local_phi_env
 from devstack.postgres import LocalPostgres
 from devstack.process import ManagedProcess, ensure_dir, free_port, port_open
+from devstack.secure_kafka import SecuredKafkaBroker
+from devstack.tls_postgres import TlsPostgres
+
+if TYPE_CHECKING:
+    from spakinect_pipeline.config import KafkaSettings
 
 
 @dataclass
@@ -50,19 +58,39 @@ class LocalServices:
     root: Path
     cache: Path
     ports: Ports = field(default_factory=Ports)
+    secured: bool = False
 
     def __post_init__(self) -> None:
         self.logs = ensure_dir(self.root / "logs")
         self.mail_dir = ensure_dir(self.root / "mail")
         self.phi_env, self.phi_keys_created = local_phi_env(self.root)
-        self.kafka = KafkaBroker(
-            self.root / "kafka",
-            self.logs,
-            self.cache,
-            port=self.ports.kafka,
-            controller_port=self.ports.kafka_controller,
-        )
-        self.postgres = LocalPostgres(self.root / "postgres", self.logs, port=self.ports.postgres)
+        self.kafka: KafkaBroker
+        self.postgres: LocalPostgres | TlsPostgres
+        port, controller_port = self.ports.kafka, self.ports.kafka_controller
+        if self.secured:  # their own data: users, passwords and certificates differ
+            pki = self.root / "pki"
+            self.kafka = SecuredKafkaBroker(
+                self.root / "kafka-secured",
+                self.logs,
+                self.cache,
+                pki_dir=pki,
+                port=port,
+                controller_port=controller_port,
+            )
+            self.postgres = TlsPostgres(
+                self.root / "postgres-tls", self.logs, pki_dir=pki, port=self.ports.postgres
+            )
+        else:
+            self.kafka = KafkaBroker(
+                self.root / "kafka",
+                self.logs,
+                self.cache,
+                port=port,
+                controller_port=controller_port,
+            )
+            self.postgres = LocalPostgres(
+                self.root / "postgres", self.logs, port=self.ports.postgres
+            )
         self.smtp = ManagedProcess(
             "smtp-catcher",
             [
@@ -103,8 +131,13 @@ class LocalServices:
 
     def env(self) -> dict[str, str]:
         """What a client needs (the same names the pipeline's settings read), keys included."""
+        kafka = (
+            self.kafka.client_env()
+            if isinstance(self.kafka, SecuredKafkaBroker)
+            else {"KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers}
+        )
         return {
-            "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            **kafka,
             "POSTGRES_DSN": self.postgres.dsn,
             "SMTP_HOST": "127.0.0.1",
             "SMTP_PORT": str(self.ports.smtp),
@@ -139,16 +172,49 @@ def http_ok(url: str) -> bool:
 def prepare_pipeline(env: dict[str, str]) -> None:
     """Create the topics and apply the migrations, with the stack's env."""
     from sinks.postgres.migrate import migrate
-    from spakinect_pipeline.config import KafkaSettings
     from spakinect_pipeline.topic_admin import ensure_topics
 
-    kafka = KafkaSettings(
-        bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"].split(","),
-        replication_factor=int(env.get("KAFKA_REPLICATION_FACTOR", "1")),
-        min_insync_replicas=int(env.get("KAFKA_MIN_INSYNC_REPLICAS", "1")),
-    )
-    asyncio.run(ensure_topics(kafka))
+    asyncio.run(ensure_topics(kafka_settings(env)))
     asyncio.run(migrate(env["POSTGRES_DSN"]))
+
+
+def kafka_settings(env: dict[str, str]) -> KafkaSettings:
+    """The ``KAFKA_*`` values of ``env`` (security included) as the pipeline reads them."""
+    from spakinect_pipeline.config import KafkaSettings
+
+    fields = KafkaSettings.model_fields
+    values: dict[str, Any] = {
+        name: value
+        for key, value in env.items()
+        if key.startswith("KAFKA_") and (name := key.removeprefix("KAFKA_").lower()) in fields
+    }
+    return KafkaSettings(**values)
+
+
+def stack_env(env: dict[str, str], phi_env: dict[str, str], ingress_url: str) -> dict[str, str]:
+    """What ``stack.env`` holds: a client's settings (secured ones too), never the PHI keys."""
+    return {**{k: v for k, v in env.items() if k not in phi_env}, "INGRESS_URL": ingress_url}
+
+
+def shown_dsn(dsn: str) -> str:
+    """``dsn`` with its password masked, for a banner or a log."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = f"{parts.username}:****@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def kafka_security(env: dict[str, str]) -> str:
+    """How the banner describes the stack's Kafka security (no password)."""
+    if env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") == "PLAINTEXT":
+        return "plaintext"
+    return (
+        f"{env['KAFKA_SECURITY_PROTOCOL']}, {env.get('KAFKA_SASL_MECHANISM')} user "
+        f"{env.get('KAFKA_SASL_USERNAME')}, CA {env.get('KAFKA_SSL_CAFILE')}; password in stack.env"
+    )
 
 
 def wait_http(process: ManagedProcess, url: str, timeout: float = 60) -> None:

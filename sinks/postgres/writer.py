@@ -25,6 +25,7 @@ from sinks.postgres.protect import BatchHashes, Protection, markers, protect
 from sinks.postgres.redact import sweep
 from sinks.postgres.rows import batch_rows, columns, sources
 from spakinect_pipeline.phi.crypto import Keyring
+from spakinect_pipeline.postgres_problems import classify as connection_problem
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,15 @@ def malformed(exc: BaseException) -> InvalidBatch:
 
 
 def classify(exc: BaseException) -> RetryableError | InvalidBatch:
-    """Name the error by what the caller does; the text carries no values."""
+    """Name the error by what the caller does; the text carries no values.
+
+    A connection problem (TLS, authentication, address) says what is wrong
+    and which part of ``POSTGRES_DSN`` to check
+    (:func:`spakinect_pipeline.postgres_problems.classify`).
+    """
+    problem = connection_problem(exc)
+    if problem is not None:
+        return RetryableError(str(problem))
     if isinstance(exc, asyncpg.PostgresError):
         code = getattr(exc, "sqlstate", None) or "?????"
         text = f"{type(exc).__name__} (SQLSTATE {code})"
@@ -156,7 +165,7 @@ class PostgresSink:
         try:
             await self._ensure_pool()
         except RetryableError as exc:
-            log.warning("postgres not reachable at start-up (%s); will keep trying", exc)
+            log.warning("postgres: cannot connect at start-up: %s; will keep trying", exc)
         if self.retention is not None and self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="phi-retention")
 

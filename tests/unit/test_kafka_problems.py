@@ -29,6 +29,7 @@ from spakinect_pipeline.kafka_problems import (
     wrong_setting_error,
 )
 from spakinect_pipeline.publisher import KafkaPublisher, PublishFailed
+from tests.tls_handshake import handshake_error
 
 SECRET = "hunter2-Secret"
 BROKER_TEXT = (
@@ -47,29 +48,6 @@ def _bootstrap_failure_from(cause: BaseException) -> KafkaConnectionError:
         return wrapped
 
 
-def _handshake_error(server_ca: trustme.CA, client_ca: trustme.CA, name: str) -> ssl.SSLError:
-    """A real OpenSSL verification failure, from an in-memory TLS handshake."""
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ca.issue_cert("broker.example.test").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    client_ca.configure_trust(client_ctx)
-    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=name)
-    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    for _ in range(10):
-        for side, outbox, peer_in in ((client, c_out, s_in), (server, s_out, c_in)):
-            try:
-                side.do_handshake()
-            except ssl.SSLWantReadError:
-                pass
-            except ssl.SSLError as exc:
-                if side is client:
-                    return exc
-                raise
-            peer_in.write(outbox.read())
-    raise AssertionError("the handshake succeeded")
-
-
 def test_a_refused_password_is_authentication_failed_naming_the_settings():
     for exc in (
         SaslAuthenticationFailed(BROKER_TEXT),
@@ -85,7 +63,7 @@ def test_a_refused_password_is_authentication_failed_naming_the_settings():
 
 
 def test_an_untrusted_certificate_says_so_naming_the_ca_setting():
-    error = _handshake_error(trustme.CA(), trustme.CA(), "broker.example.test")
+    error = handshake_error(trustme.CA(), trustme.CA(), "broker.example.test")
     assert isinstance(error, ssl.SSLCertVerificationError)
     text = str(classify(_bootstrap_failure_from(error)))
     assert text.startswith("Kafka certificate not trusted")
@@ -94,7 +72,7 @@ def test_an_untrusted_certificate_says_so_naming_the_ca_setting():
 
 def test_a_certificate_for_another_name_points_at_the_bootstrap_servers():
     ca = trustme.CA()
-    text = str(classify(_handshake_error(ca, ca, "kafka.elsewhere.test")))
+    text = str(classify(handshake_error(ca, ca, "kafka.elsewhere.test")))
     assert text.startswith("Kafka certificate does not match the broker's address")
     assert "Hostname mismatch" in text
     assert "check KAFKA_BOOTSTRAP_SERVERS" in text

@@ -118,7 +118,7 @@ async def test_a_stage_restarted_round_after_round_handles_every_event_then_goes
         f"slowest to processed {slowest:.1f}s"
     )
     assert not missing
-    # A SIGKILL between a send and its mark may repeat that one email (README).
+    # A SIGKILL between a send and its mark may repeat that one email (docs/operations.md).
     assert doubled <= kills["email"]
 
 

@@ -41,6 +41,7 @@ from chaos.starve import starved
 from chaos.vendor import ANSWER_TIMEOUT_S, deliver_all
 from devstack import REPO
 from devstack.kafka_cluster import KafkaCluster
+from events.registry import VISIT_COMPLETED
 from events.topics import Topics
 
 DRAIN_TIMEOUT_S = 300.0
@@ -98,7 +99,7 @@ async def _inject(
 
 
 async def _cluster_faults(cluster: KafkaCluster, scenario: Scenario, spans: list[float]) -> float:
-    topic = Topics().visit_completed
+    topic = Topics().raw(VISIT_COMPLETED)
     busiest = await cluster.busiest_partition(topic)
     for _ in range(LEADER_KILLS):
         leader = await cluster.leader(topic, busiest)

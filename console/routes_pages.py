@@ -20,6 +20,7 @@ from console.deps import (
 from console.mask import mask_patient
 from console.overview import gather
 from console.timeline import KINDS
+from events.registry import state_table
 from sinks.postgres.protect import open_visit
 from spakinect_pipeline import audit
 
@@ -44,7 +45,7 @@ async def _lookup(
         await st.view.check()
         only = q if kind == "event_id" else None
         for event, entity in await timelines.entities(kind, q):
-            visit = await timelines.visit(entity) if event == "visit.completed" else None
+            visit = await timelines.visit(entity) if state_table(event) == "gfe_visits" else None
             patient = None
             if visit is not None and visit["phi_redacted_at"] is None:
                 plain = open_visit(visit, st.keyring)

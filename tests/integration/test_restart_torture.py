@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from events.registry import VISIT_COMPLETED
 from streams.stages import STAGE_NAMES as STAGES
 
 from .conftest import Pipeline
@@ -41,7 +42,7 @@ ROLLS = int(os.environ.get("TORTURE_ROLLS", "6"))  # graceful restarts under loa
 
 def source_of(pipeline: Pipeline, stage: str) -> str:
     topics = pipeline.topics
-    return topics.visit_completed if stage == "dedupe" else topics.visits
+    return topics.raw(VISIT_COMPLETED) if stage == "dedupe" else topics.clean(VISIT_COMPLETED)
 
 
 def emails_per_visit(pipeline: Pipeline, gfe_ids: list[str]) -> Counter[str]:
@@ -59,7 +60,7 @@ async def processed_within(pipeline: Pipeline, stage: str, bound: float) -> floa
     """Seconds until ``stage`` has committed past everything on its source (upstream first)."""
     started = time.monotonic()
     if stage != "dedupe":
-        await pipeline.consumed("dedupe", pipeline.topics.visit_completed, bound)
+        await pipeline.consumed("dedupe", pipeline.topics.raw(VISIT_COMPLETED), bound)
     left = bound - (time.monotonic() - started)
     await pipeline.consumed(stage, source_of(pipeline, stage), max(left, 0.1))
     return time.monotonic() - started

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from events.envelope import Disposition
+from events.envelope import Disposition, Record
 from events.registry import state_table
-from sinks.base import Record
 
 VISITS_TABLE, TREATMENTS_TABLE = "gfe_visits", "treatments"
 """The state tables this module builds rows for (an event type names its own: registry)."""

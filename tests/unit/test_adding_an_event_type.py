@@ -16,7 +16,7 @@ from typing import Any, Literal
 import pytest
 from fastapi.testclient import TestClient
 
-from events.envelope import Disposition, decode_envelope
+from events.envelope import Disposition, Record, decode_envelope
 from events.messages import SourceMessage
 from events.payloads import NonEmptyStr, OpenModel, Timestamped
 from events.registry import EVENT_TYPES, EventType, by_route, register, unregister
@@ -24,7 +24,6 @@ from events.schemas import schemas
 from events.topics import Topics
 from ingress.app import create_app
 from ingress.settings import IngressSettings
-from sinks.base import Record
 from sinks.email.render import wants_email
 from sinks.postgres.rows import batch_rows
 from spakinect_pipeline.config import KafkaSettings

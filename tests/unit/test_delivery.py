@@ -3,9 +3,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from events.envelope import Envelope
+from events.envelope import Envelope, Record
 from events.messages import SourceMessage, dlq_headers
-from sinks.base import InvalidBatch, Record, RetryableError
+from sinks.base import InvalidBatch, RetryableError
 from streams.delivery import Backoff, DeliveryStats, deliver
 
 

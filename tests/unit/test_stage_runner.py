@@ -17,12 +17,12 @@ from typing import Any
 import orjson
 import pytest
 
-from events.envelope import Disposition, decode_envelope, encode_envelope
+from events.envelope import Disposition, Record, decode_envelope, encode_envelope
 from events.messages import SourceMessage
 from events.registry import VISIT_COMPLETED
 from events.samples import SAMPLES, sample_visit
 from events.topics import SINK_NAMES, Topics
-from sinks.base import InvalidBatch, Record
+from sinks.base import InvalidBatch
 from streams.dedupe import DedupeHandler
 from streams.dlq import DeadLetters, DlqLimit, DlqLimitExceeded
 from streams.email_stage import EmailHandler

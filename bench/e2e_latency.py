@@ -39,6 +39,7 @@ from bench.cpu import CpuMeter, children_by_name, classify_by_cmdline, cpu_colum
 from bench.report import machine, percentile, write_report
 from devstack import REPO
 from devstack.background import running_stack
+from events.registry import VISIT_COMPLETED
 from events.samples import sample_visit
 from events.topics import Topics
 
@@ -140,8 +141,8 @@ async def drive(
     cpu = spent(before, meter.snapshot() | {"load": this_process_cpu_s()})
     latencies = [float(r["ms"]) for r in rows]
     topics = Topics()
-    raw = await count_topic(env["KAFKA_BOOTSTRAP_SERVERS"], topics.visit_completed)
-    clean = await count_topic(env["KAFKA_BOOTSTRAP_SERVERS"], topics.visits)
+    raw = await count_topic(env["KAFKA_BOOTSTRAP_SERVERS"], topics.raw(VISIT_COMPLETED))
+    clean = await count_topic(env["KAFKA_BOOTSTRAP_SERVERS"], topics.clean(VISIT_COMPLETED))
     return {
         "events": events,
         "deliveries": len(deliveries),

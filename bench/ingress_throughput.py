@@ -161,7 +161,7 @@ def run(
 ) -> dict[str, Any]:
     for tool in ("wrk", "hey"):
         if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} not found: apt-get install wrk hey (see README, Benchmarks)")
+            raise SystemExit(f"{tool} not found: apt-get install wrk hey (see docs/benchmarks.md)")
     body = json.dumps(SAMPLES["visit.completed"]).encode()
     with tempfile.TemporaryDirectory(prefix="spakinect-bench-ingress-") as tmp:
         root = Path(tmp)

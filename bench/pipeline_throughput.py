@@ -58,6 +58,7 @@ from devstack import REPO
 from devstack.postgres import create_database
 from devstack.process import ManagedProcess, free_port
 from devstack.stack import LocalServices, Ports, pipeline_process, stage_argv
+from events.registry import VISIT_COMPLETED
 from events.topics import Topics
 from sinks.postgres.migrate import migrate
 from spakinect_pipeline.config import KafkaSettings
@@ -144,12 +145,17 @@ def processes_for(variant: str, env: dict[str, str], dsn: str, root: Path) -> li
             process.argv[2] = cli_module(tree)  # [python, "-m", module, ...]
         return processes
     topics = Topics(prefix_of(variant))
-    args = ["--bootstrap", bootstrap, "--dsn", dsn, "--topic", topics.visit_completed]
+    args = ["--bootstrap", bootstrap, "--dsn", dsn, "--topic", topics.raw(VISIT_COMPLETED)]
     if variant == "raw_limit":
         argv = [sys.executable, "-m", "bench.raw_limit", *args, "--group", group]
         return [ManagedProcess("raw_limit", argv, logs / f"{group}.log")]
     python = quix_python()
-    state = ["--state-dir", str(root / "state" / group), "--clean-topic", topics.visits]
+    state = [
+        "--state-dir",
+        str(root / "state" / group),
+        "--clean-topic",
+        topics.clean(VISIT_COMPLETED),
+    ]
     modes = ["single"] if variant == "quix_one_process" else ["dedupe", "sink"]
     return [
         ManagedProcess(
@@ -264,7 +270,7 @@ def run(
             topics = Topics(prefix_of(variant))
             asyncio.run(ensure_topics(kafka, topics.all()))
             began = time.monotonic()
-            mine = [replace(m, topic=topics.visit_completed) for m in messages]
+            mine = [replace(m, topic=topics.raw(VISIT_COMPLETED)) for m in messages]
             asyncio.run(preload(kafka, mine))
             took = time.monotonic() - began
             print(

@@ -35,10 +35,9 @@ PARTS = ("batch_rows", "markers", "protect", "columns")
 
 def build_records(events: int) -> list[Any]:
     """``events`` records as the writer gets them: envelopes encoded, then decoded."""
-    from events.envelope import Disposition, decode_envelope, encode_envelope
+    from events.envelope import Disposition, Record, decode_envelope, encode_envelope
     from events.messages import SourceMessage
     from events.samples import SAMPLES, sample_visit
-    from sinks.base import Record
 
     records = []
     for i in range(events):

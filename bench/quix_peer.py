@@ -31,10 +31,10 @@ from typing import Any
 from quixstreams import Application, State, message_context
 from quixstreams.sinks import BatchingSink, SinkBatch
 
-from events.envelope import Envelope, decode_envelope, reencode
+from events.envelope import Envelope, Record, decode_envelope, reencode
 from events.messages import SourceMessage
+from events.registry import VISIT_COMPLETED
 from events.topics import Topics, headers
-from sinks.base import Record
 from sinks.postgres.writer import PostgresSink
 from spakinect_pipeline.phi.crypto import keyring_from, new_key_entry
 from streams.dedupe_logic import Drop, entity_key, plan_batch
@@ -102,8 +102,8 @@ def main() -> None:
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--state-dir", default="state")
-    parser.add_argument("--topic", default=Topics().visit_completed)
-    parser.add_argument("--clean-topic", default=Topics().visits)
+    parser.add_argument("--topic", default=Topics().raw(VISIT_COMPLETED))
+    parser.add_argument("--clean-topic", default=Topics().clean(VISIT_COMPLETED))
     parser.add_argument("--mode", choices=("single", "dedupe", "sink"), default="single")
     args = parser.parse_args()
     app = Application(

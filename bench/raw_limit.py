@@ -19,10 +19,10 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
-from events.envelope import decode_envelope
+from events.envelope import Record, decode_envelope
 from events.messages import SourceMessage
+from events.registry import VISIT_COMPLETED
 from events.topics import Topics
-from sinks.base import Record
 from sinks.postgres.protect import EVENT_COLUMNS, VISIT_COLUMNS, Protection, protect
 from sinks.postgres.rows import batch_rows
 from sinks.postgres.writer import utcnow
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--group", required=True)
-    parser.add_argument("--topic", default=Topics().visit_completed)
+    parser.add_argument("--topic", default=Topics().raw(VISIT_COMPLETED))
     args = parser.parse_args()
     asyncio.run(run(args.bootstrap, args.dsn, args.group, args.topic))
 

@@ -10,7 +10,7 @@ client that retries every non-2xx until it gets one, injects the fault at
 that the ingress answered every request within the publish budget plus 1 s.
 Gray faults (``chaos.gray``: a process stopped, a relay that never answers, a
 full disk) also report how long after the fault ended everything drained and
-how many restarts it took (0 unless the scenario allows and the README says).
+how many restarts it took (0 unless the scenario allows and docs/operations.md says).
 Prints a table and writes ``chaos/results/<scenario>.json``.
 """
 
@@ -41,6 +41,7 @@ from chaos.starve import starved
 from chaos.vendor import ANSWER_TIMEOUT_S, deliver_all
 from devstack import REPO
 from devstack.kafka_cluster import KafkaCluster
+from events.registry import VISIT_COMPLETED
 from events.topics import Topics
 
 DRAIN_TIMEOUT_S = 300.0
@@ -58,7 +59,7 @@ class Scenario:
     brokers: int = 1
     min_load_s: float = 0.0  # the cluster's faults take ~2 min: the load must last as long
     fault: str = "kill"  # or a gray fault of chaos.gray: pause, stall, fill
-    allowed_restarts: int = 0  # restarts the README's operating section documents
+    allowed_restarts: int = 0  # restarts docs/operations.md documents
     tmpfs_mb: int = 0  # fill: the target's data directory on a tmpfs of this size
 
 
@@ -98,7 +99,7 @@ async def _inject(
 
 
 async def _cluster_faults(cluster: KafkaCluster, scenario: Scenario, spans: list[float]) -> float:
-    topic = Topics().visit_completed
+    topic = Topics().raw(VISIT_COMPLETED)
     busiest = await cluster.busiest_partition(topic)
     for _ in range(LEADER_KILLS):
         leader = await cluster.leader(topic, busiest)

@@ -12,9 +12,8 @@ import httpx
 from console.chart import Chart, chart, per_interval
 from console.kafka_view import KafkaUnreachable, KafkaView
 from console.replays import replayed_count
+from events.registry import EVENT_TYPES
 from events.topics import Topics
-
-EVENTS = ("visit.completed", "treatment.updated")
 
 
 @dataclass(slots=True)
@@ -43,17 +42,17 @@ def hour_starts(now: datetime, hours: int) -> list[datetime]:
 
 def stage_inputs(topics: Topics) -> dict[str, list[str]]:
     return {
-        "dedupe": [topics.visit_completed, topics.treatment_updated],
-        "postgres": [topics.visits, topics.treatments, topics.retry("postgres")],
-        "email": [topics.visits, topics.retry("email")],
+        "dedupe": topics.raw_topics(),
+        "postgres": [*topics.clean_topics(), topics.retry("postgres")],
+        "email": [topics.visits, topics.retry("email")],  # as streams/email_stage.py subscribes
     }
 
 
 async def _series(view: KafkaView, topics: Topics, starts: list[datetime]) -> dict[str, list[int]]:
     moments = [int(s.timestamp() * 1000) for s in starts] + [2**62]
-    raw = [topics.raw_for(event) or "" for event in EVENTS]
-    totals = await view.offsets_at(raw, moments)
-    return {event: per_interval(t) for event, t in zip(EVENTS, totals, strict=True)}
+    events = list(EVENT_TYPES)
+    totals = await view.offsets_at([topics.raw(event) for event in events], moments)
+    return {event: per_interval(t) for event, t in zip(events, totals, strict=True)}
 
 
 async def _ingress_ready(url: str | None) -> bool | None:
@@ -82,7 +81,9 @@ async def gather(
         await view.check()
     except KafkaUnreachable:
         ready["kafka"] = False
-        return Overview(Chart(), Chart(), dict.fromkeys(EVENTS, 0), [], None, None, None, ready)
+        return Overview(
+            Chart(), Chart(), dict.fromkeys(EVENT_TYPES, 0), [], None, None, None, ready
+        )
     ready["kafka"] = True
     now = datetime.now(UTC)
     hours = hour_starts(now, 24)
@@ -114,8 +115,6 @@ async def gather(
         dlq=max(dlq_total - replayed, 0),
         dlq_replayed=replayed,
         rejected=await view.count(topics.rejected),
-        last_received=await view.last_message_at(
-            [topics.visit_completed, topics.treatment_updated]
-        ),
+        last_received=await view.last_message_at(topics.raw_topics()),
         ready=ready,
     )

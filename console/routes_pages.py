@@ -21,6 +21,7 @@ from console.mask import mask_patient
 from console.not_received import checks, raw_window, read_what
 from console.overview import gather
 from console.timeline import KINDS
+from events.registry import state_table
 from sinks.postgres.protect import open_visit
 from spakinect_pipeline import audit
 
@@ -45,7 +46,7 @@ async def _lookup(
         await st.view.check()
         only = q if kind == "event_id" else None
         for event, entity in await timelines.entities(kind, q):
-            visit = await timelines.visit(entity) if event == "visit.completed" else None
+            visit = await timelines.visit(entity) if state_table(event) == "gfe_visits" else None
             deliveries = await timelines.deliveries(event, entity, only)
             if not deliveries and visit is None:
                 window = await raw_window(st.view, st.topics, event, entity)

@@ -22,6 +22,7 @@ from console.kafka_view import SCAN_LIMIT, Found, KafkaView, Scan, partition_for
 from console.mask import mask_email
 from console.replays import Position, Replay, dlq_steps, latest, was_replayed
 from console.step import Step
+from events.registry import VISIT_COMPLETED, keyed_by, state_table
 from events.topics import Topics
 from sinks.email.render import clinic_recipients, message_id
 from sinks.email.settings import EmailSettings
@@ -105,7 +106,7 @@ def postgres_step(
             return Step("postgres", "failed", dead[-1].at, "no row: in the DLQ since then")
         return Step("postgres", "waiting", since, "no row yet: the postgres stage holds it")
     applied = ""
-    if row["event"] == "visit.completed":
+    if state_table(row["event"]) == "gfe_visits":
         applied = (
             ", applied to gfe_visits"
             if visit is not None and visit["event_id"] == row["event_id"]
@@ -163,16 +164,14 @@ class Timelines:
         if kind == "event_id":
             found = entity_of(query)
             return [found] if found else []
-        if kind == "gfe_id":
-            return [("visit.completed", query)]
-        if kind == "treatment_id":
-            return [("treatment.updated", query)]
+        if kind in ("gfe_id", "treatment_id"):
+            return [(event, query) for event in keyed_by(kind)]
         rows = await self.pool.fetch(
             "SELECT gfe_id FROM gfe_visits WHERE location_id = $1 ORDER BY completed_at DESC"
             " LIMIT 20",
             query,
         )
-        return [("visit.completed", r["gfe_id"]) for r in rows]
+        return [(event, r["gfe_id"]) for r in rows for event in keyed_by("gfe_id")]
 
     async def _keyed(self, topic: str, key: bytes) -> Scan:
         """The key's messages among the last :data:`SCAN_LIMIT` of its partition; complete
@@ -210,7 +209,7 @@ class Timelines:
                 event,
             )
         }
-        visit = await self.visit(entity) if event == "visit.completed" else None
+        visit = await self.visit(entity) if state_table(event) == "gfe_visits" else None
         ids = {f.headers.get("event_id", "") for f in raw} | set(rows)
         ids.discard("")
         if only is not None:
@@ -261,7 +260,7 @@ class Timelines:
         steps.extend(replayed)  # failed, then replayed: before what the replay led to
         open_letters = [f for f in letters if not was_replayed((f.partition, f.offset), replays)]
         steps.append(postgres_step(row, visit, since, open_letters))
-        if event == "visit.completed":
+        if event == VISIT_COMPLETED:  # the email stage's event (sinks.email.render.wants_email)
             sent, read_all = await self._sent(event_id, published, row, received)
             step = email_step(event_id, disposition, visit, sent, self.email, since)
             if step.state == "waiting" and disposition is not None and not read_all:

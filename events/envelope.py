@@ -7,6 +7,7 @@ for a message that is not an envelope.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -14,6 +15,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from events.messages import SourceMessage
 from events.registry import EVENT_TYPES
 
 ENVELOPE_VERSION = 1
@@ -53,6 +55,14 @@ class Envelope(BaseModel):
     @property
     def success(self) -> bool:
         return bool(self.payload.get("success"))
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One message a stage read, decoded: its envelope, with where it came from."""
+
+    envelope: Envelope
+    source: SourceMessage
 
 
 class EnvelopeInvalid(ValueError):

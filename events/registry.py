@@ -2,9 +2,11 @@
 
 An event type's name, its webhook route, its raw and clean topics, the
 payload field that identifies its entity (key of both topics, dedupe's
-entity), its payload models and the vendor's documented sample. The ingress
-routes, topic lists, envelope entity ids, samples, JSON Schemas and metric
-labels all read this table; ``docs/adding-an-event-type.md`` walks through
+entity), its payload models, the vendor's documented sample, whether it can
+carry patient data and the Postgres table of its entities' state. The ingress
+routes, topic lists, envelope entity ids, samples, JSON Schemas, metric
+labels, the Postgres writer's rows and sealing, the patient-data sweeps and
+the console all read this table; ``docs/adding-an-event-type.md`` walks through
 adding a row.
 """
 
@@ -41,6 +43,9 @@ class EventType:
     # Whether its payload can hold a patient's name or email: its raw and clean topics
     # are then listed where a forget says which copies remain (spakinect_pipeline.phi).
     carries_phi: bool
+    # The Postgres table holding each entity's newest applied state (rows built by
+    # sinks.postgres.rows), or None: its events are recorded in spakinect_events only.
+    state_table: str | None = None
 
     @property
     def schema_name(self) -> str:
@@ -77,6 +82,22 @@ def by_route(route: str) -> EventType:
     return _BY_ROUTE[route]
 
 
+def state_table(event: str) -> str | None:
+    """The state table of an event type (None for one without, or one not registered)."""
+    event_type = EVENT_TYPES.get(event)
+    return None if event_type is None else event_type.state_table
+
+
+def phi_events() -> list[str]:
+    """The names of the event types whose payload can hold a patient's name or email."""
+    return [t.name for t in EVENT_TYPES.values() if t.carries_phi]
+
+
+def keyed_by(entity_field: str) -> list[str]:
+    """The names of the event types whose entity is the ``data`` field ``entity_field``."""
+    return [t.name for t in EVENT_TYPES.values() if t.entity_field == entity_field]
+
+
 register(
     EventType(
         name=VISIT_COMPLETED,
@@ -88,6 +109,7 @@ register(
         full=VisitCompleted,
         sample=SAMPLES[VISIT_COMPLETED],
         carries_phi=True,  # patient_details: name, email
+        state_table="gfe_visits",
     )
 )
 register(
@@ -101,5 +123,6 @@ register(
         full=TreatmentUpdated,
         sample=SAMPLES[TREATMENT_UPDATED],
         carries_phi=False,  # the vendor's catalogue: no patient
+        state_table="treatments",
     )
 )

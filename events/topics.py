@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from events.registry import EVENT_TYPES, TREATMENT_UPDATED, VISIT_COMPLETED
+from events.registry import EVENT_TYPES, VISIT_COMPLETED
 
 SINK_NAMES = ("postgres", "email")
 
@@ -18,15 +18,18 @@ class Topics:
 
     prefix: str = "spakinect."
 
-    @property
-    def visit_completed(self) -> str:
-        """Raw ``visit.completed`` events keyed by gfe_id; may hold duplicates."""
-        return self.prefix + EVENT_TYPES[VISIT_COMPLETED].raw_topic
+    def raw(self, event: str) -> str:
+        """The raw topic of a registered event type: every delivery, duplicates included."""
+        return self.prefix + EVENT_TYPES[event].raw_topic
+
+    def clean(self, event: str) -> str:
+        """The clean topic of a registered event type: each distinct event once."""
+        return self.prefix + EVENT_TYPES[event].clean_topic
 
     @property
-    def treatment_updated(self) -> str:
-        """Raw ``treatment.updated`` events keyed by treatment_id; may hold duplicates."""
-        return self.prefix + EVENT_TYPES[TREATMENT_UPDATED].raw_topic
+    def visits(self) -> str:
+        """``clean(VISIT_COMPLETED)``, under the name the email stage reads it by."""
+        return self.clean(VISIT_COMPLETED)
 
     @property
     def unrouted(self) -> str:
@@ -35,15 +38,6 @@ class Topics:
     @property
     def rejected(self) -> str:
         return f"{self.prefix}rejected"
-
-    @property
-    def visits(self) -> str:
-        """Clean visits: one message per distinct event, with a disposition."""
-        return self.prefix + EVENT_TYPES[VISIT_COMPLETED].clean_topic
-
-    @property
-    def treatments(self) -> str:
-        return self.prefix + EVENT_TYPES[TREATMENT_UPDATED].clean_topic
 
     @property
     def dlq(self) -> str:

@@ -74,7 +74,6 @@ def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
     try:
         return cls(**overrides)
     except ValidationError as exc:
-        str(cls.model_config.get("env_prefix", ""))
         problems = []
         for error in exc.errors():
             if error["loc"]:

@@ -34,7 +34,7 @@ class StreamsSettings(BaseSettings):
     # (streams.fetch_shape.FetchShape). The default is Faust's: any byte is
     # delivered at once. At hundreds of events/s, e.g. 16384 and 0.05 batch the
     # fetches (less CPU per event, up to fetch_max_wait more latency per stage)
-    # at the price of polling every fetch_max_wait when idle (README, Sizing).
+    # at the price of polling every fetch_max_wait when idle (docs/deployment.md, Sizing).
     fetch_min_bytes: int = Field(default=1, ge=1, le=50 * 2**20)
     fetch_max_wait_s: Duration = Field(default=1.5, gt=0, le=10)
     # With fetch_min_bytes at 1: at high rates, let the broker gather this long's worth

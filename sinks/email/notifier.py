@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import aiosmtplib
 from aiolimiter import AsyncLimiter
 
-from sinks.base import InvalidBatch, Record, RetryableError
+from events.envelope import Record
+from sinks.base import InvalidBatch, RetryableError
 from sinks.email.render import make_environment, render
 from sinks.email.settings import EmailSettings, SmtpSettings
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from events.registry import VISIT_COMPLETED
+from events.registry import phi_events
 from sinks.postgres.rows import BatchRows
 from spakinect_pipeline.phi.crypto import Keyring
 
@@ -115,8 +115,9 @@ def _email_of(patient: Any) -> str | None:
 def markers(rows: BatchRows, hashes: Hashes) -> set[str]:
     """Every erasure marker that could match a row of the batch (to look up in one query)."""
     found: set[str] = set()
+    patient_events = phi_events()
     for row in rows.events:
-        if row[1] == VISIT_COMPLETED:
+        if row[1] in patient_events:
             found.add(hashes.gfe_marker(row[2]))
             email = _email_of(_patient(row[7]))
             if email:

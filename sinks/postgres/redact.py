@@ -14,6 +14,22 @@ from datetime import datetime
 
 import asyncpg
 
+from events.registry import phi_events
+
+
+def phi_event_clause() -> str:
+    """``event`` is one of the registry's patient-data event types, as SQL.
+
+    The names are literals, not a parameter: the partial index
+    ``spakinect_events_unredacted_idx`` (migration 0002) is defined on this
+    predicate, and a parameter would hide it from a prepared statement's generic plan.
+    """
+    names = " OR ".join("event = '{}'".format(name.replace("'", "''")) for name in phi_events())
+    return f"({names})" if names else "false"
+
+
+PHI_EVENT = phi_event_clause()
+
 REDACT_VISITS = """
 UPDATE gfe_visits SET patient_name = NULL, patient_first_name = NULL, patient_last_name = NULL,
     patient_email = NULL, patient_email_index = NULL, phi_redacted_at = $2
@@ -35,11 +51,11 @@ WHERE phi_redacted_at IS NULL AND completed_at < $1
 ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED
 """
 
-OLD_EVENTS = """
+OLD_EVENTS = f"""
 SELECT event_id FROM spakinect_events
-WHERE phi_redacted_at IS NULL AND event = 'visit.completed' AND occurred_at < $1
+WHERE phi_redacted_at IS NULL AND {PHI_EVENT} AND occurred_at < $1
 ORDER BY occurred_at LIMIT $2 FOR UPDATE SKIP LOCKED
-"""
+"""  # noqa: S608 - the registry's names only
 
 
 def rows_changed(status: str) -> int:

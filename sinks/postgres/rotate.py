@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 
 from sinks.postgres.protect import PATIENT_COLUMNS, payload_context, visit_context
-from sinks.postgres.redact import rows_changed
+from sinks.postgres.redact import PHI_EVENT, rows_changed
 from sinks.postgres.writer import ERASURE_LOCK, SHARE_ERASURE_LOCK
 from spakinect_pipeline.phi.crypto import Keyring, is_ciphertext
 
@@ -25,10 +25,13 @@ _STALE = "({c} IS NOT NULL AND NOT starts_with({c}, $1))"
 VISITS_WHERE = (
     "phi_redacted_at IS NULL AND (" + " OR ".join(_STALE.format(c=c) for c in PATIENT_COLUMNS) + ")"
 )
-EVENTS_WHERE = """phi_redacted_at IS NULL AND event = 'visit.completed'
+EVENTS_WHERE = (
+    f"phi_redacted_at IS NULL AND {PHI_EVENT}"
+    + """
     AND jsonb_typeof(payload #> '{data,patient_details}') IN ('object', 'string')
     AND NOT (jsonb_typeof(payload #> '{data,patient_details}') = 'string'
              AND starts_with(payload #>> '{data,patient_details}', $1))"""
+)
 
 COUNT_VISITS = f"SELECT count(*) FROM gfe_visits WHERE {VISITS_WHERE}"  # noqa: S608 - constants
 COUNT_EVENTS = f"SELECT count(*) FROM spakinect_events WHERE {EVENTS_WHERE}"  # noqa: S608

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from events.envelope import Disposition
-from events.registry import TREATMENT_UPDATED, VISIT_COMPLETED
-from sinks.base import Record
+from events.envelope import Disposition, Record
+from events.registry import state_table
+
+VISITS_TABLE, TREATMENTS_TABLE = "gfe_visits", "treatments"
+"""The state tables this module builds rows for (an event type names its own: registry)."""
 
 DECISIONS = {
     "requested_treatments": "requested",
@@ -110,6 +112,7 @@ def batch_rows(records: Sequence[Record]) -> BatchRows:
     not_applied: list[tuple[str, str]] = []
     visits: Newest = {}
     treatments: Newest = {}
+    newest: dict[str | None, Newest] = {VISITS_TABLE: visits, TREATMENTS_TABLE: treatments}
     for record in records:
         env = record.envelope
         payload = env.payload
@@ -124,10 +127,8 @@ def batch_rows(records: Sequence[Record]) -> BatchRows:
         )  # fmt: skip
         if disposition != Disposition.APPLY:
             not_applied.append((env.event_id, disposition.value))
-        elif success and env.event == VISIT_COMPLETED:
-            _keep_newest(visits, entity, timestamp, at, record)
-        elif success and env.event == TREATMENT_UPDATED:
-            _keep_newest(treatments, entity, timestamp, at, record)
+        elif success and (state := newest.get(state_table(env.event))) is not None:
+            _keep_newest(state, entity, timestamp, at, record)
     return BatchRows(
         events=events,
         visits=[visit_row(record, at) for _, at, record in visits.values()],

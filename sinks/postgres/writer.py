@@ -19,7 +19,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from sinks.base import InvalidBatch, Record, RetryableError, SinkError
+from events.envelope import Record
+from sinks.base import InvalidBatch, RetryableError, SinkError
 from sinks.postgres.migrate import migrate
 from sinks.postgres.protect import BatchHashes, Protection, markers, protect
 from sinks.postgres.redact import sweep

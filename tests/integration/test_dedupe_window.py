@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from events.registry import VISIT_COMPLETED
 from tests.helpers import read_topic, wait_until
 
 from .conftest import Pipeline
@@ -32,13 +33,15 @@ async def test_duplicates_beyond_the_window_are_caught_by_the_sinks(pipeline: Pi
     await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", f"{gfe_id}_sweeper")
     (before,) = await pipeline.fetch(WRITTEN_AT, gfe_id)
     assert (await pipeline.post(body)).status_code == 200  # beyond the window
-    await pipeline.consumed("dedupe", pipeline.topics.visit_completed)
+    await pipeline.consumed("dedupe", pipeline.topics.raw(VISIT_COMPLETED))
     for stage in ("postgres", "email"):
-        await pipeline.consumed(stage, pipeline.topics.visits)
+        await pipeline.consumed(stage, pipeline.topics.clean(VISIT_COMPLETED))
 
     clean = [
         m
-        for m in await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.visits)
+        for m in await read_topic(
+            pipeline.services.kafka_bootstrap, pipeline.topics.clean(VISIT_COMPLETED)
+        )
         if m.key == gfe_id.encode()
     ]
     assert len(clean) == 2  # the stage forgot it: state is bounded by the window
@@ -53,7 +56,7 @@ async def test_entries_restored_from_the_changelog_expire_too(pipeline: Pipeline
     stage tombstones them itself once the window has passed."""
     gfe_id = f"gfe_restored_{uuid.uuid4().hex[:6]}"
     assert (await pipeline.post(visit(gfe_id))).status_code == 200
-    await pipeline.consumed("dedupe", pipeline.topics.visit_completed)
+    await pipeline.consumed("dedupe", pipeline.topics.raw(VISIT_COMPLETED))
     changelog = f"{pipeline.group('dedupe')}-entities-changelog"
     key = orjson.dumps(f"visit.completed:{gfe_id}")
 
@@ -67,7 +70,7 @@ async def test_entries_restored_from_the_changelog_expire_too(pipeline: Pipeline
     # Local state deleted: the entry can only come back from the changelog.
     await pipeline.restart("dedupe", wipe_state=True)
     assert (await pipeline.post(visit(f"{gfe_id}_sweeper"))).status_code == 200  # same partition
-    await pipeline.consumed("dedupe", pipeline.topics.visit_completed)
+    await pipeline.consumed("dedupe", pipeline.topics.raw(VISIT_COMPLETED))
     assert await entry_writes() == [True, False]
 
 

@@ -15,10 +15,10 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from devstack.process import free_port
-from events.envelope import Disposition, Envelope
+from events.envelope import Disposition, Envelope, Record
 from events.messages import SourceMessage
 from events.samples import sample_visit
-from sinks.base import InvalidBatch, Record
+from sinks.base import InvalidBatch
 from sinks.email.notifier import EmailSink, sending_limiter
 from sinks.email.settings import EmailSettings, SmtpSettings
 from spakinect_pipeline.config import load_settings

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from events.registry import VISIT_COMPLETED
 from examples.consume_visits import RecentIds, consume
 from tests.helpers import committed_offsets, produce, read_topic
 
@@ -20,7 +21,7 @@ async def test_example_consumer_reads_each_visit_once_with_its_disposition(
     pipeline: Pipeline,
 ) -> None:
     gfe_id = f"gfe_ex_{uuid.uuid4().hex[:6]}"
-    bootstrap, topic = pipeline.services.kafka_bootstrap, pipeline.topics.visits
+    bootstrap, topic = pipeline.services.kafka_bootstrap, pipeline.topics.clean(VISIT_COMPLETED)
     assert (await pipeline.post(visit(gfe_id, 1_714_675_300_000))).status_code == 200
     await pipeline.wait_rows("SELECT 1 FROM spakinect_events WHERE entity_id = $1", gfe_id)
     (applied,) = [m for m in await read_topic(bootstrap, topic) if m.key == gfe_id.encode()]

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from events.envelope import Disposition, encode_envelope
+from events.registry import TREATMENT_UPDATED, VISIT_COMPLETED
 from spakinect_pipeline.config import KafkaSettings
 from streams.dlq_tools import read_dead_letters, replay
 from tests import helpers
@@ -103,7 +104,7 @@ async def test_smtp_outage_delays_emails_and_sends_each_once(pipeline: Pipeline)
         return all(mails_for(pipeline, g) for g in gfe_ids)
 
     await wait_until(all_sent, 60, "every email after SMTP came back")
-    await pipeline.consumed("email", pipeline.topics.visits)
+    await pipeline.consumed("email", pipeline.topics.clean(VISIT_COMPLETED))
     assert [len(mails_for(pipeline, g)) for g in gfe_ids] == [1, 1, 1]
     assert await dlq(pipeline, "email") == []
 
@@ -112,13 +113,13 @@ async def test_malformed_raw_message_goes_to_the_dlq_and_the_stage_goes_on(
     pipeline: Pipeline,
 ) -> None:
     key = f"gfe_bad_{uuid.uuid4().hex[:6]}".encode()
-    await produce(pipeline, pipeline.topics.visit_completed, [(key, b"\x00not an envelope")])
+    await produce(pipeline, pipeline.topics.raw(VISIT_COMPLETED), [(key, b"\x00not an envelope")])
     gfe_id = f"gfe_after_bad_{uuid.uuid4().hex[:6]}"
     assert (await pipeline.post(visit(gfe_id))).status_code == 200
     await pipeline.wait_rows("SELECT 1 FROM gfe_visits WHERE gfe_id = $1", gfe_id)
     (headers,) = [h for h in await dlq(pipeline, "dedupe") if h["_key"] == key]
     assert headers["error_type"] == b"EnvelopeInvalid"
-    assert headers["source_topic"] == pipeline.topics.visit_completed.encode()
+    assert headers["source_topic"] == pipeline.topics.raw(VISIT_COMPLETED).encode()
     assert {"error", "source_partition", "source_offset", "attempts"} <= set(headers)
 
     # A dedupe failure is replayed to the raw topic it came from.
@@ -131,7 +132,7 @@ async def test_malformed_raw_message_goes_to_the_dlq_and_the_stage_goes_on(
     raw = [
         m
         for m in await read_topic(
-            pipeline.services.kafka_bootstrap, pipeline.topics.visit_completed
+            pipeline.services.kafka_bootstrap, pipeline.topics.raw(VISIT_COMPLETED)
         )
         if m.key == key
     ]
@@ -148,7 +149,7 @@ async def test_one_poisoned_row_is_dead_lettered_and_the_rest_written(
         gfe_id = f"gfe_poison_{run}_{i}"
         body = visit(gfe_id, location_id="loc\x00nul" if i == 5 else "loc_ok")
         items.append((gfe_id.encode(), clean_envelope(body)))
-    await produce(pipeline, pipeline.topics.visits, items)
+    await produce(pipeline, pipeline.topics.clean(VISIT_COMPLETED), items)
     await pipeline.wait_rows(
         "SELECT 1 FROM gfe_visits WHERE gfe_id LIKE $1", f"gfe_poison_{run}_%", count=10
     )
@@ -157,7 +158,7 @@ async def test_one_poisoned_row_is_dead_lettered_and_the_rest_written(
     )
     assert headers["error_type"] == b"InvalidBatch"
     assert b"SQLSTATE 22" in headers["error"]
-    assert headers["source_topic"] == pipeline.topics.visits.encode()
+    assert headers["source_topic"] == pipeline.topics.clean(VISIT_COMPLETED).encode()
     assert (
         await pipeline.fetch(
             "SELECT 1 FROM spakinect_events WHERE entity_id = $1", f"gfe_poison_{run}_5"
@@ -213,7 +214,11 @@ async def test_poisoned_row_in_100_is_isolated_then_replayed_after_the_fix(
     ]
     assert len(retried) == 1
     assert dict(retried[0].headers)["event_id"] == poisoned_id.encode()
-    clean = [m for m in await read_topic(bootstrap, pipeline.topics.visits) if m.key == key]
+    clean = [
+        m
+        for m in await read_topic(bootstrap, pipeline.topics.clean(VISIT_COMPLETED))
+        if m.key == key
+    ]
     assert len(clean) == 1
     events = await pipeline.fetch(
         "SELECT 1 FROM spakinect_events WHERE entity_id = ANY($1::text[])", gfe_ids
@@ -262,7 +267,11 @@ async def test_writer_applies_only_newer_visits_and_replaces_their_treatments(
 
     async def write(body: dict[str, Any]) -> str:
         event_id = f"visit.completed:{gfe_id}:{body['timestamp']}"
-        await produce(pipeline, pipeline.topics.visits, [(gfe_id.encode(), clean_envelope(body))])
+        await produce(
+            pipeline,
+            pipeline.topics.clean(VISIT_COMPLETED),
+            [(gfe_id.encode(), clean_envelope(body))],
+        )
         await pipeline.wait_rows("SELECT 1 FROM spakinect_events WHERE event_id = $1", event_id)
         return event_id
 
@@ -283,7 +292,9 @@ async def test_writer_applies_only_newer_visits_and_replaces_their_treatments(
             "data": {"treatment_id": treatment_id, "treatment_name": action, "action": action},
         }
         value = clean_envelope(body)
-        await produce(pipeline, pipeline.topics.treatments, [(treatment_id.encode(), value)])
+        await produce(
+            pipeline, pipeline.topics.clean(TREATMENT_UPDATED), [(treatment_id.encode(), value)]
+        )
         await pipeline.wait_rows(
             "SELECT 1 FROM spakinect_events WHERE event_id = $1",
             f"treatment.updated:{treatment_id}:{stamp}",

@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from devstack.process import free_port
+from events.registry import VISIT_COMPLETED
 from events.samples import SAMPLES
 from events.topics import Topics
 from ingress.app import create_app
@@ -64,7 +65,7 @@ async def test_accepted_event_is_on_its_raw_topic_keyed_by_entity(
     event_id = f"visit.completed:{gfe_id}:1714675200000"
     assert response.json() == {"received": True, "event_id": event_id}
 
-    topic = Topics(kafka.topic_prefix).visit_completed
+    topic = Topics(kafka.topic_prefix).raw(VISIT_COMPLETED)
     (message,) = [
         m for m in await read_topic(kafka.bootstrap_servers[0], topic) if m.key == gfe_id.encode()
     ]
@@ -209,6 +210,8 @@ async def test_rejected_replay_publishes_what_the_models_now_accept(
     assert dry["still_refused:invalid_json"] >= 1
     counts = await replay_rejected(kafka, idle_s=1)
     assert counts["published"] == dry["published"]
-    raw = await read_topic(kafka.bootstrap_servers[0], Topics(kafka.topic_prefix).visit_completed)
+    raw = await read_topic(
+        kafka.bootstrap_servers[0], Topics(kafka.topic_prefix).raw(VISIT_COMPLETED)
+    )
     (message,) = [m for m in raw if m.key == gfe_id.encode()]
     assert orjson.loads(message.value)["event_id"] == f"visit.completed:{gfe_id}:1714675200000"

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from devstack.kafka import KafkaBroker
+from events.registry import VISIT_COMPLETED
 from events.samples import SAMPLES
 from events.topics import Topics
 from ingress.app import create_app
@@ -91,7 +92,7 @@ async def test_kafka_killed_and_restarted_mid_traffic(broker: KafkaBroker) -> No
     stored = {
         m.key.decode()
         for m in await read_topic(
-            broker.bootstrap_servers, Topics(kafka.topic_prefix).visit_completed
+            broker.bootstrap_servers, Topics(kafka.topic_prefix).raw(VISIT_COMPLETED)
         )
     }
     assert acked <= stored  # nothing acknowledged is lost

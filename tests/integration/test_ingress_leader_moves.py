@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from devstack import REPO
 from devstack.kafka_cluster import KafkaCluster
+from events.registry import VISIT_COMPLETED
 from events.samples import sample_visit
 from events.topics import Topics
 from ingress.app import create_app
@@ -65,7 +66,7 @@ async def test_leader_killed_mid_traffic_every_answer_within_budget(
         min_insync_replicas=2,
     )
     await ensure_topics(kafka)
-    topic = Topics(kafka.topic_prefix).visit_completed
+    topic = Topics(kafka.topic_prefix).raw(VISIT_COMPLETED)
     settings = IngressSettings(allow_unauthenticated=True, publish_timeout_s=BUDGET_S)
     outcomes: list[tuple[float, int, float, str]] = []  # (sent at, status, seconds, gfe_id)
 

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from events.messages import SourceMessage, dlq_headers
+from events.registry import VISIT_COMPLETED
 from sinks.postgres.protect import open_visit
 from spakinect_pipeline.phi.crypto import PhiDecryptError, keyring_from, new_key_entry
 from tests.helpers import read_topic, wait_until
@@ -107,7 +108,7 @@ async def test_a_forgotten_patient_stays_forgotten_and_nothing_leaks(pipeline: P
         )
     )
     assert "redacted: 1 gfe_visits row(s), 1 event row(s)" in done
-    assert f"kafka topic {pipeline.topics.visit_completed}: until " in done
+    assert f"kafka topic {pipeline.topics.raw(VISIT_COMPLETED)}: until " in done
     assert f"kafka topic {pipeline.topics.dlq}: until " in done
     (row,) = await pipeline.fetch("SELECT * FROM gfe_visits WHERE gfe_id = $1", gfe_id)
     assert row["patient_name"] is None
@@ -124,7 +125,9 @@ async def test_a_forgotten_patient_stays_forgotten_and_nothing_leaks(pipeline: P
     await pipeline.wait_rows("SELECT 1 FROM spakinect_events WHERE event_id = $1", late_id)
     clean = [
         m
-        for m in await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.visits)
+        for m in await read_topic(
+            pipeline.services.kafka_bootstrap, pipeline.topics.clean(VISIT_COMPLETED)
+        )
         if m.key == gfe_id.encode()
     ]
     first_id = f"visit.completed:{gfe_id}:{body['timestamp']}"

@@ -13,6 +13,7 @@ import orjson
 import pytest
 from faust.types import TP
 
+from events.registry import VISIT_COMPLETED
 from events.samples import SAMPLES
 from events.samples import sample_visit as visit
 from sinks.postgres.protect import open_visit
@@ -68,7 +69,9 @@ async def test_vendor_sample_becomes_rows_and_one_email(pipeline: Pipeline) -> N
     await wait_until(
         lambda: asyncio.sleep(0, mails_for(pipeline, "gfe_abc123xyz789")), 30, "the clinic email"
     )
-    await pipeline.consumed("email", pipeline.topics.visits)  # handled: no email to come
+    await pipeline.consumed(
+        "email", pipeline.topics.clean(VISIT_COMPLETED)
+    )  # handled: no email to come
     messages = mails_for(pipeline, "gfe_abc123xyz789")
     assert len(messages) == 1
     body = messages[0].get_body(("plain",)).get_content()
@@ -95,11 +98,13 @@ async def test_ten_deliveries_concurrently_again_and_after_restart_give_one_of_e
     responses = await asyncio.gather(*(pipeline.post(body) for _ in range(10)))
     assert {r.status_code for r in responses} == {200}
 
-    await pipeline.consumed("dedupe", pipeline.topics.visit_completed)
-    await pipeline.consumed("email", pipeline.topics.visits)
+    await pipeline.consumed("dedupe", pipeline.topics.raw(VISIT_COMPLETED))
+    await pipeline.consumed("email", pipeline.topics.clean(VISIT_COMPLETED))
     clean = [
         m
-        for m in await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.visits)
+        for m in await read_topic(
+            pipeline.services.kafka_bootstrap, pipeline.topics.clean(VISIT_COMPLETED)
+        )
         if m.key == gfe_id.encode()
     ]
     assert len(clean) == 1
@@ -107,7 +112,7 @@ async def test_ten_deliveries_concurrently_again_and_after_restart_give_one_of_e
     raw = [
         m
         for m in await read_topic(
-            pipeline.services.kafka_bootstrap, pipeline.topics.visit_completed
+            pipeline.services.kafka_bootstrap, pipeline.topics.raw(VISIT_COMPLETED)
         )
         if m.key == gfe_id.encode()
     ]
@@ -130,10 +135,12 @@ async def test_duplicates_waiting_in_every_partition_are_dropped_in_one_batch(
     again = await asyncio.gather(*(pipeline.post(visit(g)) for g in gfe_ids * 2))
     assert {r.status_code for r in again} == {200}
     await pipeline.start("dedupe")
-    await pipeline.consumed("dedupe", pipeline.topics.visit_completed)
+    await pipeline.consumed("dedupe", pipeline.topics.raw(VISIT_COMPLETED))
     clean = [
         m
-        for m in await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.visits)
+        for m in await read_topic(
+            pipeline.services.kafka_bootstrap, pipeline.topics.clean(VISIT_COMPLETED)
+        )
         if m.key.decode() in set(gfe_ids)
     ]
     assert sorted(m.key.decode() for m in clean) == sorted(gfe_ids)
@@ -149,7 +156,7 @@ async def test_a_restarted_dedupe_worker_resumes_from_its_own_store_and_offset(
     gfe_id = f"gfe_resume_{uuid.uuid4().hex[:6]}"
     body = visit(gfe_id)
     assert (await pipeline.post(body)).status_code == 200
-    await pipeline.consumed("dedupe", pipeline.topics.visit_completed)
+    await pipeline.consumed("dedupe", pipeline.topics.raw(VISIT_COMPLETED))
     await pipeline.stop("dedupe")
 
     streams = StreamsSettings(
@@ -187,10 +194,12 @@ async def test_a_restarted_dedupe_worker_resumes_from_its_own_store_and_offset(
 
     await pipeline.start("dedupe")
     assert (await pipeline.post(body)).status_code == 200
-    await pipeline.consumed("dedupe", pipeline.topics.visit_completed)
+    await pipeline.consumed("dedupe", pipeline.topics.raw(VISIT_COMPLETED))
     clean = [
         m
-        for m in await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.visits)
+        for m in await read_topic(
+            pipeline.services.kafka_bootstrap, pipeline.topics.clean(VISIT_COMPLETED)
+        )
         if m.key == gfe_id.encode()
     ]
     assert len(clean) == 1
@@ -267,7 +276,7 @@ async def test_stale_and_unsuccessful_visits_are_recorded_never_applied_or_email
     )
     assert row["location_id"] == "loc_12345"
     await wait_until(lambda: asyncio.sleep(0, mails_for(pipeline, gfe_id)), 30, "the email")
-    await pipeline.consumed("email", pipeline.topics.visits)
+    await pipeline.consumed("email", pipeline.topics.clean(VISIT_COMPLETED))
     assert len(mails_for(pipeline, gfe_id)) == 1
 
 
@@ -284,7 +293,7 @@ async def test_stopped_email_stage_does_not_hold_back_postgres(pipeline: Pipelin
         60,
         "the email after the stage restarted",
     )
-    await pipeline.consumed("email", pipeline.topics.visits)
+    await pipeline.consumed("email", pipeline.topics.clean(VISIT_COMPLETED))
     assert len(mails_for(pipeline, gfe_id)) == 1
 
 
@@ -295,14 +304,18 @@ async def test_a_visit_repeated_after_a_restart_is_not_emailed_again(pipeline: P
     await wait_until(lambda: asyncio.sleep(0, mails_for(pipeline, gfe_id)), 30, "the email")
     (message,) = [
         m
-        for m in await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.visits)
+        for m in await read_topic(
+            pipeline.services.kafka_bootstrap, pipeline.topics.clean(VISIT_COMPLETED)
+        )
         if m.key == gfe_id.encode()
     ]
     await pipeline.restart("email", wipe_state=True)  # send-once state from the changelog
     await produce(
-        pipeline.services.kafka_bootstrap, pipeline.topics.visits, [(message.key, message.value)]
+        pipeline.services.kafka_bootstrap,
+        pipeline.topics.clean(VISIT_COMPLETED),
+        [(message.key, message.value)],
     )
-    await pipeline.consumed("email", pipeline.topics.visits)
+    await pipeline.consumed("email", pipeline.topics.clean(VISIT_COMPLETED))
     assert len(mails_for(pipeline, gfe_id)) == 1
     for name in ("dedupe", "postgres", "email"):
         log_text = "".join(p.read_text() for p in pipeline.logs.glob(f"{name}-*.log"))
@@ -323,7 +336,7 @@ async def test_send_once_state_goes_to_the_changelog_partition_of_its_event(
     bootstrap = pipeline.services.kafka_bootstrap
     source = {
         m.key.decode(): m.partition
-        for m in await read_topic(bootstrap, pipeline.topics.visits)
+        for m in await read_topic(bootstrap, pipeline.topics.clean(VISIT_COMPLETED))
         if m.key.decode() in ids
     }
     changelog = f"{pipeline.group('email')}-sent-changelog"

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from events.registry import VISIT_COMPLETED
 from streams.stages import STAGE_NAMES as STAGES
 
 from .conftest import Pipeline
@@ -41,7 +42,7 @@ ROLLS = int(os.environ.get("TORTURE_ROLLS", "6"))  # graceful restarts under loa
 
 def source_of(pipeline: Pipeline, stage: str) -> str:
     topics = pipeline.topics
-    return topics.visit_completed if stage == "dedupe" else topics.visits
+    return topics.raw(VISIT_COMPLETED) if stage == "dedupe" else topics.clean(VISIT_COMPLETED)
 
 
 def emails_per_visit(pipeline: Pipeline, gfe_ids: list[str]) -> Counter[str]:
@@ -59,7 +60,7 @@ async def processed_within(pipeline: Pipeline, stage: str, bound: float) -> floa
     """Seconds until ``stage`` has committed past everything on its source (upstream first)."""
     started = time.monotonic()
     if stage != "dedupe":
-        await pipeline.consumed("dedupe", pipeline.topics.visit_completed, bound)
+        await pipeline.consumed("dedupe", pipeline.topics.raw(VISIT_COMPLETED), bound)
     left = bound - (time.monotonic() - started)
     await pipeline.consumed(stage, source_of(pipeline, stage), max(left, 0.1))
     return time.monotonic() - started
@@ -118,7 +119,7 @@ async def test_a_stage_restarted_round_after_round_handles_every_event_then_goes
         f"slowest to processed {slowest:.1f}s"
     )
     assert not missing
-    # A SIGKILL between a send and its mark may repeat that one email (README).
+    # A SIGKILL between a send and its mark may repeat that one email (docs/operations.md).
     assert doubled <= kills["email"]
 
 

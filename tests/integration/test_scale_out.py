@@ -12,6 +12,7 @@ from collections import Counter
 
 import pytest
 
+from events.registry import VISIT_COMPLETED
 from streams.stages import STAGE_NAMES as STAGES
 from tests.helpers import read_topic, wait_group_stable
 
@@ -71,12 +72,16 @@ async def test_killing_one_of_two_workers_per_stage_loses_and_doubles_nothing(
     assert sum(count - 1 for count in per_visit.values()) <= 1  # one killed email worker
 
     # The dedupe state moved with the partitions: re-deliveries are still dropped.
-    await pipeline.consumed("dedupe", pipeline.topics.visit_completed)
-    before = len(await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.visits))
+    await pipeline.consumed("dedupe", pipeline.topics.raw(VISIT_COMPLETED))
+    before = len(
+        await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.clean(VISIT_COMPLETED))
+    )
     for gfe_id in gfe_ids[:40]:
         assert (await pipeline.post(visit(gfe_id))).status_code == 200
-    await pipeline.consumed("dedupe", pipeline.topics.visit_completed)
-    after = len(await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.visits))
+    await pipeline.consumed("dedupe", pipeline.topics.raw(VISIT_COMPLETED))
+    after = len(
+        await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.clean(VISIT_COMPLETED))
+    )
     assert after == before
 
 
@@ -86,12 +91,12 @@ async def where_lost(pipeline: Pipeline, gfe_ids: list[str]) -> str:
     lost = set(gfe_ids)
     raw = [
         (m.partition, m.offset)
-        for m in await read_topic(bootstrap, pipeline.topics.visit_completed)
+        for m in await read_topic(bootstrap, pipeline.topics.raw(VISIT_COMPLETED))
         if json.loads(m.value)["payload"]["data"]["gfe_id"] in lost
     ]
     clean = {
         json.loads(m.value)["payload"]["data"]["gfe_id"]
-        for m in await read_topic(bootstrap, pipeline.topics.visits)
+        for m in await read_topic(bootstrap, pipeline.topics.clean(VISIT_COMPLETED))
     }
     return (
         f"{len(gfe_ids)} events lost; raw (partition, offset): {sorted(raw)}; "

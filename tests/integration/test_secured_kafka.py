@@ -24,6 +24,7 @@ import pytest
 import trustme
 
 from devstack.secure_kafka import SecuredKafkaBroker
+from events.registry import VISIT_COMPLETED
 from events.samples import SAMPLES
 from events.topics import Topics
 from ingress.app import create_app
@@ -105,7 +106,9 @@ async def test_a_visit_goes_through_ingress_and_a_dedupe_worker_over_sasl_ssl(
             cwd=tmp_path,
         )
     try:
-        clean = await first_message(kafka, Topics(kafka.topic_prefix).visits, timeout=90)
+        clean = await first_message(
+            kafka, Topics(kafka.topic_prefix).clean(VISIT_COMPLETED), timeout=90
+        )
     finally:
         worker.terminate()
         await asyncio.wait_for(worker.wait(), timeout=60)

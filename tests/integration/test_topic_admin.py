@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import InvalidReplicationFactorError
 
+from events.registry import VISIT_COMPLETED
 from events.topics import Topics
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.topic_admin import align_topic_configs, changelog_config, ensure_topics
@@ -72,7 +73,7 @@ async def test_retention_replication_and_min_isr_reach_the_created_topics(
     admin = AIOKafkaAdminClient(**kafka.client_options())
     await admin.start()
     try:
-        (described,) = await admin.describe_topics([Topics(prefix).visits])
+        (described,) = await admin.describe_topics([Topics(prefix).clean(VISIT_COMPLETED)])
     finally:
         await admin.close()
     assert [len(p["replicas"]) for p in described["partitions"]] == [1, 1]

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from events.registry import VISIT_COMPLETED
 from events.samples import SAMPLES
 from events.samples import sample_visit as visit
 from ingress.replay_rejected import replay_rejected
@@ -94,9 +95,11 @@ async def test_one_posted_event_is_one_trace_through_every_stage(
     ]
     assert dedupe.attributes["spakinect.outcome"] == "published"
     assert dedupe.attributes["spakinect.disposition"] == "apply"
-    assert dedupe.attributes["messaging.destination.name"] == pipeline.topics.visit_completed
+    assert dedupe.attributes["messaging.destination.name"] == pipeline.topics.raw(VISIT_COMPLETED)
     assert postgres.attributes["spakinect.outcome"] == "written"
-    assert postgres.attributes["messaging.destination.name"] == pipeline.topics.visits
+    assert postgres.attributes["messaging.destination.name"] == pipeline.topics.clean(
+        VISIT_COMPLETED
+    )
     assert email.attributes["spakinect.outcome"] == "sent"
     # Every span naming this event is in this one trace.
     assert {s.trace_id for s in receiver.with_attribute("spakinect.event_id", event_id)} == {

@@ -23,6 +23,7 @@ from devstack.phi_keys import new_phi_env
 from devstack.postgres import LocalPostgres
 from devstack.process import ManagedProcess, free_port
 from devstack.stack import pipeline_process, stage_argv
+from events.registry import VISIT_COMPLETED
 from events.topics import Topics
 from sinks.email.settings import SmtpSettings
 from sinks.postgres.migrate import migrate
@@ -193,7 +194,10 @@ async def test_kafka_check_fails_on_missing_topics_and_unreachable_brokers(
     reachable = KafkaSettings(bootstrap_servers=[services.kafka_bootstrap])
     unreachable = KafkaSettings(bootstrap_servers=[f"127.0.0.1:{free_port()}"])
     missing = f"absent-{uuid.uuid4().hex[:8]}"
-    for settings, topics in ((reachable, [missing]), (unreachable, [Topics().visits])):
+    for settings, topics in (
+        (reachable, [missing]),
+        (unreachable, [Topics().clean(VISIT_COMPLETED)]),
+    ):
         publisher = KafkaPublisher(settings, client_id="probe-test")
         try:
             began = time.monotonic()

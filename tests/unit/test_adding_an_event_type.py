@@ -16,7 +16,7 @@ from typing import Any, Literal
 import pytest
 from fastapi.testclient import TestClient
 
-from events.envelope import Disposition, decode_envelope
+from events.envelope import Disposition, Record, decode_envelope
 from events.messages import SourceMessage
 from events.payloads import NonEmptyStr, OpenModel, Timestamped
 from events.registry import EVENT_TYPES, EventType, by_route, register, unregister
@@ -24,7 +24,6 @@ from events.schemas import schemas
 from events.topics import Topics
 from ingress.app import create_app
 from ingress.settings import IngressSettings
-from sinks.base import Record
 from sinks.email.render import wants_email
 from sinks.postgres.rows import batch_rows
 from spakinect_pipeline.config import KafkaSettings
@@ -149,3 +148,28 @@ def test_an_unregistered_event_type_leaves_no_route_behind(booked: EventType) ->
     with pytest.raises(KeyError):
         by_route(booked.route)
     register(booked)  # for the fixture's own unregister
+
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCT = ("events", "ingress", "streams", "sinks", "spakinect_pipeline", "cli", "console")
+# Where an event type may be spelled out: its payload model, its sample, its registry row,
+# and applied migrations (SQL already run cannot change).
+SPELLED = {"events/payloads.py", "events/samples.py", "events/registry.py"}
+# Owned by open work elsewhere, to derive from the registry there: the erasure seam's SQL
+# (patient-data issue) and the OpenAPI example of the ingress's answer (ingress work).
+PENDING = {"sinks/postgres/erasure.py", "ingress/router.py"}
+
+
+def test_no_product_file_but_the_registry_names_an_event_type() -> None:
+    names = {name for t in EVENT_TYPES.values() for name in (t.name, t.raw_topic)}
+    offenders = []
+    for package in PRODUCT:
+        for path in sorted((ROOT / package).rglob("*")):
+            relative = path.relative_to(ROOT).as_posix()
+            if path.suffix not in (".py", ".html", ".sql") or "migrations/" in relative:
+                continue
+            if relative in SPELLED | PENDING:
+                continue
+            text = path.read_text()
+            offenders += [f"{relative}: {name}" for name in sorted(names) if name in text]
+    assert offenders == []

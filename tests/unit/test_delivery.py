@@ -3,9 +3,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from events.envelope import Envelope
+from events.envelope import Envelope, Record
 from events.messages import SourceMessage, dlq_headers
-from sinks.base import InvalidBatch, Record, RetryableError
+from sinks.base import InvalidBatch, RetryableError
 from streams.delivery import Backoff, DeliveryStats, deliver
 
 
@@ -68,11 +68,17 @@ async def test_retryable_errors_retry_the_same_batch_until_it_is_written():
     assert stats.retries == 5
 
 
-def test_backoff_is_capped_and_jittered():
+def test_backoff_doubles_to_its_cap_and_draws_each_delay_from_the_upper_half():
     backoff = Backoff(initial=0.2, maximum=5)
-    delays = [backoff.next_delay() for _ in range(20)]
-    assert all(0.1 <= d <= 5 for d in delays)
-    assert max(delays[-5:]) > 2.5
+    delays = [backoff.next_delay() for _ in range(40)]
+    ceilings = [min(5.0, 0.2 * 2**k) for k in range(40)]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    at_cap = delays[10:]  # 0.2 * 2**5 > 5: capped from the sixth delay on
+    assert len(set(at_cap)) > 1  # jittered: not every delay is the cap
+    assert min(at_cap) < 4.5
+    assert max(at_cap) > 3.0
+    backoff.reset()
+    assert 0.1 <= backoff.next_delay() <= 0.2  # a success starts over from the initial delay
 
 
 def test_dlq_headers_carry_the_contract_fields():

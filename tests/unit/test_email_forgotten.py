@@ -4,8 +4,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from events.envelope import Disposition
-from sinks.base import Record, RetryableError
+from events.envelope import Disposition, Record
+from sinks.base import RetryableError
 from sinks.email.forgotten import SkipForgotten, subjects
 
 from .test_rows import rec, visit

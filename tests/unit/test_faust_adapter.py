@@ -54,9 +54,6 @@ def test_every_private_name_the_adapter_uses_exists(tmp_path):
         assert callable(getattr(faust_aiokafka.Consumer, name)), name
     for name in ("_create_worker_consumer", "_ensure_consumer", "call_thread", "seek_to_committed"):
         assert callable(getattr(faust_aiokafka.AIOKafkaConsumerThread, name)), name
-    assert RewindingConsumerThread.seek_to_committed is not (
-        faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed
-    )
     assert callable(faust.App._new_transport)
     assert callable(faust.App.on_stop)
     assert callable(faust.Worker._schedule_shutdown)
@@ -86,6 +83,33 @@ def test_faust_still_leaves_a_revoked_rocksdb_open():
     from faust.stores import rocksdb
 
     assert "# db.close()" in inspect.getsource(rocksdb.Store.revoke_partitions)
+
+
+async def test_a_partition_nobody_committed_starts_from_its_beginning(tmp_path, monkeypatch):
+    """RewindingConsumerThread: aiokafka's seek_to_committed leaves such a partition alone."""
+    app = app_for(tmp_path)
+    consumer, thread = app.consumer, app.consumer._thread
+    assert isinstance(thread, RewindingConsumerThread)
+    fresh, changelog = TP("spakinect.visits", 1), TP("app-email-sent-changelog", 0)
+    beginnings = {fresh: 3, changelog: 0}
+    sought: list[Any] = []
+
+    class Client:
+        async def seek_to_committed(self) -> dict[Any, int | None]:
+            return {SOURCE: 7, fresh: None, changelog: None}
+
+        async def seek_to_beginning(self, *tps: Any) -> None:
+            sought.extend(tps)
+
+        async def position(self, tp: Any) -> int:
+            return beginnings[tp]
+
+    monkeypatch.setattr(thread, "_ensure_consumer", Client)
+    monkeypatch.setattr(consumer, "_is_changelog_tp", lambda tp: tp == changelog)
+    committed = await thread._seek_to_committed_or_start()
+    assert sought == [fresh]  # a changelog without a commit is Faust's to recover
+    assert committed == {SOURCE: 7, fresh: 3, changelog: None}
+    assert consumer._start_offsets == {SOURCE: 7, fresh: 3}
 
 
 def test_stage_apps_use_the_strict_consumer_and_the_fence(tmp_path):

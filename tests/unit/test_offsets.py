@@ -28,13 +28,17 @@ def test_without_a_known_floor_the_first_run_commits() -> None:
 
 
 @given(st.sets(st.integers(0, 60), max_size=40), st.integers(0, 30))
-def test_a_commit_never_covers_an_offset_that_was_not_acked(acked: set[int], floor: int) -> None:
+def test_a_commit_covers_exactly_the_acked_run_from_the_floor(acked: set[int], floor: int) -> None:
     acked = {o for o in acked if o >= floor}
     result = committable(sorted(acked, reverse=True), floor)
-    if result.offset is not None:
-        assert set(range(floor, result.offset)) <= acked
+    run = 0
+    while floor + run in acked:
+        run += 1
+    if run:  # never past an unacked offset, and never short of one the run covers
+        assert result == Committable(floor + run, run, None)
     else:
-        assert not acked or floor not in acked
+        assert result.offset is None
+        assert result.hole == (floor if acked else None)
 
 
 def test_a_hole_is_due_after_the_grace_period_and_then_once_per_period() -> None:

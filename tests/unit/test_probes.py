@@ -137,7 +137,10 @@ async def test_a_worker_serves_its_probes_and_names_what_it_cannot_reach(
         body = await ready.json()
         assert ready.status == 503
         assert set(body["problems"]) == {"kafka", "postgres", "assignment"}
-        assert body["problems"]["postgres"] == "postgres: ConnectionRefusedError"
+        assert body["problems"]["postgres"] == (
+            "postgres: Postgres not reachable (ConnectionRefusedError): "
+            "check POSTGRES_DSN's host and port, the network"
+        )
         await app.crash(RuntimeError("agent died"))
         crashed = await client.get("/healthz")
         assert (crashed.status, await crashed.json()) == (503, {"status": "crashed"})

@@ -2,10 +2,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from events.envelope import Disposition, Envelope
+from events.envelope import Disposition, Envelope, Record
 from events.messages import SourceMessage
 from events.samples import SAMPLES
-from sinks.base import Record
 from sinks.postgres.rows import batch_rows, columns
 
 

@@ -17,11 +17,12 @@ from typing import Any
 import orjson
 import pytest
 
-from events.envelope import Disposition, decode_envelope, encode_envelope
+from events.envelope import Disposition, Record, decode_envelope, encode_envelope
 from events.messages import SourceMessage
+from events.registry import VISIT_COMPLETED
 from events.samples import SAMPLES, sample_visit
 from events.topics import SINK_NAMES, Topics
-from sinks.base import InvalidBatch, Record
+from sinks.base import InvalidBatch
 from streams.dedupe import DedupeHandler
 from streams.dlq import DeadLetters, DlqLimit, DlqLimitExceeded
 from streams.email_stage import EmailHandler
@@ -36,7 +37,7 @@ TOPICS = Topics()
 def message(
     body: dict[str, Any],
     offset: int,
-    topic: str = TOPICS.visit_completed,
+    topic: str = TOPICS.raw(VISIT_COMPLETED),
     disposition: Disposition | None = None,
 ) -> SourceMessage:
     entity = body["data"].get("gfe_id") or body["data"]["treatment_id"]
@@ -79,7 +80,7 @@ async def test_dedupe_publishes_each_distinct_event_once_then_records_it(tmp_pat
 
     clean, changelog = publisher.messages
     topic, key, value, headers = clean
-    assert (topic, key) == (TOPICS.visits, b"gfe_1")
+    assert (topic, key) == (TOPICS.clean(VISIT_COMPLETED), b"gfe_1")
     assert decode_envelope(value).disposition == "apply"
     assert ("disposition", b"apply") in headers
     assert (changelog[0], changelog[1]) == (table.topic, b'"visit.completed:gfe_1"')
@@ -102,7 +103,7 @@ async def test_dedupe_records_nothing_before_the_clean_topic_acked(tmp_path: Pat
     handler = DedupeHandler(table, TOPICS, window_s=3600)
     await process(handler, [message(SAMPLES["visit.completed"], 0)], tools_for("dedupe", publisher))
     # The clean topic first, acked; then the changelog, acked; then the local store.
-    assert calls == [[TOPICS.visits], [table.topic]]
+    assert calls == [[TOPICS.clean(VISIT_COMPLETED)], [table.topic]]
     assert dict(table.items())
 
 
@@ -119,7 +120,9 @@ async def test_dedupe_tombstones_expired_entries_with_the_batch_and_reads_them_a
     await process(handler, [message(second, 1), message(first, 2)], tools)
 
     # gfe_1's old entry was swept before the read: its retry passes again (window over).
-    assert [m[0] for m in publisher.messages if m[0] == TOPICS.visits] == [TOPICS.visits] * 3
+    assert [m[0] for m in publisher.messages if m[0] == TOPICS.clean(VISIT_COMPLETED)] == [
+        TOPICS.clean(VISIT_COMPLETED)
+    ] * 3
     keys = sorted(key for key, _ in table.items())
     assert keys == ["visit.completed:gfe_1", "visit.completed:gfe_2"]
     assert handler.counts()["duplicates"] == 0
@@ -173,8 +176,8 @@ async def test_an_undecodable_message_is_dead_lettered_before_the_handler_sees_i
         async def handle(self, batch: Batch) -> None:
             seen.extend(batch.records)
 
-    good = message(SAMPLES["visit.completed"], 1, TOPICS.visits)
-    bad = SourceMessage(TOPICS.visits, 0, 0, b"k", b"not json", [])
+    good = message(SAMPLES["visit.completed"], 1, TOPICS.clean(VISIT_COMPLETED))
+    bad = SourceMessage(TOPICS.clean(VISIT_COMPLETED), 0, 0, b"k", b"not json", [])
     await process(Keeping(), [bad, good], tools_for("postgres", publisher))
     assert [r.source for r in seen] == [good]
     (letter,) = dead_letters(publisher)
@@ -279,9 +282,11 @@ async def test_the_email_handler_sends_each_visit_once_and_skips_forgotten_patie
     sent = sent_table(tmp_path)
     handler = EmailHandler({"clinic": clinic}, NoMarkers(), sent, 1.0)  # type: ignore[dict-item]
     tools = tools_for("email", publisher)
-    applied = message(sample_visit("gfe_1"), 0, TOPICS.visits, Disposition.APPLY)
-    forgotten = message(sample_visit("gfe_forgotten"), 1, TOPICS.visits, Disposition.APPLY)
-    stale = message(sample_visit("gfe_2"), 2, TOPICS.visits, Disposition.STALE)
+    applied = message(sample_visit("gfe_1"), 0, TOPICS.clean(VISIT_COMPLETED), Disposition.APPLY)
+    forgotten = message(
+        sample_visit("gfe_forgotten"), 1, TOPICS.clean(VISIT_COMPLETED), Disposition.APPLY
+    )
+    stale = message(sample_visit("gfe_2"), 2, TOPICS.clean(VISIT_COMPLETED), Disposition.STALE)
     await process(handler, [applied], tools)
     await process(handler, [applied], tools)
     await process(handler, [forgotten], tools)
@@ -339,7 +344,10 @@ async def test_past_the_dlq_limit_the_runner_crashes_the_worker_and_acks_no_furt
     env = StageEnv(create_faust_app("postgres", streams, kafka), streams, kafka, TOPICS)
     publisher = RecordingPublisher()
     runner = StageRunner(
-        env, StageParts(Keeping(), [TOPICS.visits], [TOPICS.visits]), None, publisher
+        env,
+        StageParts(Keeping(), [TOPICS.clean(VISIT_COMPLETED)], [TOPICS.clean(VISIT_COMPLETED)]),
+        None,
+        publisher,
     )
     runner.dlq.limit = DlqLimit(max_consecutive=2)
     crashes: list[BaseException] = []
@@ -348,8 +356,10 @@ async def test_past_the_dlq_limit_the_runner_crashes_the_worker_and_acks_no_furt
         crashes.append(reason)
 
     runner.app.crash = crash  # type: ignore[method-assign]
-    stream = FakeStream([SourceMessage(TOPICS.visits, 0, i, b"k", b"{}", []) for i in range(3)])
-    runner.fence.assign([(TOPICS.visits, 0)])
+    stream = FakeStream(
+        [SourceMessage(TOPICS.clean(VISIT_COMPLETED), 0, i, b"k", b"{}", []) for i in range(3)]
+    )
+    runner.fence.assign([(TOPICS.clean(VISIT_COMPLETED), 0)])
     with pytest.raises(DlqLimitExceeded):
         await asyncio.wait_for(runner._agent(stream), 10)
     assert stream.acked == [0, 1]  # the third, past the limit, is not acked: a restart repeats it
@@ -378,7 +388,7 @@ class Isolating(Failing):
 async def test_a_dlq_write_error_mid_decode_retries_every_message_of_the_batch() -> None:
     publisher = Raising()
     handler = Isolating()
-    bad = SourceMessage(TOPICS.visits, 0, 1, b"k", b"not json", [])
+    bad = SourceMessage(TOPICS.clean(VISIT_COMPLETED), 0, 1, b"k", b"not json", [])
     sources = [message(sample_visit("gfe_a"), 0), bad, message(sample_visit("gfe_b"), 2)]
     await process(handler, sources, tools_for("dedupe", publisher))
     assert sorted(set(handler.handled)) == ["gfe_a", "gfe_b"]  # the tail was handled too
@@ -388,7 +398,7 @@ async def test_a_dlq_write_error_mid_decode_retries_every_message_of_the_batch()
 
 async def test_a_dlq_write_error_escapes_a_stage_that_lets_errors_escape() -> None:
     handler = Failing()  # the default: escape, nothing acked
-    bad = SourceMessage(TOPICS.visits, 0, 1, b"k", b"not json", [])
+    bad = SourceMessage(TOPICS.clean(VISIT_COMPLETED), 0, 1, b"k", b"not json", [])
     sources = [message(sample_visit("gfe_a"), 0), bad, message(sample_visit("gfe_b"), 2)]
     with pytest.raises(RuntimeError):
         await process(handler, sources, tools_for("postgres", Raising()))
@@ -415,7 +425,7 @@ async def test_an_email_send_once_error_escapes_unacked_and_sends_no_second_emai
     publisher = RecordingPublisher()
     clinic = Mailbox("clinic")
     handler = EmailHandler({"clinic": clinic}, NoMarkers(), flaky(sent_table(tmp_path)), 1.0)  # type: ignore[dict-item]
-    applied = message(sample_visit("gfe_1"), 0, TOPICS.visits, Disposition.APPLY)
+    applied = message(sample_visit("gfe_1"), 0, TOPICS.clean(VISIT_COMPLETED), Disposition.APPLY)
     with pytest.raises(RuntimeError):
         await process(handler, [applied], tools_for("email", publisher))
     assert clinic.sent == 1  # not retried at once (a second email), not dead-lettered
@@ -445,14 +455,16 @@ class Keeping(Handler):
 
 
 def undecodable(offset: int) -> SourceMessage:
-    return SourceMessage(TOPICS.visits, 0, offset, b"k", b"not json", [])
+    return SourceMessage(TOPICS.clean(VISIT_COMPLETED), 0, offset, b"k", b"not json", [])
 
 
 async def test_a_batch_of_1500_invalid_among_valid_messages_never_trips_the_limit() -> None:
     publisher = RecordingPublisher()
     tools = tools_for("postgres", publisher)  # the default limit, 1000
     sources = [
-        undecodable(i) if i % 3 else message(sample_visit(f"gfe_{i}"), i, TOPICS.visits)
+        undecodable(i)
+        if i % 3
+        else message(sample_visit(f"gfe_{i}"), i, TOPICS.clean(VISIT_COMPLETED))
         for i in range(2250)
     ]
     handler = Keeping()
@@ -479,12 +491,14 @@ async def test_an_event_dead_lettered_once_per_email_kind_counts_once(tmp_path: 
     senders = {"clinic": Refusing("clinic"), "patient": Refusing("patient")}
     handler = EmailHandler(senders, NoMarkers(), sent_table(tmp_path), 1.0)  # type: ignore[arg-type]
     tools = tools_for("email", publisher, DlqLimit(max_consecutive=1))
-    applied = message(sample_visit("gfe_1"), 0, TOPICS.visits, Disposition.APPLY)
+    applied = message(sample_visit("gfe_1"), 0, TOPICS.clean(VISIT_COMPLETED), Disposition.APPLY)
     await process(handler, [applied], tools)
     assert len(dead_letters(publisher)) == 2
     with pytest.raises(DlqLimitExceeded):
         await process(
-            handler, [message(sample_visit("gfe_2"), 1, TOPICS.visits, Disposition.APPLY)], tools
+            handler,
+            [message(sample_visit("gfe_2"), 1, TOPICS.clean(VISIT_COMPLETED), Disposition.APPLY)],
+            tools,
         )
 
 
@@ -550,10 +564,13 @@ async def test_an_error_that_escapes_leaves_the_batch_unacked(tmp_path: Path) ->
     env = StageEnv(create_faust_app("email", streams, kafka), streams, kafka, TOPICS)
     publisher = RecordingPublisher()
     runner = StageRunner(
-        env, StageParts(Escaping(), [TOPICS.visits], [TOPICS.visits]), None, publisher
+        env,
+        StageParts(Escaping(), [TOPICS.clean(VISIT_COMPLETED)], [TOPICS.clean(VISIT_COMPLETED)]),
+        None,
+        publisher,
     )
-    stream = FakeStream([message(sample_visit("gfe_1"), 0, TOPICS.visits)])
-    runner.fence.assign([(TOPICS.visits, 0)])
+    stream = FakeStream([message(sample_visit("gfe_1"), 0, TOPICS.clean(VISIT_COMPLETED))])
+    runner.fence.assign([(TOPICS.clean(VISIT_COMPLETED), 0)])
     with pytest.raises(RuntimeError):
         await asyncio.wait_for(runner._agent(stream), 10)
     assert stream.acked == []
@@ -581,9 +598,12 @@ def slow_runner(tmp_path: Path, seconds: float) -> tuple[Any, list[int], Any]:
     streams, kafka = StreamsSettings(state_dir=tmp_path, store="memory"), KafkaSettings()
     env = StageEnv(create_faust_app("email", streams, kafka), streams, kafka, TOPICS)
     runner = StageRunner(
-        env, StageParts(Slow(), [TOPICS.visits], [TOPICS.visits]), None, RecordingPublisher()
+        env,
+        StageParts(Slow(), [TOPICS.clean(VISIT_COMPLETED)], [TOPICS.clean(VISIT_COMPLETED)]),
+        None,
+        RecordingPublisher(),
     )
-    runner.fence.assign([(TOPICS.visits, 0)])
+    runner.fence.assign([(TOPICS.clean(VISIT_COMPLETED), 0)])
     commits: list[int] = []
 
     async def commit(*args: Any, **kwargs: Any) -> bool:
@@ -596,7 +616,7 @@ def slow_runner(tmp_path: Path, seconds: float) -> tuple[Any, list[int], Any]:
 
 async def test_a_stop_lets_the_batch_in_flight_finish_ack_and_commit(tmp_path: Path) -> None:
     runner, handled, commits = slow_runner(tmp_path, 0.2)
-    visits = [message(sample_visit(f"gfe_{i}"), i, TOPICS.visits) for i in range(3)]
+    visits = [message(sample_visit(f"gfe_{i}"), i, TOPICS.clean(VISIT_COMPLETED)) for i in range(3)]
     stream = FakeStream(visits)
     agent = asyncio.ensure_future(runner._agent(stream))
     await asyncio.sleep(0.05)  # the first batch is in flight
@@ -611,10 +631,10 @@ async def test_a_batch_whose_partition_is_revoked_past_the_bound_acks_nothing(
     tmp_path: Path,
 ) -> None:
     runner, handled, _ = slow_runner(tmp_path, 0.2)
-    stream = FakeStream([message(sample_visit("gfe_0"), 0, TOPICS.visits)])
+    stream = FakeStream([message(sample_visit("gfe_0"), 0, TOPICS.clean(VISIT_COMPLETED))])
     agent = asyncio.ensure_future(runner._agent(stream))
     await asyncio.sleep(0.05)
-    fenced = await runner.fence.revoke({(TOPICS.visits, 0)}, bound_s=0.01)
+    fenced = await runner.fence.revoke({(TOPICS.clean(VISIT_COMPLETED), 0)}, bound_s=0.01)
     assert len(fenced) == 1
     await asyncio.sleep(0.3)
     assert (handled, stream.acked) == ([], [])  # no mark written, no ack

@@ -71,7 +71,7 @@ def test_a_gray_fault_fails_on_a_restart_unless_the_scenario_documents_it() -> N
     assert failures(result(restarts_needed=1, restarted="email"), SCENARIOS["hung-kafka"]) == [
         "restarts needed: email"
     ]
-    # A broker shuts itself down on a full log dir: one restart, documented in the README.
+    # A broker shuts itself down on a full log dir: one restart, documented in docs/operations.md.
     assert (
         failures(result(restarts_needed=1, restarted="kafka"), SCENARIOS["full-kafka-disk"]) == []
     )

@@ -1,0 +1,1 @@
+"""Unit tests of the harnesses (bench, chaos, devstack): not the product, run by make test."""

@@ -47,7 +47,7 @@ def _migrate(args: argparse.Namespace) -> None:
     from sinks.postgres.migrate import migrate
     from sinks.postgres.settings import PostgresSettings
 
-    applied = asyncio.run(migrate(load_settings(PostgresSettings).dsn))
+    applied = asyncio.run(migrate(load_settings(PostgresSettings).owner_dsn()))
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
 
 

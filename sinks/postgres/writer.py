@@ -137,8 +137,10 @@ class PostgresSink:
         pool_size: int = 2,
         command_timeout: float = 30.0,
         migrate_on_start: bool = True,
+        migrations_dsn: str | None = None,
     ) -> None:
         self._dsn = dsn
+        self._migrations_dsn = migrations_dsn or dsn  # the tables' owner, when given
         self.keyring = keyring
         self.retention = timedelta(seconds=retention_s) if retention_s else None
         self.sweep_interval_s = sweep_interval_s
@@ -197,7 +199,7 @@ class PostgresSink:
             if self._pool is None:
                 try:
                     if self._migrate_on_start:
-                        await migrate(self._dsn)
+                        await migrate(self._migrations_dsn)
                     self._pool = await asyncpg.create_pool(
                         self._dsn,
                         min_size=1,

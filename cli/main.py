@@ -51,7 +51,7 @@ def _migrate(args: argparse.Namespace) -> None:
     from spakinect_pipeline.postgres_problems import classify
 
     try:
-        applied = asyncio.run(migrate(load_settings(PostgresSettings).dsn))
+        applied = asyncio.run(migrate(load_settings(PostgresSettings).owner_dsn()))
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         problem = classify(exc)
         if problem is None:

@@ -18,8 +18,9 @@ import asyncpg
 
 from spakinect_pipeline import audit
 from spakinect_pipeline.config import ConfigError, KafkaSettings, load_settings
-from spakinect_pipeline.phi.crypto import PhiDecryptError, new_key_entry
+from spakinect_pipeline.phi.crypto import new_key_entry
 from spakinect_pipeline.phi.settings import PhiSettings
+from spakinect_pipeline.phi.subject import patient_email
 
 
 def _dsn() -> str:
@@ -63,7 +64,10 @@ def _forget(args: argparse.Namespace) -> None:
     from sinks.postgres.erasure import forget
     from spakinect_pipeline.phi.copies import copies_lines, topic_copies
 
-    index = load_settings(PhiSettings).blind_index()
+    phi = load_settings(PhiSettings)
+    index = phi.blind_index()
+    extra_paths = phi.paths()
+    email = patient_email(args.patient_email, args.patient_email_file, sys.stdin)
     now = datetime.now(UTC)
 
     async def run() -> Any:
@@ -73,10 +77,11 @@ def _forget(args: argparse.Namespace) -> None:
                 conn,
                 index,
                 gfe_id=args.gfe_id,
-                email=args.patient_email,
+                email=email,
                 now=now,
                 reason=args.reason,
                 dry_run=args.dry_run,
+                extra_paths=extra_paths,
             )
         finally:
             await conn.close()
@@ -97,11 +102,11 @@ def _forget(args: argparse.Namespace) -> None:
 def _rotate_key(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from sinks.postgres.rotate import pending, rotate
+    from sinks.postgres.rotate import Rotation, pending, rotate
 
     keyring = load_settings(PhiSettings).keyring()
 
-    async def run() -> dict[str, int]:
+    async def run() -> Rotation:
         pool = await asyncpg.create_pool(_dsn(), min_size=1, max_size=1, timeout=15)
         try:
             async with pool.acquire() as conn:
@@ -114,15 +119,22 @@ def _rotate_key(args: argparse.Namespace) -> None:
         finally:
             await pool.close()
 
-    try:
-        done = asyncio.run(run())
-    except PhiDecryptError as exc:
-        print(f"spakinect-pipeline: cannot re-seal a row: {exc}", file=sys.stderr)
-        sys.exit(1)
+    result = asyncio.run(run())
+    done = result.done
     print(
         f"re-sealed with key {keyring.current_id}: {done['gfe_visits']} gfe_visits row(s),"
         f" {done['spakinect_events']} event row(s)"
     )
+    if any(result.unreadable.values()):
+        for table, ids in result.unreadable.items():
+            for row_id in sorted(ids):
+                print(f"cannot open {table} {row_id} (key not configured, or damaged): left as is")
+        print(
+            "spakinect-pipeline: some rows did not open; add their key to PHI_ENCRYPTION_KEYS"
+            " and run rotate-key again, or `phi forget` them",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 def _sweep(args: argparse.Namespace) -> None:
@@ -132,12 +144,16 @@ def _sweep(args: argparse.Namespace) -> None:
     if phi.retention is None:
         raise ConfigError("PHI_RETENTION is not set: nothing to sweep")
     sink = PostgresSink(
-        _dsn(), keyring=phi.keyring(), retention_s=phi.retention, sweep_batch=phi.sweep_batch
+        _dsn(),
+        keyring=phi.keyring(),
+        retention_s=phi.retention,
+        sweep_batch=phi.sweep_batch,
+        extra_paths=phi.paths(),
     )
 
     async def run() -> dict[str, int]:
         try:
-            return await sink.sweep_once()
+            return await sink.sweep_once(actor=audit.os_actor())
         finally:
             await sink.stop()
 
@@ -177,7 +193,17 @@ def add_commands(sub: Any) -> None:
     forget = phi_sub.add_parser("forget", help="erase one patient's data (idempotent)")
     who = forget.add_mutually_exclusive_group(required=True)
     who.add_argument("--gfe-id")
-    who.add_argument("--patient-email")
+    who.add_argument(
+        "--patient-email",
+        metavar="EMAIL|-",
+        help="the patient's email; '-' reads it from stdin (keeps it out of the process list"
+        " and the shell history)",
+    )
+    who.add_argument(
+        "--patient-email-file",
+        metavar="PATH",
+        help="read the patient's email from the first line of this file",
+    )
     forget.add_argument("--reason", help="why (kept in the audit log)")
     forget.add_argument("--dry-run", action="store_true", help="list what would be done")
     forget.set_defaults(func=_forget)

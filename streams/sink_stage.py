@@ -64,6 +64,8 @@ def build_postgres(env: StageEnv) -> StageParts:
         sweep_interval_s=phi.sweep_interval,
         sweep_batch=phi.sweep_batch,
         pool_size=pg.pool_size,
+        migrations_dsn=pg.migrations_dsn,
+        extra_paths=phi.paths(),
     )
     streams = env.streams
     shape = Shape(streams.batch_max, streams.batch_within_s, done="written")

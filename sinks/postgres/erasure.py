@@ -24,6 +24,7 @@ from sinks.postgres.redact import redact_events, redact_visits, rows_changed
 from sinks.postgres.writer import ERASURE_LOCK
 from spakinect_pipeline import audit
 from spakinect_pipeline.phi.crypto import VERSION, BlindIndex, normalize_email
+from spakinect_pipeline.phi.paths import Path
 
 # Rows written before encryption existed hold the email in plain text and no blind index
 # until `phi rotate-key` seals them: a forget must find those too ($2: the normalised email).
@@ -85,6 +86,7 @@ async def forget(
     reason: str | None = None,
     actor: str | None = None,
     dry_run: bool = False,
+    extra_paths: Sequence[Path] = (),
 ) -> ForgetResult:
     """Redact the patient everywhere in Postgres and mark them; idempotent."""
     if not gfe_id and not email:
@@ -119,7 +121,7 @@ async def forget(
         )
         if not dry_run:
             await redact_visits(conn, result.visits, now)
-            await redact_events(conn, result.events, now)
+            await redact_events(conn, result.events, now, extra_paths)
             status = await conn.execute(
                 MARK, [m for m, _ in markers], [kind for _, kind in markers]
             )

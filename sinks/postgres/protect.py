@@ -21,7 +21,8 @@ import orjson
 
 from events.registry import phi_events
 from sinks.postgres.rows import BatchRows
-from spakinect_pipeline.phi.crypto import Keyring
+from spakinect_pipeline.phi.crypto import Keyring, is_ciphertext
+from spakinect_pipeline.phi.paths import Path, context_suffix, get_path, map_paths
 
 PATIENT_COLUMNS = ("patient_name", "patient_first_name", "patient_last_name", "patient_email")
 PHI_COLUMNS = ("patient_email_index", "phi_redacted_at")
@@ -76,7 +77,8 @@ class BatchHashes:
 class Protection:
     """What sealing one batch needs: keys, the batch's erasure markers, the retention cutoff.
 
-    ``hashes``: the batch's :class:`BatchHashes` when :func:`markers` already made them.
+    ``hashes``: the batch's :class:`BatchHashes` when :func:`markers` already made them;
+    ``extra_paths``: ``PHI_EXTRA_PATHS`` (:mod:`spakinect_pipeline.phi.paths`).
     """
 
     keyring: Keyring
@@ -84,6 +86,7 @@ class Protection:
     erased: frozenset[str] = frozenset()
     cutoff: datetime | None = None
     hashes: Hashes | None = None
+    extra_paths: tuple[Path, ...] = ()
 
     @property
     def hashing(self) -> Hashes:
@@ -145,21 +148,30 @@ def with_patient(payload: Mapping[str, Any], patient: Any) -> dict[str, Any]:
 def protect_event(row: tuple[Any, ...], p: Protection) -> tuple[Any, ...]:
     """An event row with its payload's patient part sealed (or redacted) and serialised.
 
-    The row's payload is a dict (:class:`~sinks.postgres.rows.BatchRows`); the
-    protected row's is its JSON text, + email index, redacted_at. Raises
-    TypeError for a payload JSON cannot hold (an integer beyond 64 bits).
+    The patient part is ``data.patient_details`` and, in a visit's payload, the
+    values at ``PHI_EXTRA_PATHS``. The row's payload is a dict
+    (:class:`~sinks.postgres.rows.BatchRows`); the protected row's is its JSON
+    text, + email index, redacted_at. Raises TypeError for a payload JSON
+    cannot hold (an integer beyond 64 bits).
     """
     payload = row[7]
     patient = _patient(payload)
-    if patient is None:
+    extras = p.extra_paths if row[1] in phi_events() else ()
+    if patient is None and all(get_path(payload, x) is None for x in extras):
         return (*row[:7], _json(payload), None, None)
     email = _email_of(patient)
     index = p.hashing.email_index(email) if email else None
     candidates = [p.hashing.gfe_marker(row[2]), *([index] if index else [])]
+    context = payload_context(row[0])
     if p.redacts(row[3], candidates):
-        return (*row[:7], _json(with_patient(payload, None)), None, p.now)
-    sealed = p.keyring.encrypt(_json(patient), payload_context(row[0]))
-    return (*row[:7], _json(with_patient(payload, sealed)), index, None)
+        gone = with_patient(payload, None) if patient is not None else payload
+        return (*row[:7], _json(map_paths(gone, extras, lambda _p, _v: None)), None, p.now)
+    if patient is not None:
+        payload = with_patient(payload, p.keyring.encrypt(_json(patient), context))
+    sealed = map_paths(
+        payload, extras, lambda x, v: p.keyring.encrypt(_json(v), context + context_suffix(x))
+    )
+    return (*row[:7], _json(sealed), index, None)
 
 
 def protect_visit(row: tuple[Any, ...], p: Protection) -> tuple[Any, ...]:
@@ -194,13 +206,22 @@ def open_visit(row: Mapping[str, Any], keyring: Keyring) -> dict[str, str | None
     }
 
 
-def open_payload(event_id: str, payload: Mapping[str, Any] | str, keyring: Keyring) -> Any:
-    """A stored payload with ``data.patient_details`` decrypted (None stays None)."""
+def open_payload(
+    event_id: str,
+    payload: Mapping[str, Any] | str,
+    keyring: Keyring,
+    extra_paths: tuple[Path, ...] = (),
+) -> Any:
+    """A stored payload with ``data.patient_details`` (and sealed extra paths) decrypted."""
     body = orjson.loads(payload) if isinstance(payload, str) else dict(payload)
+    context = payload_context(event_id)
     sealed = _patient(body)
     if isinstance(sealed, str):
-        body["data"] = dict(
-            body["data"],
-            patient_details=orjson.loads(keyring.decrypt(sealed, payload_context(event_id))),
-        )
-    return body
+        body = with_patient(body, orjson.loads(keyring.decrypt(sealed, context)))
+
+    def opened(path: Path, value: Any) -> Any:
+        if not is_ciphertext(value):
+            return value
+        return orjson.loads(keyring.decrypt(value, context + context_suffix(path)))
+
+    return map_paths(body, extra_paths, opened)

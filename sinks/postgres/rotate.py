@@ -6,11 +6,19 @@ encryption existed). Each batch is read in primary-key order and rewritten in
 its own transaction, so a stopped run keeps what it did and the next run
 picks up the rows still pending. A row the writer changed or a forget
 redacted meanwhile is left to them (the update checks it is unchanged).
+
+A row that does not open (its key id is no longer configured, or it is
+damaged) is reported by id and passed over; the run goes on. A batch locks
+its rows ``FOR UPDATE SKIP LOCKED`` in primary-key order: it never waits for
+a row the writer (or a forget) holds, so the two cannot deadlock, and a row
+skipped that way is picked up by the next pass, until a pass re-seals
+nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -19,7 +27,7 @@ import orjson
 from sinks.postgres.protect import PATIENT_COLUMNS, payload_context, visit_context
 from sinks.postgres.redact import PHI_EVENT, rows_changed
 from sinks.postgres.writer import ERASURE_LOCK, SHARE_ERASURE_LOCK
-from spakinect_pipeline.phi.crypto import Keyring, is_ciphertext
+from spakinect_pipeline.phi.crypto import Keyring, PhiDecryptError, is_ciphertext
 
 _STALE = "({c} IS NOT NULL AND NOT starts_with({c}, $1))"
 VISITS_WHERE = (
@@ -37,11 +45,11 @@ COUNT_VISITS = f"SELECT count(*) FROM gfe_visits WHERE {VISITS_WHERE}"  # noqa: 
 COUNT_EVENTS = f"SELECT count(*) FROM spakinect_events WHERE {EVENTS_WHERE}"  # noqa: S608
 PENDING_VISITS = f"""
 SELECT gfe_id, event_id, {", ".join(PATIENT_COLUMNS)} FROM gfe_visits
-WHERE gfe_id > $2 AND {VISITS_WHERE} ORDER BY gfe_id LIMIT $3
+WHERE gfe_id > $2 AND {VISITS_WHERE} ORDER BY gfe_id LIMIT $3 FOR UPDATE SKIP LOCKED
 """  # noqa: S608 - constants only
 PENDING_EVENTS = f"""
 SELECT event_id, payload FROM spakinect_events
-WHERE event_id > $2 AND {EVENTS_WHERE} ORDER BY event_id LIMIT $3
+WHERE event_id > $2 AND {EVENTS_WHERE} ORDER BY event_id LIMIT $3 FOR UPDATE SKIP LOCKED
 """  # noqa: S608 - constants only
 RESEAL_VISITS = """
 UPDATE gfe_visits v SET patient_name = u.n, patient_first_name = u.f, patient_last_name = u.l,
@@ -94,16 +102,45 @@ async def pending(conn: asyncpg.Connection, keyring: Keyring) -> dict[str, int]:
     }
 
 
+TABLES = ("gfe_visits", "spakinect_events")
+MAX_PASSES = 20  # a pass re-seals what the previous ones skipped while the writer held it
+
+
+@dataclass
+class Rotation:
+    """Rows re-sealed per table, and the ids of rows that would not open (never re-sealed)."""
+
+    done: dict[str, int] = field(default_factory=lambda: {t: 0 for t in TABLES})
+    unreadable: dict[str, set[str]] = field(default_factory=lambda: {t: set() for t in TABLES})
+
+
 async def rotate(
     pool: asyncpg.Pool,
     keyring: Keyring,
     *,
     batch: int = 500,
     progress: Callable[[int], object] = lambda _n: None,
-) -> dict[str, int]:
-    """Re-seal pending rows; returns rows re-sealed per table; ``progress(n)`` per batch."""
+) -> Rotation:
+    """Re-seal pending rows; ``progress(n)`` per batch read."""
+    result = Rotation()
+    for _ in range(MAX_PASSES):
+        before = sum(result.done.values())
+        skipped = await _pass(pool, keyring, batch, progress, result)
+        if not skipped or sum(result.done.values()) == before:
+            break
+    return result
+
+
+async def _pass(
+    pool: asyncpg.Pool,
+    keyring: Keyring,
+    batch: int,
+    progress: Callable[[int], object],
+    result: Rotation,
+) -> bool:
+    """One pass over both tables; True when rows may have been skipped (locked or short)."""
     prefix = keyring.current_prefix
-    done = {"gfe_visits": 0, "spakinect_events": 0}
+    skipped = False
     for table, select, reseal, update, width in (
         ("gfe_visits", PENDING_VISITS, reseal_visit, RESEAL_VISITS, 7),
         ("spakinect_events", PENDING_EVENTS, reseal_event, RESEAL_EVENTS, 3),
@@ -115,14 +152,29 @@ async def rotate(
                 # row a batch is sealing (and indexing) at the same time.
                 await conn.execute(SHARE_ERASURE_LOCK, ERASURE_LOCK)
                 rows = await conn.fetch(select, prefix, cursor, batch)
-                if rows:
-                    new = [reseal(r, keyring) for r in rows]
+                new = []
+                for row in rows:
+                    try:
+                        new.append(reseal(row, keyring))
+                    except PhiDecryptError:
+                        result.unreadable[table].add(row[0])
+                if new:
                     status = await conn.execute(
                         update, *[[n[i] for n in new] for i in range(width)]
                     )
-                    done[table] += rows_changed(status)
+                    result.done[table] += rows_changed(status)
+                if rows:
                     cursor = rows[-1][0]
             progress(len(rows))
             if len(rows) < batch:
                 break
-    return done
+        pending = await _count(pool, table, prefix)
+        skipped = skipped or pending > len(result.unreadable[table])
+    return skipped
+
+
+async def _count(pool: asyncpg.Pool, table: str, prefix: str) -> int:
+    count: int = await pool.fetchval(
+        COUNT_VISITS if table == "gfe_visits" else COUNT_EVENTS, prefix
+    )
+    return count

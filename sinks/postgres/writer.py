@@ -23,9 +23,10 @@ from events.envelope import Record
 from sinks.base import InvalidBatch, RetryableError, SinkError
 from sinks.postgres.migrate import migrate
 from sinks.postgres.protect import BatchHashes, Protection, markers, protect
-from sinks.postgres.redact import sweep
+from sinks.postgres.redact import SWEEP_ACTOR, sweep
 from sinks.postgres.rows import batch_rows, columns, sources
 from spakinect_pipeline.phi.crypto import Keyring
+from spakinect_pipeline.phi.paths import Path
 from spakinect_pipeline.postgres_problems import classify as connection_problem
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,12 @@ class PostgresSink:
         pool_size: int = 2,
         command_timeout: float = 30.0,
         migrate_on_start: bool = True,
+        migrations_dsn: str | None = None,
+        extra_paths: tuple[Path, ...] = (),
     ) -> None:
+        self.extra_paths = extra_paths  # PHI_EXTRA_PATHS
         self._dsn = dsn
+        self._migrations_dsn = migrations_dsn or dsn  # the tables' owner, when given
         self.keyring = keyring
         self.retention = timedelta(seconds=retention_s) if retention_s else None
         self.sweep_interval_s = sweep_interval_s
@@ -174,14 +179,21 @@ class PostgresSink:
         """Visits that completed before this are past ``PHI_RETENTION``."""
         return self.clock() - self.retention if self.retention is not None else None
 
-    async def sweep_once(self) -> dict[str, int]:
-        """Redact what aged past ``PHI_RETENTION`` now; counts per table."""
+    async def sweep_once(self, actor: str = SWEEP_ACTOR) -> dict[str, int]:
+        """Redact what aged past ``PHI_RETENTION`` now (audited as ``actor``); counts per table."""
         cutoff = self.cutoff()
         if cutoff is None:
             return {}
         pool = await self._ensure_pool()
         try:
-            done = await sweep(pool, cutoff, self.clock(), self.sweep_batch)
+            done = await sweep(
+                pool,
+                cutoff,
+                self.clock(),
+                self.sweep_batch,
+                extra_paths=self.extra_paths,
+                actor=actor,
+            )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise classify(exc) from None
         for table, count in done.items():
@@ -207,7 +219,7 @@ class PostgresSink:
             if self._pool is None:
                 try:
                     if self._migrate_on_start:
-                        await migrate(self._dsn)
+                        await migrate(self._migrations_dsn)
                     self._pool = await asyncpg.create_pool(
                         self._dsn,
                         min_size=1,
@@ -257,7 +269,9 @@ class PostgresSink:
                 erased = await conn.fetch(ERASED, list(candidates)) if candidates else []
                 now = self.clock()
                 erased_markers = frozenset(r[0] for r in erased)
-                protection = Protection(self.keyring, now, erased_markers, self.cutoff(), hashes)
+                protection = Protection(
+                    self.keyring, now, erased_markers, self.cutoff(), hashes, self.extra_paths
+                )
                 try:  # serialises each payload: one JSON cannot hold rolls the batch back
                     rows = protect(rows, protection)
                 except MALFORMED as exc:

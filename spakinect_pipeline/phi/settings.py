@@ -13,6 +13,7 @@ from spakinect_pipeline.phi.crypto import (
     parse_key,
     parse_keys,
 )
+from spakinect_pipeline.phi.paths import Path, PathError, parse_paths
 
 HOW_TO = "generate one with `spakinect-pipeline phi new-key` (local `make up` writes .data/phi.env)"
 
@@ -33,6 +34,14 @@ class PhiSettings(BaseSettings):
     retention: Duration | None = Field(default=None, gt=0)
     sweep_interval: Duration = Field(default=3600.0, gt=0)
     sweep_batch: int = Field(default=500, ge=1, le=100_000)
+    extra_paths: str = ""
+
+    def paths(self) -> tuple[Path, ...]:
+        """``PHI_EXTRA_PATHS``: more fields of a visit body that hold patient data."""
+        try:
+            return parse_paths(self.extra_paths)
+        except PathError as exc:
+            raise ConfigError(f"invalid configuration: PHI_EXTRA_PATHS: {exc}") from None
 
     def blind_index(self) -> BlindIndex:
         """The index key alone (the email stage checks erasure markers, never decrypts)."""

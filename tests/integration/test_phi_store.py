@@ -117,7 +117,7 @@ async def test_rotation_leaves_every_row_readable_with_the_new_key_only(
         with pytest.raises(Stop):
             await rotate(pool, both, batch=3, progress=stop_after_first)
         assert (await pending(conn, both))["gfe_visits"] == 4
-        done = await rotate(pool, both, batch=3)
+        done = (await rotate(pool, both, batch=3)).done
     finally:
         await pool.close()
     assert done == {"gfe_visits": 4, "spakinect_events": 7}

@@ -37,7 +37,7 @@ PACKAGES = ("events", "ingress", "streams", "sinks", "spakinect_pipeline")
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 IMAGE = "spakinect-pipeline"
 # Secrets by nature, though not typed SecretStr: a DSN carries the database password.
-SECRET_NAMES = {"POSTGRES_DSN"}
+SECRET_NAMES = {"POSTGRES_DSN", "POSTGRES_MIGRATIONS_DSN"}
 
 
 @cache

@@ -16,11 +16,6 @@ from typing import Protocol
 
 from events.envelope import Record
 
-# Record lives with the envelope; it is re-exported here only for the stage modules
-# under other work (streams/dedupe.py, email_stage.py, handler.py, delivery.py and
-# sinks/email/forgotten.py), which import it from here until they move to events.envelope.
-__all__ = ["InvalidBatch", "Record", "RetryableError", "Sink", "SinkError"]
-
 
 class SinkError(Exception):
     """Base of the classified sink errors; ``str()`` is safe to log (no patient data)."""

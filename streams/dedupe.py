@@ -15,9 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from events.envelope import Disposition, Envelope, reencode
+from events.envelope import Disposition, Envelope, Record, reencode
 from events.topics import Topics, headers
-from sinks.base import Record
 from spakinect_pipeline.publisher import Message
 from streams.batch_table import BatchTable, Table
 from streams.dedupe_logic import (

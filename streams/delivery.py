@@ -14,7 +14,8 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from sinks.base import InvalidBatch, Record, RetryableError, Sink
+from events.envelope import Record
+from sinks.base import InvalidBatch, RetryableError, Sink
 from spakinect_pipeline.logs import error_facts
 from spakinect_pipeline.publisher import PublishFailed
 
@@ -25,7 +26,7 @@ DeadLetter = Callable[[Record, BaseException, int], Awaitable[None]]
 
 @dataclass
 class Backoff:
-    """Capped exponential backoff with full jitter."""
+    """Capped exponential backoff, jittered: each delay drawn from the upper half of its ceiling."""
 
     initial: float = 0.2
     maximum: float = 30.0

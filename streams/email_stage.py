@@ -18,7 +18,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sinks.base import Record
+from events.envelope import Record
+from events.registry import VISIT_COMPLETED
 from sinks.email.forgotten import Markers, SkipForgotten
 from sinks.email.notifier import EmailSink, sending_limiter
 from sinks.email.render import KINDS, wants_email
@@ -138,7 +139,7 @@ def build(env: StageEnv) -> StageParts:
     senders = {kind: EmailSink(kind, email, smtp, limiter) for kind in kinds}
     sent = BatchTable(json_table(env.app, "sent", env.kafka.partitions))
     handler = EmailHandler(senders, markers, sent, env.streams.retry_max_backoff_s)
-    visits = env.topics.visits
+    visits = env.topics.clean(VISIT_COMPLETED)
     return StageParts(
         handler,
         subscribe=[visits, env.topics.retry("email")],

@@ -20,9 +20,8 @@ from typing import Literal
 
 from opentelemetry.trace import Tracer
 
-from events.envelope import EnvelopeInvalid, decode_envelope
+from events.envelope import EnvelopeInvalid, Record, decode_envelope
 from events.messages import SourceMessage
-from sinks.base import Record
 from spakinect_pipeline.logs import error_facts
 from spakinect_pipeline.publisher import Message, Publisher, Written
 from streams.delivery import Backoff, until_acked

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from sinks.base import Record, Sink
+from events.envelope import Record
+from sinks.base import Sink
 
 
 class Markers(Protocol):

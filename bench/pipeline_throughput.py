@@ -20,7 +20,8 @@ earlier run's deduped events.
 - with ``--baseline REF``, also ours as of git ``REF`` (``ours_baseline``),
   for before/after figures measured side by side.
 
-Reported per variant: wall time from process start until every row is in,
+The broker is warmed up first (:mod:`bench.warm_up`), so no variant pays
+for its JIT. Reported per variant: wall time from process start until every row is in,
 events/s over it, rows/s between the first and the last row (start-up
 excluded), and CPU per event (:mod:`bench.cpu`: core-ms per raw event of
 each of the variant's processes, the Kafka JVM and the Postgres server with
@@ -54,6 +55,7 @@ from bench.cpu import TOTAL, CpuMeter, cpu_columns, spent
 from bench.profile import finish, require_py_spy, start_recording
 from bench.raw_events import preload, with_duplicates
 from bench.report import machine, write_report
+from bench.warm_up import warm_up_broker
 from devstack import REPO
 from devstack.postgres import create_database
 from devstack.process import ManagedProcess, free_port
@@ -265,6 +267,8 @@ def run(
         messages = with_duplicates(Topics(), uuid.uuid4().hex[:6], events, duplicates)
         distinct = len({m.key for m in messages})
         asyncio.run(open_group_coordinator(kafka))
+        warm = asyncio.run(warm_up_broker(kafka, messages))
+        print(f"broker warmed up with {len(messages):,} messages in {warm:.0f}s (untimed)")
         results: dict[str, Any] = {}
         for variant in variants:
             topics = Topics(prefix_of(variant))

@@ -60,7 +60,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
             "application/json": {
                 "example": {
                     "received": True,
-                    "event_id": "visit.completed:gfe_abc123xyz789:1714675200000",
+                    "event_id": f"{VISIT_COMPLETED}:gfe_abc123xyz789:1714675200000",
                 }
             }
         },

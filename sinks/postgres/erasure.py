@@ -19,6 +19,7 @@ from datetime import datetime
 
 import asyncpg
 
+from events.registry import phi_events
 from sinks.base import RetryableError
 from sinks.postgres.redact import redact_events, redact_visits, rows_changed
 from sinks.postgres.writer import ERASURE_LOCK
@@ -36,7 +37,7 @@ WHERE patient_email_index = $1
 """  # noqa: S608 - a constant, not input
 EVENTS_BY_EMAIL = """
 SELECT DISTINCT entity_id FROM spakinect_events
-WHERE event = 'visit.completed'
+WHERE event = ANY($3::text[])
   AND (patient_email_index = $1
        OR (patient_email_index IS NULL AND phi_redacted_at IS NULL
            AND jsonb_typeof(payload #> '{data,patient_details}') = 'object'
@@ -47,7 +48,7 @@ SELECT gfe_id FROM gfe_visits WHERE gfe_id = ANY($1::text[]) AND phi_redacted_at
 """
 OPEN_EVENTS = """
 SELECT event_id FROM spakinect_events
-WHERE event = 'visit.completed' AND entity_id = ANY($1::text[]) AND phi_redacted_at IS NULL
+WHERE event = ANY($2::text[]) AND entity_id = ANY($1::text[]) AND phi_redacted_at IS NULL
 """
 MARK = """
 INSERT INTO phi_erasures (marker, kind) SELECT * FROM unnest($1::text[], $2::text[])
@@ -101,11 +102,11 @@ async def forget(
             markers.append((found, "email"))
             plain = normalize_email(email).lower()
             gfe_ids |= {r[0] for r in await conn.fetch(VISITS_BY_EMAIL, found, plain)}
-            gfe_ids |= {r[0] for r in await conn.fetch(EVENTS_BY_EMAIL, found, plain)}
+            gfe_ids |= {r[0] for r in await conn.fetch(EVENTS_BY_EMAIL, found, plain, phi_events())}
         result.gfe_ids = sorted(gfe_ids)
         markers += [(index.gfe_marker(g), "gfe_id") for g in result.gfe_ids]
         result.visits = [r[0] for r in await conn.fetch(OPEN_VISITS, result.gfe_ids)]
-        result.events = [r[0] for r in await conn.fetch(OPEN_EVENTS, result.gfe_ids)]
+        result.events = [r[0] for r in await conn.fetch(OPEN_EVENTS, result.gfe_ids, phi_events())]
         await audit.record(
             conn,
             "phi.forget",

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from bench.raw_events import preload
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.publisher import Message
+from spakinect_pipeline.topic_admin import ensure_topics
 
 WARM_UP_TOPIC = "bench-warm-up.raw"
 
@@ -27,6 +28,7 @@ WARM_UP_TOPIC = "bench-warm-up.raw"
 async def warm_up_broker(kafka: KafkaSettings, messages: Sequence[Message]) -> float:
     """Produce ``messages`` to a topic of its own and consume them back; the seconds it took."""
     began = time.monotonic()
+    await ensure_topics(kafka, [WARM_UP_TOPIC])
     await preload(kafka, [replace(m, topic=WARM_UP_TOPIC, partition=None) for m in messages])
     consumer = AIOKafkaConsumer(
         WARM_UP_TOPIC,

@@ -255,10 +255,11 @@ def run(
     variants: list[str],
     baseline: str | None,
     profile: bool = False,
+    baseline_first: bool = False,
 ) -> dict[str, Any]:
     if baseline:
         checkout(baseline, root / "baseline")
-        variants = [*variants, BASELINE]
+        variants = [BASELINE, *variants] if baseline_first else [*variants, BASELINE]
     services = LocalServices(root, REPO / ".cache", Ports.free())
     services.start()
     try:
@@ -326,6 +327,11 @@ def main() -> None:
     parser.add_argument("--duplicates", type=float, default=0.2)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--baseline", help="also run ours as of this git ref (before/after)")
+    parser.add_argument(
+        "--baseline-first",
+        action="store_true",
+        help="run the baseline before the others (the first variant pays more broker CPU)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy top frames per process")
     parser.add_argument(
         "--out", type=Path, default=REPO / "bench" / "results" / "pipeline_throughput.json"
@@ -338,7 +344,15 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variant(s) {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     with tempfile.TemporaryDirectory(prefix="spakinect-bench-pipeline-") as tmp:
-        result = run(Path(tmp), args.events, args.duplicates, variants, args.baseline, args.profile)
+        result = run(
+            Path(tmp),
+            args.events,
+            args.duplicates,
+            variants,
+            args.baseline,
+            args.profile,
+            args.baseline_first,
+        )
     result |= machine({"all": "Kafka, Postgres, then each variant's processes in turn: any core"})
     write_report(result, args.out)
 

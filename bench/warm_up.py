@@ -1,11 +1,13 @@
-"""Warm the broker's JVM before the first measured variant.
+"""Warm the broker before the first measured variant.
 
-Kafka's produce, fetch and commit paths run interpreted until the JIT has
-compiled them: measured on a fresh broker, the first variant paid ~2.3x the
-broker CPU per event of a variant run after it (the same tree, 200k events:
-0.039 core-ms cold, 0.017 warm), which made before/after ratios depend on the
-order the variants ran in. One untimed pass over the same messages — produced,
-then read back by a consumer group that commits — compiles them for everyone.
+One untimed pass over the same messages — produced to a topic of its own, then
+read back by a consumer group that commits — so no variant pays for the
+broker's first produce, fetch and commit work (a fresh JVM interprets them
+until the JIT has compiled them). It does not remove every order effect: in
+paired 200k drains the variant measured first still spent about twice the
+broker CPU per event of the second (0.044-0.049 vs 0.019-0.025 core-ms,
+whichever tree went first), so broker columns compare only between runs in
+the same position; ``--baseline-first`` swaps the order for a second run.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from aiokafka.conn import collect_hosts, create_conn
@@ -32,6 +31,7 @@ from aiokafka.errors import (
 )
 
 from spakinect_pipeline.config import ConfigError, KafkaSettings
+from spakinect_pipeline.problems import HOST_MISMATCH, describe, exception_chain
 
 AUTHORIZATION_ERRORS = (
     TopicAuthorizationFailedError,
@@ -39,7 +39,6 @@ AUTHORIZATION_ERRORS = (
     ClusterAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
 )
-_HOST_MISMATCH = ("Hostname mismatch", "IP address mismatch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,25 +51,11 @@ class KafkaProblem:
     settings_wrong: bool = False  # retrying cannot help until a setting (or an ACL) changes
 
     def __str__(self) -> str:
-        text = f"Kafka {self.summary}"
-        if self.detail:
-            text += f" ({self.detail})"
-        if self.check:
-            text += ": check " + ", ".join(self.check)
-        return text
+        return describe("Kafka", self.summary, self.detail, self.check)
 
 
 class KafkaRefused(ConfigError):
     """Kafka refused our credentials, certificate or permissions: a setting must change."""
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
 
 
 def classify(exc: BaseException) -> KafkaProblem:
@@ -79,11 +64,11 @@ def classify(exc: BaseException) -> KafkaProblem:
     Details come from the exception's type and, for TLS, OpenSSL's verify
     message (host names and reasons, never credentials).
     """
-    for error in _chain(exc):
+    for error in exception_chain(exc):
         problem = _classify_one(error)
         if problem is not None:
             return problem
-    if any(isinstance(e, TimeoutError | RequestTimedOutError) for e in _chain(exc)):
+    if any(isinstance(e, TimeoutError | RequestTimedOutError) for e in exception_chain(exc)):
         return KafkaProblem(
             "did not answer in time",
             ("KAFKA_BOOTSTRAP_SERVERS", "the brokers' health"),
@@ -131,7 +116,7 @@ def _classify_one(error: BaseException) -> KafkaProblem | None:
             or getattr(error, "reason", None)
             or "verification failed"
         )
-        if reason.startswith(_HOST_MISMATCH):
+        if reason.startswith(HOST_MISMATCH):
             return KafkaProblem(
                 "certificate does not match the broker's address",
                 ("KAFKA_BOOTSTRAP_SERVERS (use the names on the brokers' certificates)",),

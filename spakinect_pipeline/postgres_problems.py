@@ -12,13 +12,13 @@ never its value: the DSN holds the password.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import asyncpg
 
+from spakinect_pipeline.problems import HOST_MISMATCH, describe, exception_chain
+
 DSN = "POSTGRES_DSN"
-_HOST_MISMATCH = ("Hostname mismatch", "IP address mismatch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,27 +31,13 @@ class PostgresProblem:
     settings_wrong: bool = True  # retrying cannot help until the DSN (or the server) changes
 
     def __str__(self) -> str:
-        text = f"Postgres {self.summary}"
-        if self.detail:
-            text += f" ({self.detail})"
-        if self.check:
-            text += ": check " + ", ".join(self.check)
-        return text
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
+        return describe("Postgres", self.summary, self.detail, self.check)
 
 
 def _tls(exc: ssl.SSLError) -> PostgresProblem:
     if isinstance(exc, ssl.SSLCertVerificationError):
         reason = str(exc.verify_message or "certificate verify failed")
-        if reason.startswith(_HOST_MISMATCH):
+        if reason.startswith(HOST_MISMATCH):
             return PostgresProblem(
                 "certificate does not match the server's address",
                 (f"{DSN}'s host (use the name on the server's certificate)",),
@@ -99,7 +85,7 @@ def classify(exc: BaseException) -> PostgresProblem | None:
     our own words; the server's messages (which quote user and database
     names) are not repeated.
     """
-    for error in _chain(exc):
+    for error in exception_chain(exc):
         if isinstance(error, ssl.SSLError):
             return _tls(error)
         if isinstance(error, asyncpg.PostgresError):

@@ -23,7 +23,7 @@ is left to the changelog, so a late write cannot move the persisted offset past
 what another worker wrote meanwhile.
 
 Faust's stores have no public batch interface: the store access is
-:mod:`streams.faust_adapter.stores`, pinned by ``tests/unit/test_batch_table.py``
+:mod:`streams.faust_adapter`, pinned by ``tests/unit/test_batch_table.py``
 against real Faust stores.
 """
 
@@ -36,7 +36,7 @@ from typing import Any, Protocol, cast
 import rocksdict
 
 from spakinect_pipeline.publisher import Message, Written
-from streams.faust_adapter import stores
+from streams import faust_adapter
 
 Changes = Mapping[str, Any]  # key -> new value, None for a tombstone
 
@@ -95,9 +95,9 @@ class BatchTable:
         Taken when a batch reads, and given to :meth:`prepare`: the batch's writes go
         to the store only if it is still that one.
         """
-        if stores.is_memory(self.table):
+        if faust_adapter.is_memory(self.table):
             return self.table.data
-        return stores.partition_db(self.table, partition)
+        return faust_adapter.partition_db(self.table, partition)
 
     def get_many(self, partition: int, keys: Sequence[str]) -> list[Any]:
         """The values of ``keys`` in ``partition``'s store (None where absent), in order.
@@ -105,8 +105,8 @@ class BatchTable:
         A partition not held here (revoked meanwhile) reads as empty: its events pass
         again (the sinks are idempotent) and its writes are left to the changelog.
         """
-        if stores.is_memory(self.table):
-            return [stores.memory_get(self.table, key) for key in keys]
+        if faust_adapter.is_memory(self.table):
+            return [faust_adapter.memory_get(self.table, key) for key in keys]
         db = self.held(partition)
         if db is None:
             return [None] * len(keys)
@@ -132,12 +132,12 @@ class BatchTable:
 
     def apply(self, write: TableWrite, written: Sequence[Written]) -> None:
         """Write to the local store what the changelog acked (``written``: its offsets)."""
-        if stores.is_memory(self.table):
+        if faust_adapter.is_memory(self.table):
             for key, value in write.changes.items():
                 if value is None:
-                    stores.memory_delete(self.table, key)
+                    faust_adapter.memory_delete(self.table, key)
                 else:
-                    stores.memory_put(self.table, key, value, write.partition)
+                    faust_adapter.memory_put(self.table, key, value, write.partition)
             return
         db = self.held(write.partition)
         if db is None or db is not write.store:
@@ -153,7 +153,7 @@ class BatchTable:
             w.offset for w in written if w.topic == self.topic and w.partition == write.partition
         ]
         if offsets:
-            batch.put(stores.offset_key(self.table), str(max(offsets)).encode())
+            batch.put(faust_adapter.offset_key(self.table), str(max(offsets)).encode())
         db.write(batch)
 
     def items(self) -> Iterable[tuple[str, Any]]:

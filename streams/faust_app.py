@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError
+from faust.sensors import Monitor, Sensor
 
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.kafka_problems import classify, refused, wrong_setting_error
 from spakinect_pipeline.topic_admin import align_topic_configs, changelog_config, ensure_topics
-from streams.faust_adapter import FetchShape, PipelineApp, QuietMonitor
+from streams.faust_adapter import PipelineApp
+from streams.fetch_shape import FetchShape
 from streams.settings import StreamsSettings
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,28 @@ def use_uvloop() -> None:
     import mode.loop
 
     mode.loop.use("uvloop")
+
+
+class QuietMonitor(Monitor):
+    """Faust's monitor without its per-message bookkeeping.
+
+    Faust's default sensor counts and times every message and event for its own
+    ``/stats`` page, which our workers do not serve (their figures are
+    :mod:`streams.metrics`). The per-message hooks are the base sensor's no-ops,
+    except the one stamp Faust's consumer reads: when a stream last took an event
+    from each partition (its "Stream has not started processing" check). The rest
+    (commits, rebalances, the offsets Faust tracks) stays.
+    """
+
+    on_message_in = Sensor.on_message_in
+    on_stream_event_out = Sensor.on_stream_event_out
+    on_message_out = Sensor.on_message_out
+    on_table_get = Sensor.on_table_get
+    on_table_set = Sensor.on_table_set
+    on_table_del = Sensor.on_table_del
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        self.stream_inbound_time[tp] = time.monotonic()
 
 
 def create_faust_app(stage: str, streams: StreamsSettings, kafka: KafkaSettings) -> faust.App:

@@ -14,7 +14,7 @@ import faust
 from events.topics import Topics
 from spakinect_pipeline.config import KafkaSettings, LogSettings, load_settings
 from spakinect_pipeline.tracing import tracer_from_env
-from streams.faust_adapter.worker import BoundedStopWorker
+from streams.faust_adapter import BoundedStopWorker
 from streams.faust_app import create_faust_app, prepare_changelogs, use_uvloop
 from streams.runner import StageEnv, StageRunner
 from streams.settings import StreamsSettings

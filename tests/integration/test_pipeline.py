@@ -18,8 +18,8 @@ from events.samples import SAMPLES
 from events.samples import sample_visit as visit
 from sinks.postgres.protect import open_visit
 from spakinect_pipeline.config import KafkaSettings
+from streams import faust_adapter
 from streams.batch_table import BatchTable
-from streams.faust_adapter import stores
 from streams.faust_app import create_faust_app, json_table
 from streams.settings import StreamsSettings
 from tests.helpers import produce, read_topic, wait_until
@@ -179,7 +179,9 @@ async def test_a_restarted_dedupe_worker_resumes_from_its_own_store_and_offset(
     (written,) = changelog
     store: Any = table.table.data
     try:
-        stores.open_partition_db(table.table, written.partition)  # as Faust's assignment does
+        faust_adapter.open_partition_db(
+            table.table, written.partition
+        )  # as Faust's assignment does
         (entry,) = table.get_many(written.partition, [key])
         assert entry is not None
         assert entry["p"] == written.partition
@@ -190,7 +192,9 @@ async def test_a_restarted_dedupe_worker_resumes_from_its_own_store_and_offset(
         )
         assert store.persisted_offset(TP(table.topic, written.partition)) == newest
     finally:
-        stores.close_all(table.table)  # release the RocksDB locks before the worker opens them
+        faust_adapter.close_all(
+            table.table
+        )  # release the RocksDB locks before the worker opens them
 
     await pipeline.start("dedupe")
     assert (await pipeline.post(body)).status_code == 200

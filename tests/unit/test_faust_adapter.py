@@ -16,8 +16,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from spakinect_pipeline.config import KafkaSettings
+from streams import faust_adapter as adapter_consumer
 from streams.faust_adapter import PipelineApp, RewindingConsumerThread, StrictConsumer
-from streams.faust_adapter import consumer as adapter_consumer
 from streams.faust_app import create_faust_app
 from streams.settings import StreamsSettings
 
@@ -31,7 +31,7 @@ def app_for(tmp_path: Any, stage: str = "email") -> Any:
 
 
 def test_every_private_name_the_adapter_uses_exists(tmp_path):
-    """Names listed in streams/faust_adapter/__init__.py: renamed upstream, this fails."""
+    """Names listed in streams/faust_adapter.py: renamed upstream, this fails."""
     import faust
     from aiokafka import AIOKafkaConsumer
     from faust.stores import memory, rocksdb
@@ -79,7 +79,7 @@ def test_faust_still_moves_its_committed_offset_on_a_failed_commit():
 
 
 def test_faust_still_leaves_a_revoked_rocksdb_open():
-    """Why stores.close_released closes what Faust drops (harmless once Faust closes it)."""
+    """Why faust_adapter.close_released closes what Faust drops (harmless once Faust closes it)."""
     from faust.stores import rocksdb
 
     assert "# db.close()" in inspect.getsource(rocksdb.Store.revoke_partitions)
@@ -292,8 +292,7 @@ def test_the_monitor_skips_faust_per_message_bookkeeping(tmp_path):
 
     from faust.types import TP
 
-    from streams.faust_adapter import QuietMonitor
-    from streams.faust_app import create_faust_app
+    from streams.faust_app import QuietMonitor, create_faust_app
     from streams.settings import StreamsSettings
 
     app = create_faust_app(

@@ -1,14 +1,36 @@
-"""Faust's aiokafka consumer, made strict: no skipped offset, no write from a revoked partition.
+"""The one seam to Faust's, mode's and aiokafka's private parts: the only module that names them.
 
-What faust-streaming (0.15) does around rebalances, and what this consumer
-does instead (docs/commit-protocol.md):
+Everything the pipeline promises about offsets, tables and rebalances rests on
+a few of Faust's internals. They are reached from this module only, and each
+is pinned by ``tests/unit/test_faust_adapter.py`` (the store parts by
+``tests/unit/test_batch_table.py``) against the installed versions, so an
+upgrade that renames or changes one fails there, not in production. The
+protocol they implement is docs/commit-protocol.md.
+
+Private names used:
+
+- ``faust.transport.drivers.aiokafka.Consumer``: overrides ``_new_consumer_thread``,
+  ``_to_message``, ``_add_gap``, ``_new_offset``, ``_commit_offsets``; reads and writes
+  ``_acked``, ``_acked_index``, ``_committed_offset``; calls ``_is_changelog_tp``; its
+  ``_thread``. Its thread: ``_create_worker_consumer``, ``_ensure_consumer``,
+  ``call_thread``.
+- aiokafka's ``AIOKafkaConsumer._fetch_min_bytes`` / ``_fetch_max_wait_ms`` (read by
+  its fetcher when it starts), ``_fetcher`` and the fetcher's ``_fetch_min_bytes`` /
+  ``_fetch_max_wait_ms`` (read per fetch request: the adaptive fetch shape).
+- ``faust.App``: overrides ``_new_transport`` and ``on_stop`` (mode's documented hook).
+- ``faust.stores.rocksdb.Store``: ``_dbs``, ``_db_for_partition``, ``offset_key``; the
+  memory store's ``data`` and ``_key_partition``.
+- ``faust.Worker`` (mode's worker): overrides ``_schedule_shutdown`` (its SIGTERM hook).
+
+What faust-streaming (0.15) does around rebalances, and what this module does
+instead:
 
 1. After a rebalance Faust seeks to the committed offsets, but aiokafka's
    ``seek_to_committed`` does nothing for a partition with no commit:
    :class:`RewindingConsumerThread` seeks those to their beginning.
 2. Faust treats a gap in the offsets it reads as acked, and tolerates a
-   one-offset hole at commit: this consumer commits only an unbroken run of
-   acked offsets that starts at the committed one (:mod:`streams.offsets`).
+   one-offset hole at commit: :class:`StrictConsumer` commits only an unbroken
+   run of acked offsets that starts at the committed one (:mod:`streams.offsets`).
 3. Messages fetched while Faust seeks or resumes can be dropped before they
    reach a stream, with the read position already past them. A hole followed
    by an ack is seen at commit; a hole at a quiet partition's end (nothing
@@ -24,27 +46,41 @@ does instead (docs/commit-protocol.md):
 6. A revoke drains first (:class:`streams.fence.Fence`): the revoked
    partitions' batches in flight finish (bounded), are committed, and only
    then does Faust revoke; a batch still running is fenced. The revoked
-   partitions' RocksDB handles are closed (Faust leaves them to the GC).
+   partitions' RocksDB handles are closed (Faust drops them without closing:
+   ``db.close()`` is commented out in faust-streaming 0.15, so the lock is held
+   until garbage collection and a reassignment can fail on it).
+7. Faust's stop revokes the tables and stops the fetcher first, then cancels
+   the agents: :meth:`PipelineApp.on_stop` first runs the registered drains
+   (the runner's: no new batch, the one in flight finishes, commit).
+8. With Kafka unreachable Faust's shutdown never ends: :class:`BoundedStopWorker`
+   exits ``shutdown_timeout_s`` after SIGTERM/SIGINT anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, cast
 
+import faust
+from faust.stores import memory as memory_store
+from faust.stores import rocksdb as rocksdb_store
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.behind import TimeBehind
-from streams.faust_adapter import stores
 from streams.fence import Fence
 from streams.fetch_shape import AdaptiveFetch, FetchShape
 from streams.offsets import HoleWatch, committable
 
 log = logging.getLogger(__name__)
+Drain = Callable[[float], Awaitable[None]]
+
 HOLE_GRACE_S = 10.0  # an acked offset past an unacked one: the hole is re-read after this
 TAIL_GRACE_S = 5.0  # idle this long with a partition's end past its commit: re-read it
 
@@ -194,9 +230,9 @@ class StrictConsumer(faust_aiokafka.Consumer):
                 await asyncio.wait_for(self._commit_now(sources), bound)
             except Exception as exc:  # noqa: BLE001 - the next owner repeats what was not
                 log.warning("commit on revoke failed (%s)", type(exc).__name__)
-        handles = stores.held_handles(app.tables.values(), revoked)
+        handles = held_handles(app.tables.values(), revoked)
         await super().on_partitions_revoked(revoked)
-        stores.close_released(handles)
+        close_released(handles)
 
     async def _commit_now(self, tps: set[Any]) -> None:
         """Commit ``tps``' acked offsets; a periodic commit under way would only be waited for."""
@@ -292,3 +328,139 @@ class StrictConsumer(faust_aiokafka.Consumer):
         self._committed_offset[tp] = start
         self._holes.forget(tp)
         self._tails.forget(tp)
+
+
+# -- table stores, a batch at a time --------------------------------------------
+
+
+def is_memory(table: Any) -> bool:
+    return isinstance(table.data, memory_store.Store)
+
+
+def partition_db(table: Any, partition: int) -> Any:
+    """The RocksDB of ``partition`` as Faust opened it for the current assignment, or None.
+
+    Never opens one: a partition not held here is left to its owner and the changelog.
+    """
+    return table.data._dbs.get(partition)
+
+
+def open_partition_db(table: Any, partition: int) -> Any:
+    """Open ``partition``'s RocksDB as Faust's assignment does (tools and tests only)."""
+    return table.data._db_for_partition(partition)
+
+
+def close_all(table: Any) -> None:
+    """Close every RocksDB of ``table`` this process opened, releasing their locks."""
+    dbs = table.data._dbs
+    for db in dbs.values():
+        db.close()
+    dbs.clear()
+
+
+def offset_key(table: Any) -> bytes:
+    """Where a RocksDB store keeps the changelog offset Faust's recovery resumes after."""
+    key: bytes = table.data.offset_key
+    return key
+
+
+def memory_put(table: Any, key: str, value: Any, partition: int) -> None:
+    """Set ``key`` in a memory store as Faust's own write does (its partition remembered)."""
+    store = table.data
+    store.data[key] = value
+    store._key_partition[key] = partition
+
+
+def memory_delete(table: Any, key: str) -> None:
+    store = table.data
+    store.data.pop(key, None)
+    store._key_partition.pop(key, None)
+
+
+def memory_get(table: Any, key: str) -> Any:
+    return table.data.data.get(key)
+
+
+Handles = list[tuple[Any, int, Any]]  # (store, partition, db)
+
+
+def held_handles(tables: Iterable[Any], tps: Iterable[Any]) -> Handles:
+    """The open RocksDB handles of ``tps``' changelog partitions, before a revoke."""
+    handles: Handles = []
+    wanted = list(tps)
+    for table in tables:
+        store = table.data
+        if not isinstance(store, rocksdb_store.Store):
+            continue
+        topics = table.changelog_topic.topics
+        for tp in wanted:
+            db = store._dbs.get(tp.partition) if tp.topic in topics else None
+            if db is not None:
+                handles.append((store, tp.partition, db))
+    return handles
+
+
+def close_released(handles: Handles) -> int:
+    """Close each handle Faust no longer holds (revoked); return how many were closed."""
+    closed = 0
+    for store, partition, db in handles:
+        if store._dbs.get(partition) is not db:
+            db.close()
+            closed += 1
+    return closed
+
+
+class StrictTransport(faust_aiokafka.Transport):
+    Consumer = StrictConsumer
+
+
+class PipelineApp(faust.App):
+    """A Faust app whose consumer is :class:`StrictConsumer`, fetching as ``fetch`` says."""
+
+    fetch = FetchShape()  # fixed, or where the adaptive shape starts
+    fetch_adapt_wait_s = 0.0  # > 0: fetches gather this long's worth at high rates
+    drain_bound_s = 10.0  # how long a revoke or a stop waits for a batch in flight
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fence = Fence()
+        self._drains: list[Drain] = []
+
+    def on_drain(self, drain: Drain) -> None:
+        """Run ``drain(bound_s)`` when the app stops, before Faust's own stop."""
+        self._drains.append(drain)
+
+    async def on_stop(self) -> None:
+        for drain in self._drains:
+            try:
+                await drain(self.drain_bound_s)
+            except Exception:  # the stop goes on; the next owner repeats
+                log.exception("drain at stop failed")
+        await super().on_stop()
+
+    def _new_transport(self) -> StrictTransport:
+        return StrictTransport(self.conf.broker_consumer, self)
+
+
+class BoundedStopWorker(faust.Worker):
+    """Ends the process ``shutdown_timeout_s`` after SIGTERM/SIGINT, stopped or not."""
+
+    def __init__(self, app: faust.App, *, shutdown_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self._watchdog: threading.Timer | None = None
+
+    def _schedule_shutdown(self, sig: signal.Signals) -> None:  # mode's hook for SIGTERM/INT
+        super()._schedule_shutdown(sig)
+        if self._watchdog is None:
+            self._watchdog = threading.Timer(self.shutdown_timeout_s, self._give_up)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+    def _give_up(self) -> None:
+        log.error(
+            "shutdown did not finish in %.0fs (is Kafka reachable?); exiting without it",
+            self.shutdown_timeout_s,
+        )
+        logging.shutdown()
+        os._exit(1)

@@ -13,12 +13,13 @@ from enum import StrEnum
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from events.messages import SourceMessage
 from events.registry import EVENT_TYPES
 
 ENVELOPE_VERSION = 1
+SEALED_ENVELOPE_VERSION = 2  # payload paths in ``sealed`` hold ``pk1:`` ciphertext
 
 
 class Disposition(StrEnum):
@@ -34,12 +35,25 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    envelope_version: Literal[1] = 1
+    envelope_version: Literal[1, 2] = 1
     event_id: str = Field(min_length=1)
     event: str = Field(min_length=1)
     received_at: datetime
     disposition: Disposition | None = None
+    sealed: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Version 2: the dotted payload paths whose values are sealed per patient"
+            " (docs/patient-data-on-kafka.md)."
+        ),
+    )
     payload: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _sealed_needs_version_2(self) -> Envelope:
+        if self.sealed and self.envelope_version < SEALED_ENVELOPE_VERSION:
+            raise ValueError("sealed paths need envelope_version 2")
+        return self
 
     @property
     def entity_id(self) -> str:
@@ -85,28 +99,35 @@ def encode_envelope(
     received_at: datetime,
     payload: dict[str, Any],
     disposition: Disposition | None = None,
+    sealed: tuple[str, ...] | list[str] = (),
 ) -> bytes:
-    """Serialise an envelope; ``disposition`` only on clean topics."""
+    """Serialise an envelope; ``disposition`` only on clean topics; ``sealed`` makes it v2."""
     value: dict[str, Any] = {
-        "envelope_version": ENVELOPE_VERSION,
+        "envelope_version": SEALED_ENVELOPE_VERSION if sealed else ENVELOPE_VERSION,
         "event_id": event_id,
         "event": event,
         "received_at": format_instant(received_at),
     }
     if disposition is not None:
         value["disposition"] = disposition.value
+    if sealed:
+        value["sealed"] = list(sealed)
     value["payload"] = payload
     return orjson.dumps(value)
 
 
 def reencode(envelope: Envelope, disposition: Disposition) -> bytes:
-    """The same envelope with the dedupe stage's disposition, for a clean topic."""
+    """The same envelope with the dedupe stage's disposition, for a clean topic.
+
+    Sealed paths pass through as they are: the dedupe stage never reads patient fields.
+    """
     return encode_envelope(
         event_id=envelope.event_id,
         event=envelope.event,
         received_at=envelope.received_at,
         payload=envelope.payload,
         disposition=disposition,
+        sealed=envelope.sealed,
     )
 
 

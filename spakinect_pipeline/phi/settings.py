@@ -35,6 +35,10 @@ class PhiSettings(BaseSettings):
     sweep_interval: Duration = Field(default=3600.0, gt=0)
     sweep_batch: int = Field(default=500, ge=1, le=100_000)
     extra_paths: str = ""
+    # Patient fields on Kafka (docs/patient-data-on-kafka.md): off until subscribers read v2.
+    kafka_seal: bool = False
+    kafka_master_keys: SecretStr | None = None
+    unparsed_key_ttl: Duration = Field(default=7 * 86400.0, gt=0)
 
     def paths(self) -> tuple[Path, ...]:
         """``PHI_EXTRA_PATHS``: more fields of a visit body that hold patient data."""
@@ -62,3 +66,14 @@ class PhiSettings(BaseSettings):
         except PhiKeyError as exc:
             raise ConfigError(f"invalid configuration: PHI_ENCRYPTION_KEYS: {exc}") from None
         return Keyring(keys, index)
+
+    def kafka_master(self) -> Keyring:
+        """``PHI_KAFKA_MASTER_KEYS``: wraps the per-patient data keys on the key topic."""
+        keys = self.kafka_master_keys
+        if keys is None or not keys.get_secret_value().strip():
+            raise ConfigError(f"PHI_KAFKA_MASTER_KEYS is required when sealing Kafka: {HOW_TO}")
+        index = self.blind_index()
+        try:
+            return Keyring(parse_keys(keys.get_secret_value()), index)
+        except PhiKeyError as exc:
+            raise ConfigError(f"invalid configuration: PHI_KAFKA_MASTER_KEYS: {exc}") from None

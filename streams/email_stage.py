@@ -68,6 +68,8 @@ class EmailHandler(Handler):
         self.already_sent = 0
 
     async def stop(self) -> None:
+        for sender in self.senders.values():
+            await sender.stop()  # QUIT the kept-open SMTP sessions
         await self.markers.stop()
 
     def counts(self) -> Mapping[str, float]:

@@ -18,6 +18,7 @@ from events.envelope import Record
 from sinks.base import InvalidBatch, RetryableError
 from sinks.email.render import make_environment, render
 from sinks.email.settings import EmailSettings, SmtpSettings
+from sinks.email.smtp_session import SmtpSession
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def sending_limiter(email: EmailSettings) -> AsyncLimiter:
 
 
 class EmailSink:
-    """Sends the ``kind`` email of each record in a batch, one at a time."""
+    """Sends the ``kind`` email of each record in a batch, one at a time, over one session."""
 
     def __init__(
         self, kind: str, email: EmailSettings, smtp: SmtpSettings, limiter: AsyncLimiter
@@ -58,13 +59,14 @@ class EmailSink:
         self.smtp = smtp
         self.limiter = limiter
         self.env = make_environment(email.template_dir)
+        self.session = SmtpSession(smtp)
         self.sent = 0
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
-        return None
+        await self.session.close()
 
     async def write(self, batch: Sequence[Record]) -> None:
         for record in batch:
@@ -78,19 +80,7 @@ class EmailSink:
                 continue
             async with self.limiter:
                 try:
-                    await aiosmtplib.send(
-                        outgoing.message,
-                        recipients=outgoing.recipients,
-                        hostname=self.smtp.host,
-                        port=self.smtp.port,
-                        username=self.smtp.username,
-                        password=(
-                            self.smtp.password.get_secret_value() if self.smtp.password else None
-                        ),
-                        start_tls=self.smtp.starttls,
-                        use_tls=False,
-                        timeout=self.smtp.timeout_s,
-                    )
+                    await self.session.send(outgoing.message, outgoing.recipients)
                 except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                     raise classify(exc) from None
             self.sent += 1

@@ -37,7 +37,9 @@ class Shape:
     """How the runner feeds a handler and traces its batches."""
 
     batch_max: int
-    within_s: float  # how long to wait for more events once one arrived (0: what is there)
+    # How long to wait for more events once one arrived (0: what is there); only while
+    # the recent rate would bring more in that time (streams.batch_wait).
+    within_s: float
     batch_span: bool = True  # one span per batch linking its events; False: event spans only
     done: str = "done"  # the span outcome of an event the handler gave none
     linger_ms: int = 5  # how long the stage's publisher waits to fill a produce request

@@ -32,6 +32,7 @@ from events.topics import Topics
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher, Publisher
 from streams.acking import ack, next_batch, pumped
+from streams.batch_wait import BatchWait
 from streams.dlq import DeadLetters, DlqLimit, DlqLimitExceeded
 from streams.fence import Fence, Lease, Revoked
 from streams.handler import Handler, Tools, process
@@ -178,9 +179,12 @@ class StageRunner:
     async def _agent(self, stream: Any) -> None:
         shape = self.handler.shape
         await self.handler.start()
+        loop = asyncio.get_running_loop()
+        wait = BatchWait(shape.within_s)  # no wait for more at quiet hours
         async with pumped(stream, shape.batch_max) as queue:
             while True:
-                events = await next_batch(queue, shape.batch_max, shape.within_s)
+                events = await next_batch(queue, shape.batch_max, wait.wait_s(loop.time()))
+                wait.took(len(events), loop.time())
                 if self._stopping:
                     await asyncio.Event().wait()  # stopping: take nothing more, ack nothing
                 lease, events = self._lease(events)

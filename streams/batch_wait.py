@@ -1,0 +1,49 @@
+"""How long a stage waits for more events once one arrived, from the rate they arrive at.
+
+A sink stage batches its writes: one Postgres transaction for many events
+costs far less than one each. A fixed wait (``STREAMS_BATCH_WITHIN_S``) does
+that under load, but it also holds a lone event at quiet hours for the whole
+wait, for nothing: no second event is coming. :class:`BatchWait` waits only
+when the recent rate would bring at least ``worth`` more events within the
+wait, and takes what is there at once otherwise: quiet hours pay no batching
+latency, busy hours keep their batches. Pure: the runner feeds it what it
+took and when.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+WORTH = 2.0  # wait only for at least this many more events
+HALF_LIFE_S = 1.0  # how fast the rate estimate forgets
+
+
+@dataclass
+class BatchWait:
+    """The wait for the next batch: ``within_s`` when the recent rate fills it, else 0."""
+
+    within_s: float
+    worth: float = WORTH
+    half_life_s: float = HALF_LIFE_S
+    _weight: float = 0.0  # events taken, each decayed by its age
+    _at: float | None = None
+
+    def took(self, events: int, now: float) -> None:
+        """Count a batch of ``events`` taken at ``now`` (monotonic seconds)."""
+        self._weight = self._decayed(now) + events
+        self._at = now
+
+    def rate(self, now: float) -> float:
+        """Events per second, recently (an exponentially decayed count)."""
+        return self._decayed(now) * math.log(2) / self.half_life_s
+
+    def wait_s(self, now: float) -> float:
+        if self.within_s <= 0 or self.rate(now) * self.within_s < self.worth:
+            return 0.0
+        return self.within_s
+
+    def _decayed(self, now: float) -> float:
+        if self._at is None:
+            return 0.0
+        return self._weight * 0.5 ** (max(0.0, now - self._at) / self.half_life_s)

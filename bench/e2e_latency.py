@@ -15,7 +15,7 @@ visits would). The stack runs as deployed (``LOG_LEVEL=INFO``, JSON logs,
 metrics on). The load generator is aiohttp with the bodies serialised
 beforehand: on two cores a heavier client would take the stack's CPU.
 
-Before the measured load, ``--warm-up N`` visits (default 3,000) go through the
+Before the measured load, ``--warm-up N`` visits (default 20 s worth, at most 3,000) go through the
 same stack untimed at the same rate: a fresh broker JVM interprets its request
 path until the JIT compiles it, and a short run would otherwise charge that to
 the live path (production brokers are warm). ``--baseline REF`` runs the same
@@ -216,8 +216,9 @@ def run_stack(
     with running_stack(tmp / "data", extra_env=extra_env, tree=tree) as stack:
         time.sleep(5)  # let the workers join their groups
         meter = CpuMeter(children_by_name(stack.process.pid, STACK_PROCESSES))
-        if args.warm_up:
-            asyncio.run(drive(stack.env, args.warm_up, args.rate, args.duplicates, meter))
+        warm_up = min(3000, int(args.rate * 20)) if args.warm_up is None else args.warm_up
+        if warm_up:
+            asyncio.run(drive(stack.env, warm_up, args.rate, args.duplicates, meter))
         return asyncio.run(drive(stack.env, args.events, args.rate, args.duplicates, meter))
 
 
@@ -226,7 +227,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--rate", type=float, default=50.0, help="deliveries per second")
     parser.add_argument("--duplicates", type=float, default=0.2)
-    parser.add_argument("--warm-up", type=int, default=3000, help="untimed visits first")
+    parser.add_argument(
+        "--warm-up", type=int, help="untimed visits first (default: 20 s worth, at most 3,000)"
+    )
     parser.add_argument("--baseline", help="also run the stack as of this git ref")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "e2e_latency.json")
     args = parser.parse_args()

@@ -31,9 +31,10 @@ def key_topic(prefix: str) -> str:
     return f"{prefix}phi-keys"
 
 
-async def ensure_key_topic(kafka: KafkaSettings) -> None:
+async def ensure_key_topic(kafka: KafkaSettings) -> list[str]:
+    """Create the key topic when missing; the names created (it, or nothing)."""
     one_partition = kafka.model_copy(update={"partitions": 1})
-    await ensure_topics(one_partition, [key_topic(kafka.topic_prefix)], KEY_TOPIC_CONFIG)
+    return await ensure_topics(one_partition, [key_topic(kafka.topic_prefix)], KEY_TOPIC_CONFIG)
 
 
 async def read_records(

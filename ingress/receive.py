@@ -165,7 +165,10 @@ async def _receive(request: Request, ctx: IngressContext, expected_event: str | 
 async def _store(
     ctx: IngressContext, decision: Accepted | Unrouted, received_at: datetime
 ) -> Response:
-    message = outbound_for(decision, ctx.topics, received_at)
+    if ctx.sealer is None:
+        message = outbound_for(decision, ctx.topics, received_at)
+    else:  # minting a key first may raise PublishFailed: the same 503, nothing published
+        message = await ctx.sealer.outbound(decision, ctx.topics, received_at)
     started = time.perf_counter()
     headers = _with_trace(
         ctx,
@@ -202,7 +205,11 @@ async def _keep_refused(ctx: IngressContext, refused: Refused, raw: bytes, route
     If it cannot be kept, the sender gets 503 and retries, rather than a 4xx
     that would make it give up on a body we no longer have.
     """
-    kept = rejected_message(refused, raw, route, ctx.topics, datetime.now(UTC))
+    now = datetime.now(UTC)
+    if ctx.sealer is None:
+        kept = rejected_message(refused, raw, route, ctx.topics, now)
+    else:
+        kept = await ctx.sealer.rejected(refused, raw, route, ctx.topics, now)
     await ctx.publisher.publish(
         kept.topic,
         kept.value,

@@ -17,11 +17,10 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from spakinect_pipeline.config import KafkaSettings
-from spakinect_pipeline.phi.key_store import key_topic, read_records
+from spakinect_pipeline.phi.key_store import read_records, tombstone
 from spakinect_pipeline.phi.unparsed import expired_epoch_records
 
 log = logging.getLogger(__name__)
@@ -36,15 +35,7 @@ async def sweep_epoch_keys(
     return the record keys destroyed (they name an hour and a random id, nothing else)."""
     records, _ = await read_records(kafka)
     doomed = expired_epoch_records(records, now or datetime.now(UTC), ttl_s)
-    if not doomed:
-        return []
-    producer = AIOKafkaProducer(**kafka.client_options(), acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        for name in doomed:
-            await producer.send_and_wait(key_topic(kafka.topic_prefix), None, key=name.encode())
-    finally:
-        await producer.stop()
+    await tombstone(kafka, doomed)
     return doomed
 
 

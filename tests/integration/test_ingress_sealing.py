@@ -29,7 +29,7 @@ from spakinect_pipeline.phi.key_janitor import sweep_epoch_keys
 from spakinect_pipeline.phi.key_store import destroy, ensure_key_topic, key_topic
 from spakinect_pipeline.phi.settings import PhiSettings
 from spakinect_pipeline.phi.unparsed import SEALED_HEADER, epoch_subject
-from spakinect_pipeline.publisher import Headers, KafkaPublisher, PublishFailed
+from spakinect_pipeline.publisher import KafkaPublisher, PublishFailed
 from spakinect_pipeline.topic_admin import ensure_topics
 from tests.helpers import read_topic, wait_until
 from tests.services import Services
@@ -48,18 +48,21 @@ SETTINGS = IngressSettings(allow_unauthenticated=True, publish_timeout_s=3)
 
 @pytest.fixture(scope="module")
 async def kafka(services: Services) -> KafkaSettings:
-    settings = KafkaSettings(
-        bootstrap_servers=[services.kafka_bootstrap], topic_prefix=f"s{uuid.uuid4().hex[:8]}."
-    )
-    await ensure_topics(settings)
-    await ensure_key_topic(settings)
-    return settings
+    return await topics_of_its_own(KafkaSettings(bootstrap_servers=[services.kafka_bootstrap]))
 
 
 @pytest.fixture
 async def client(kafka: KafkaSettings) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(create_app(SETTINGS, kafka, phi=PHI)) as c:
         yield c
+
+
+async def topics_of_its_own(kafka: KafkaSettings) -> KafkaSettings:
+    """The same broker, a fresh prefix: a test that reads whole topics sees only its own."""
+    own = kafka.model_copy(update={"topic_prefix": f"t{uuid.uuid4().hex[:8]}."})
+    await ensure_topics(own)
+    await ensure_key_topic(own)
+    return own
 
 
 def visit(gfe_id: str, email: str) -> dict[str, object]:
@@ -189,11 +192,7 @@ async def test_the_janitor_destroys_an_old_epoch_key_and_its_refused_body_no_lon
 ) -> None:
     from ingress.sealing import Sealer
 
-    prefix = KafkaSettings(
-        bootstrap_servers=kafka.bootstrap_servers, topic_prefix=f"j{uuid.uuid4().hex[:8]}."
-    )
-    await ensure_topics(prefix)
-    await ensure_key_topic(prefix)
+    prefix = await topics_of_its_own(kafka)
     publisher = KafkaPublisher(prefix, client_id="test-janitor")
 
     async def send(topic: str, value: bytes, key: bytes) -> None:
@@ -227,18 +226,10 @@ async def test_the_janitor_destroys_an_old_epoch_key_and_its_refused_body_no_lon
 class KeyTopicDown(KafkaPublisher):
     """The broker refuses the key topic (as if down when a key is minted); all else works."""
 
-    async def publish(
-        self,
-        topic: str,
-        value: bytes | None,
-        *,
-        key: bytes | None,
-        headers: Headers = (),
-        timeout: float,
-    ) -> None:
+    async def publish(self, topic: str, *args: Any, **kwargs: Any) -> None:
         if topic.endswith("phi-keys"):
             raise PublishFailed("no ack from Kafka within 3s")
-        await super().publish(topic, value, key=key, headers=headers, timeout=timeout)
+        await super().publish(topic, *args, **kwargs)
 
 
 async def test_no_key_stored_means_503_and_nothing_published(kafka: KafkaSettings) -> None:
@@ -258,11 +249,7 @@ async def test_no_key_stored_means_503_and_nothing_published(kafka: KafkaSetting
 async def test_sealing_off_publishes_version_1_as_before_and_mints_no_key(
     kafka: KafkaSettings,
 ) -> None:
-    off = KafkaSettings(
-        bootstrap_servers=kafka.bootstrap_servers, topic_prefix=f"o{uuid.uuid4().hex[:8]}."
-    )
-    await ensure_topics(off)
-    await ensure_key_topic(off)
+    off = await topics_of_its_own(kafka)
     gfe_id = f"gfe_{uuid.uuid4().hex[:8]}"
     body = visit(gfe_id, "plain@example.com")
     no_master = PhiSettings(kafka_seal=False)  # and no master key: none is needed

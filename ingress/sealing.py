@@ -10,14 +10,19 @@ same 503 as a failed publish, and nothing is published.
 
 Each process (each ``INGRESS_WORKERS`` worker) keeps the keys it minted and
 follows the key topic (:class:`KeyFollower`): a tombstone (a forget, the
-janitor) evicts the key, and if the follower has not caught up within
-:data:`STALE_S` (broker trouble) every cached key is dropped and new ones are
-minted, so no destroyed key seals anything for more than ``STALE_S`` seconds.
+janitor) evicts the key. A tombstone can only follow the key's own record, so
+a cached key is used only while the later of its minting and the follower's
+last catch-up is under :data:`STALE_S` old (broker trouble, a lagging
+follower: new keys are minted instead): no destroyed key seals anything for
+more than ``STALE_S`` seconds. At most :data:`MAX_KEYS` subjects are cached
+(least recently used out: that patient's next visit mints a new key).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -36,6 +41,8 @@ from spakinect_pipeline.publisher import Message
 
 STALE_S = 10.0
 """Longest a destroyed key may still seal: cached keys are dropped once the follower lags more."""
+MAX_KEYS = 100_000
+"""Subjects whose key one process keeps (~0.5 KB each)."""
 
 Send = Callable[[str, bytes, bytes], Awaitable[None]]
 """Publish (topic, value, key) durably or raise PublishFailed."""
@@ -51,6 +58,7 @@ class Sealer:
         paths: tuple[Path, ...],
         send: Send,
         stale_s: float | None = STALE_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.master = master
         self.paths = paths
@@ -58,29 +66,45 @@ class Sealer:
         self.stale_s = stale_s  # None: a short-lived process (a replay) that follows nothing
         self.topic = key_topic(kafka.topic_prefix)
         self.follower = KeyFollower(kafka, self.evict)
-        self._minted: dict[str, DataKey] = {}
+        self.clock = clock
+        self._minted: OrderedDict[str, tuple[DataKey, float]] = OrderedDict()  # and when
         self._epoch = asyncio.Lock()  # one key per hour, not one per concurrent request
 
     def evict(self, record_key: str) -> None:
         """A tombstone: stop sealing with that key (the next event mints a new one)."""
         subject = record_key.split(":", 2)[1] if record_key.count(":") >= 2 else ""
-        key = self._minted.get(subject)
-        if key is not None and key.record_key == record_key:
+        entry = self._minted.get(subject)
+        if entry is not None and entry[0].record_key == record_key:
             del self._minted[subject]
+
+    def cached(self, subject: str) -> DataKey | None:
+        """The key to reuse, unless a tombstone for it could have been missed for too long."""
+        entry = self._minted.get(subject)
+        if entry is None:
+            return None
+        key, minted_at = entry
+        if self.stale_s is not None:
+            known_until = max(minted_at, self.follower.caught_up or minted_at)
+            if self.clock() - known_until >= self.stale_s:
+                del self._minted[subject]
+                return None
+        self._minted.move_to_end(subject)
+        return key
 
     async def key_for(self, subject: str) -> DataKey:
         """``subject``'s key; minted and stored first when this process has none (or is stale)."""
-        if self.stale_s is not None and not self.follower.fresh_within(self.stale_s):
-            self._minted.clear()
         if not subject.startswith(EPOCH_PREFIX):
-            return self._minted.get(subject) or await self._mint(subject)
+            return self.cached(subject) or await self._mint(subject)
         async with self._epoch:
-            return self._minted.get(subject) or await self._mint(subject)
+            return self.cached(subject) or await self._mint(subject)
 
     async def _mint(self, subject: str) -> DataKey:
         key = new_data_key(subject)
+        minted_at = self.clock()  # no tombstone for it can exist before this
         await self.send(self.topic, wrap(key, self.master), key.record_key.encode())
-        self._minted[subject] = key
+        self._minted[subject] = (key, minted_at)
+        if len(self._minted) > MAX_KEYS:
+            self._minted.popitem(last=False)
         return key
 
     async def outbound(

@@ -43,10 +43,6 @@ class KeyFollower:
         self.caught_up: float | None = None  # time.monotonic() of the last catch-up
         self._partition = TopicPartition(key_topic(kafka.topic_prefix), 0)
 
-    def fresh_within(self, bound_s: float) -> bool:
-        """Whether every tombstone older than ``bound_s`` seconds has been applied."""
-        return self.caught_up is not None and time.monotonic() - self.caught_up < bound_s
-
     async def run(self) -> None:
         """Follow until cancelled; a broker outage only pauses it (``caught_up`` ages)."""
         while True:

@@ -26,7 +26,7 @@ patient's data key is minted once and cached: this is the steady state; a new
 patient costs one more produce to the key topic, once per ingress process.
 
     python -m bench.ingress_throughput [--seconds 10] [--rounds 2] [--rate 2000] [--baseline REF]
-        [--sealed] [--only-ours]
+        [--sealed] [--only-ours] [--sealed-first]
 """
 
 from __future__ import annotations
@@ -85,7 +85,10 @@ def sealing_env() -> tuple[tuple[str, str], ...]:
 
 
 def variants(
-    baseline_tree: Path | None, sealed: bool = False, only_ours: bool = False
+    baseline_tree: Path | None,
+    sealed: bool = False,
+    only_ours: bool = False,
+    sealed_first: bool = False,
 ) -> list[Variant]:
     """The rotation: (a), (b), (c), the baseline's (a) and (b), (a) sealed; ``only_ours``
     keeps (a) and its sealed twin (a short before/after of sealing)."""
@@ -95,6 +98,8 @@ def variants(
         chosen.append(Variant("a_kafka_sealed", [cli, "ingress"], True, env=sealing_env()))
     if only_ours:
         chosen = [v for v in chosen if v.name in ("a_kafka", "a_kafka_sealed")]
+    if sealed_first:  # the rotation's order biases it: run both orders, compare
+        chosen.sort(key=lambda v: v.name != "a_kafka_sealed")
     return chosen
 
 
@@ -198,6 +203,7 @@ def run(
     profile: bool,
     sealed: bool = False,
     only_ours: bool = False,
+    sealed_first: bool = False,
 ) -> dict[str, Any]:
     for tool in ("wrk", "hey"):
         if shutil.which(tool) is None:
@@ -206,7 +212,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="spakinect-bench-ingress-") as tmp:
         root = Path(tmp)
         tree = checkout(baseline, root / "baseline") if baseline else None
-        chosen = variants(tree, sealed, only_ours)
+        chosen = variants(tree, sealed, only_ours, sealed_first)
         broker = KafkaBroker.on_free_ports(root)
         broker.start()
         servers: dict[str, ManagedProcess] = {}
@@ -284,6 +290,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy top frames per variant")
     parser.add_argument("--sealed", action="store_true", help="also (a) with PHI_KAFKA_SEAL=on")
     parser.add_argument("--only-ours", action="store_true", help="only (a), and (a) sealed")
+    parser.add_argument("--sealed-first", action="store_true", help="(a) sealed first in a round")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ingress.json")
     args = parser.parse_args()
     if args.profile:
@@ -297,6 +304,7 @@ def main() -> None:
         args.profile,
         args.sealed,
         args.only_ours,
+        args.sealed_first,
     )
     write_report(result, args.out)
 

@@ -110,10 +110,15 @@ async def test_a_visit_lands_on_its_raw_topic_sealed_and_opens_with_the_key_stor
     assert opened["payload"]["data"]["notes"] == "Canary rang"
 
 
-async def test_a_destroyed_key_stops_sealing_within_the_bound(
-    client: httpx.AsyncClient, kafka: KafkaSettings
-) -> None:
+async def test_a_destroyed_key_is_evicted_by_the_follower(kafka: KafkaSettings) -> None:
     """A forget's tombstone reaches the ingress: its next visit is sealed with a new key."""
+    app = create_app(SETTINGS, kafka, phi=PHI)
+    app.state.ctx.sealer.stale_s = 3600  # so only the tombstone, not the staleness bound, rekeys
+    async with client_for(app) as client:
+        await _rekeyed_after_a_forget(client, kafka)
+
+
+async def _rekeyed_after_a_forget(client: httpx.AsyncClient, kafka: KafkaSettings) -> None:
     email = f"forget.{uuid.uuid4().hex[:6]}@example.com"
     topic = Topics(kafka.topic_prefix).raw(VISIT_COMPLETED)
 

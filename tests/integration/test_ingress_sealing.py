@@ -43,7 +43,7 @@ PHI = PhiSettings(
     index_key=SecretStr(new_key_entry().split(":", 1)[1]),
     extra_paths="data.notes",
 )
-SETTINGS = IngressSettings(allow_unauthenticated=True, publish_timeout_s=3)
+SETTINGS = IngressSettings(allow_unauthenticated=True, publish_timeout_s=8)  # a loaded box
 
 
 @pytest.fixture(scope="module")

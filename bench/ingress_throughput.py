@@ -19,9 +19,14 @@ session, so the ratios a/c and b/c survive a noisy machine. With
 The servers are started under ``taskset`` on CPU 0 (all their threads) and the
 load generator on CPU 1 (when the machine has two or more); Kafka floats.
 ``--profile`` adds one py-spy-sampled wrk run per variant after the measured
-ones and reports its top frames.
+ones and reports its top frames. ``--sealed`` adds (a) with ``PHI_KAFKA_SEAL=on``
+(``a_kafka_sealed``, ratio ``a_sealed_over_a``) to the same rotation: the cost of
+sealing patient fields per event. Every request is the same sample visit, so its
+patient's data key is minted once and cached: this is the steady state; a new
+patient costs one more produce to the key topic, once per ingress process.
 
     python -m bench.ingress_throughput [--seconds 10] [--rounds 2] [--rate 2000] [--baseline REF]
+        [--sealed] [--only-ours] [--sealed-first]
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ from devstack.process import ManagedProcess, free_port
 from devstack.stack import wait_http
 from events.samples import SAMPLES
 from spakinect_pipeline.config import KafkaSettings
+from spakinect_pipeline.phi.crypto import new_key_entry
+from spakinect_pipeline.phi.key_store import ensure_key_topic
 from spakinect_pipeline.topic_admin import ensure_topics
 
 SERVER_CPU = 0
@@ -65,9 +72,38 @@ class Variant:
     module: list[str]
     publishes: bool
     tree: Path | None = None
+    env: tuple[tuple[str, str], ...] = ()
 
 
-def variants(baseline_tree: Path | None) -> list[Variant]:
+def sealing_env() -> tuple[tuple[str, str], ...]:
+    """``PHI_KAFKA_SEAL=on`` with throwaway keys."""
+    return (
+        ("PHI_KAFKA_SEAL", "true"),
+        ("PHI_KAFKA_MASTER_KEYS", new_key_entry("m1")),
+        ("PHI_INDEX_KEY", new_key_entry().split(":", 1)[1]),
+    )
+
+
+def variants(
+    baseline_tree: Path | None,
+    sealed: bool = False,
+    only_ours: bool = False,
+    sealed_first: bool = False,
+) -> list[Variant]:
+    """The rotation: (a), (b), (c), the baseline's (a) and (b), (a) sealed; ``only_ours``
+    keeps (a) and its sealed twin (a short before/after of sealing)."""
+    chosen = _variants(baseline_tree)
+    if sealed:
+        cli = cli_module(REPO)
+        chosen.append(Variant("a_kafka_sealed", [cli, "ingress"], True, env=sealing_env()))
+    if only_ours:
+        chosen = [v for v in chosen if v.name in ("a_kafka", "a_kafka_sealed")]
+    if sealed_first:  # the rotation's order biases it: run both orders, compare
+        chosen.sort(key=lambda v: v.name != "a_kafka_sealed")
+    return chosen
+
+
+def _variants(baseline_tree: Path | None) -> list[Variant]:
     def ours(tree: Path | None, suffix: str) -> list[Variant]:
         cli = cli_module(tree or REPO)
         return [
@@ -96,7 +132,7 @@ def _server(
     if variant.module[0] not in CLI_MODULES:
         argv += ["--port", str(port)]
     argv, cpu = pinned(argv, SERVER_CPU, os.cpu_count() or 1)
-    env = {**base, "INGRESS_PORT": str(port)}
+    env = {**base, "INGRESS_PORT": str(port), **dict(variant.env)}
     if variant.tree is not None:
         env |= tree_env(variant.tree)
     process = ManagedProcess(
@@ -136,17 +172,19 @@ def flat(columns: dict[str, Any], prefix: str, key: str) -> dict[str, float]:
 
 
 def _short(name: str) -> str:
-    """``a_kafka`` → ``a``, ``b_noop_before`` → ``b_before``."""
-    return name.split("_")[0] + ("_before" if name.endswith("_before") else "")
+    """``a_kafka`` → ``a``, ``b_noop_before`` → ``b_before``, ``a_kafka_sealed`` → ``a_sealed``."""
+    suffix = next((s for s in ("_before", "_sealed") if name.endswith(s)), "")
+    return name.split("_")[0] + suffix
 
 
 def ratios(result: dict[str, Any], names: list[str]) -> dict[str, float]:
     """Rate, p99 and server CPU per request of each variant over the bare route's (and a/b)."""
     pairs = [(n, BARE) for n in names if n != BARE]
     pairs += [(a, a.replace("a_kafka", "b_noop")) for a in names if a.startswith("a_kafka")]
+    pairs += [("a_kafka_sealed", "a_kafka")] if "a_kafka_sealed" in names else []
     out: dict[str, float] = {}
     for x, y in pairs:
-        if f"{y}.max.rps" not in result:
+        if f"{y}.max.rps" not in result or f"{x}.max.rps" not in result:
             continue
         label = f"{_short(x)}_over_{_short(y)}"
         for metric in ("rps", "p99_ms", "cpu_ms_per_req.server"):
@@ -157,7 +195,15 @@ def ratios(result: dict[str, Any], names: list[str]) -> dict[str, float]:
 
 
 def run(
-    seconds: float, rounds: int, rate: int, connections: int, baseline: str | None, profile: bool
+    seconds: float,
+    rounds: int,
+    rate: int,
+    connections: int,
+    baseline: str | None,
+    profile: bool,
+    sealed: bool = False,
+    only_ours: bool = False,
+    sealed_first: bool = False,
 ) -> dict[str, Any]:
     for tool in ("wrk", "hey"):
         if shutil.which(tool) is None:
@@ -166,12 +212,14 @@ def run(
     with tempfile.TemporaryDirectory(prefix="spakinect-bench-ingress-") as tmp:
         root = Path(tmp)
         tree = checkout(baseline, root / "baseline") if baseline else None
-        chosen = variants(tree)
+        chosen = variants(tree, sealed, only_ours, sealed_first)
         broker = KafkaBroker.on_free_ports(root)
         broker.start()
         servers: dict[str, ManagedProcess] = {}
         try:
-            asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=[broker.bootstrap_servers])))
+            kafka = KafkaSettings(bootstrap_servers=[broker.bootstrap_servers])
+            asyncio.run(ensure_topics(kafka))
+            asyncio.run(ensure_key_topic(kafka))
             base = {
                 **os.environ,
                 **DEPLOYED_ENV,
@@ -240,12 +288,23 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--baseline", help="also run (a) and (b) as of this git ref")
     parser.add_argument("--profile", action="store_true", help="py-spy top frames per variant")
+    parser.add_argument("--sealed", action="store_true", help="also (a) with PHI_KAFKA_SEAL=on")
+    parser.add_argument("--only-ours", action="store_true", help="only (a), and (a) sealed")
+    parser.add_argument("--sealed-first", action="store_true", help="(a) sealed first in a round")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ingress.json")
     args = parser.parse_args()
     if args.profile:
         require_py_spy()
     result = run(
-        args.seconds, args.rounds, args.rate, args.connections, args.baseline, args.profile
+        args.seconds,
+        args.rounds,
+        args.rate,
+        args.connections,
+        args.baseline,
+        args.profile,
+        args.sealed,
+        args.only_ours,
+        args.sealed_first,
     )
     write_report(result, args.out)
 

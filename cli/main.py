@@ -83,10 +83,13 @@ async def create_all_topics(kafka: KafkaSettings, streams: StreamsSettings) -> l
     With these in place a worker only describes its changelogs (and alters their
     settings if ``DEDUPE_WINDOW`` changed): it can run without topic-create rights.
     """
+    from spakinect_pipeline.phi.key_store import ensure_key_topic, key_topic
     from spakinect_pipeline.topic_admin import align_topic_configs, changelog_config, ensure_topics
     from streams.stages import changelog_topic_names
 
     created = await ensure_topics(kafka)
+    if await ensure_key_topic(kafka):  # compacted, one partition (patient-data-on-kafka.md)
+        created.append(key_topic(kafka.topic_prefix))
     names = changelog_topic_names(streams.app_id)
     config = changelog_config(kafka, streams.dedupe_window)
     made = await ensure_topics(kafka, names, config)
@@ -120,6 +123,8 @@ def _rejected_replay(args: argparse.Namespace) -> None:
     counts = asyncio.run(replay_rejected(kafka, dry_run=args.dry_run))
     verb = "would publish" if args.dry_run else "published"
     print(f"{verb}: {counts['published']}, unrouted: {counts['unrouted']}")
+    if counts["unreadable"]:
+        print(f"no longer readable (epoch key expired or destroyed): {counts['unreadable']}")
     for key, count in sorted(counts.items()):
         if key.startswith("still_refused:"):
             print(f"still refused ({key.partition(':')[2]}): {count}")

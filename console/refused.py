@@ -3,10 +3,13 @@ parse (event type, entity id) and every field today's models find wrong or missi
 
 A kept body is the vendor's own, patient data included: only the event name and the
 entity id are read from it, and field *paths* (never values) from its validation.
+With ``PHI_KAFKA_SEAL=on`` it is kept sealed under its hour's key: :func:`kept_body`
+opens it, or says why it no longer can (the key expired or was destroyed).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +17,9 @@ import orjson
 from pydantic import ValidationError
 
 from events.registry import EVENT_TYPES
+from spakinect_pipeline.phi.unparsed import SEALED_HEADER, Lookup, Unreadable, open_body
+
+NO_MASTER_KEY = "sealed: this console cannot open it (PHI_KAFKA_MASTER_KEYS is not set)"
 
 ENTITY_FIELDS = tuple(dict.fromkeys(t.entity_field for t in EVENT_TYPES.values()))
 
@@ -23,6 +29,20 @@ class Shown:
     event: str | None
     entity: str | None
     fields: list[str]
+
+
+def kept_body(
+    value: bytes, headers: Sequence[tuple[str, bytes]], lookup: Lookup | None
+) -> bytes | str:
+    """The body as received, or (a ``str``) why it cannot be read any more."""
+    if not any(name == SEALED_HEADER for name, _ in headers):
+        return value
+    if lookup is None:
+        return NO_MASTER_KEY
+    try:
+        return open_body(value, headers, lookup)
+    except Unreadable as exc:
+        return str(exc)
 
 
 def _text(value: Any) -> str | None:

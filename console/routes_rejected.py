@@ -4,6 +4,8 @@ The bodies are the vendor's own, patient data included, so the list shows
 only the ingress's headers (why it was refused, when) and what today's
 models say of it (:func:`ingress.intake.decide`, the same check as
 ``rejected replay``); the body itself is shown to the ``phi`` role, audited.
+A body kept sealed is opened with the key topic (read once per page, only when
+a sealed body is on it); one whose epoch key is gone says it is no longer readable.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from console.deps import (
 )
 from console.kafka_view import Found
 from console.labels import reason_label
-from console.refused import Shown, shown
+from console.refused import Shown, kept_body, shown
 from ingress.intake import Refused, decide
-from ingress.replay_rejected import replay_selected
+from ingress.replay_rejected import is_sealed, key_lookup, replay_selected
 from spakinect_pipeline import audit
+from spakinect_pipeline.config import ConfigError, KafkaSettings
+from spakinect_pipeline.phi.unparsed import Lookup
 
 router = APIRouter()
 PER_PARTITION = 500
@@ -38,9 +42,23 @@ MAX_SELECTED = 500
 """Most refused bodies one replay takes."""
 
 
-def verdict(found: Found, now_ms: int) -> str:
-    """What today's models say of a kept body: ``accepted now`` or ``still refused: <reason>``."""
-    decision = decide(found.value or b"", None, now_ms)
+async def lookup_for(kafka: KafkaSettings, found: list[Found]) -> Lookup | None:
+    """The data keys, when a sealed body is among ``found`` and this console has the master key."""
+    if not any(is_sealed(f.raw_headers) for f in found):
+        return None
+    try:
+        return await key_lookup(kafka)
+    except ConfigError:
+        return None  # kept_body says the console cannot open it
+
+
+def verdict(found: Found, now_ms: int, lookup: Lookup | None = None) -> str:
+    """What today's models say of a kept body: ``accepted now``, ``still refused: <reason>``
+    or why a sealed one cannot be read any more."""
+    body = kept_body(found.value or b"", found.raw_headers, lookup)
+    if isinstance(body, str):
+        return body
+    decision = decide(body, None, now_ms)
     if isinstance(decision, Refused):
         return f"still refused: {reason_label(decision.reason)}"
     return "accepted now"
@@ -56,7 +74,7 @@ async def rejected_list(
 ) -> Any:
     moment = since_param(since)
     await st.view.check()
-    rows: list[tuple[Found, str, Shown]] = []
+    listed: list[Found] = []
     now_ms = int(time.time() * 1000)
     for tp in await st.view.partitions(st.topics.rejected):
         end = await st.view.offset_at(tp.topic, tp.partition, 2**62)
@@ -66,8 +84,15 @@ async def rejected_list(
                 continue
             if moment is not None and found.at < moment:
                 continue
-            kept = shown(found.value or b"", found.headers.get("fields", ""), now_ms)
-            rows.append((found, verdict(found, now_ms), kept))
+            listed.append(found)
+    lookup = await lookup_for(st.kafka, listed)
+    rows: list[tuple[Found, str, Shown]] = []
+    for found in listed:
+        body = kept_body(found.value or b"", found.raw_headers, lookup)
+        kept = shown(
+            body if isinstance(body, bytes) else b"", found.headers.get("fields", ""), now_ms
+        )
+        rows.append((found, verdict(found, now_ms, lookup), kept))
     rows.sort(key=lambda row: row[0].at, reverse=True)
     return page(
         request,
@@ -101,7 +126,8 @@ async def rejected_replay_selected(
         raise HTTPException(404, "none of the selected refused bodies is kept")
     now_ms = int(time.time() * 1000)
     if confirm != "yes":
-        rows = [(f, verdict(f, now_ms)) for f in chosen]
+        lookup = await lookup_for(st.kafka, chosen)
+        rows = [(f, verdict(f, now_ms, lookup)) for f in chosen]
         return page(request, "rejected_selected.html", user, rows=rows)
     target = "rejected:" + ",".join(f"{f.partition}:{f.offset}" for f in chosen)[:200]
     actor = f"console:{user.username}"
@@ -122,6 +148,9 @@ async def rejected_replay_selected(
         f"Published {counts['published']} body(ies), {counts['unrouted']} unrouted; "
         f"{still} still refused."
     )
+    if counts["unreadable"]:
+        message += f" {counts['unreadable']} no longer readable (epoch key expired or destroyed)."
+
     return page(request, "done.html", user, message=message)
 
 
@@ -133,8 +162,10 @@ async def rejected_detail(
     found = await st.view.message_at(st.topics.rejected, partition, offset)
     if found is None:
         raise HTTPException(404, "no such refused body")
+    lookup = await lookup_for(st.kafka, [found])
+    kept = kept_body(found.value or b"", found.raw_headers, lookup)
     body = None
-    if allows(user.role, "phi"):
+    if allows(user.role, "phi") and isinstance(kept, bytes):
         await audit.record(
             st.db,
             "rejected.view-body",
@@ -142,13 +173,14 @@ async def rejected_detail(
             actor=f"console:{user.username}",
             client_addr=client_addr(request),
         )
-        body = (found.value or b"").decode("utf-8", "replace")
+        body = kept.decode("utf-8", "replace")
     now_ms = int(time.time() * 1000)
     return page(
         request,
         "rejected_detail.html",
         user,
         found=found,
-        verdict=verdict(found, now_ms),
+        verdict=verdict(found, now_ms, lookup),
         body=body,
+        unreadable=kept if isinstance(kept, str) else None,
     )

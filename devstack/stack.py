@@ -172,9 +172,11 @@ def http_ok(url: str) -> bool:
 def prepare_pipeline(env: dict[str, str]) -> None:
     """Create the topics and apply the migrations, with the stack's env."""
     from sinks.postgres.migrate import migrate
+    from spakinect_pipeline.phi.key_store import ensure_key_topic
     from spakinect_pipeline.topic_admin import ensure_topics
 
     asyncio.run(ensure_topics(kafka_settings(env)))
+    asyncio.run(ensure_key_topic(kafka_settings(env)))
     asyncio.run(migrate(env["POSTGRES_DSN"]))
 
 

@@ -22,8 +22,11 @@ from events.topics import Topics
 from ingress.context import Ctx, IngressContext
 from ingress.metrics import IngressMetrics, process_stopped
 from ingress.router import add_webhooks
+from ingress.sealing import Sealer
 from ingress.settings import IngressSettings
 from spakinect_pipeline.config import KafkaSettings, load_settings
+from spakinect_pipeline.phi.key_janitor import run_janitor
+from spakinect_pipeline.phi.settings import PhiSettings
 from spakinect_pipeline.publisher import KafkaPublisher, Publisher
 from spakinect_pipeline.tracing import tracer_from_env
 
@@ -92,26 +95,44 @@ async def _keep_metadata_fresh(ctx: IngressContext) -> None:
         await asyncio.sleep(METADATA_REFRESH_S)
 
 
+def _sealer(phi: PhiSettings, kafka: KafkaSettings, publisher: Publisher, timeout: float) -> Sealer:
+    """``PHI_KAFKA_SEAL=on``: key minting publishes through the ingress's own producer."""
+
+    async def send(topic: str, value: bytes, key: bytes) -> None:
+        await publisher.publish(topic, value, key=key, timeout=timeout)
+
+    return Sealer(kafka, phi.kafka_master(), phi.paths(), send)
+
+
 def create_app(
     settings: IngressSettings | None = None,
     kafka: KafkaSettings | None = None,
     publisher: Publisher | None = None,
     tracer: Tracer | None = None,
+    phi: PhiSettings | None = None,
 ) -> FastAPI:
     """Build the ingress. ``publisher`` may be swapped (benchmarks measure a no-op one).
 
     ``tracer`` defaults to the one the ``OTEL_*`` env configures (None: tracing off).
+    With ``PHI_KAFKA_SEAL=on`` it needs ``PHI_KAFKA_MASTER_KEYS`` and ``PHI_INDEX_KEY``
+    (a ConfigError here otherwise), never Postgres.
     """
     settings = settings or load_settings(IngressSettings)
     kafka = kafka or load_settings(KafkaSettings)
+    phi = phi or load_settings(PhiSettings)
     metrics = IngressMetrics.create()
+    publisher = publisher or KafkaPublisher(
+        kafka, client_id="spakinect-ingress", linger_ms=settings.linger_ms
+    )
     ctx = IngressContext(
         settings=settings,
         topics=Topics(kafka.topic_prefix),
-        publisher=publisher
-        or KafkaPublisher(kafka, client_id="spakinect-ingress", linger_ms=settings.linger_ms),
+        publisher=publisher,
         metrics=metrics,
         tracer=tracer or tracer_from_env("spakinect-ingress"),
+        sealer=_sealer(phi, kafka, publisher, settings.publish_timeout_s)
+        if phi.kafka_seal
+        else None,
     )
 
     @contextlib.asynccontextmanager
@@ -122,13 +143,17 @@ def create_app(
                 "can post events; use only locally"
             )
         await ctx.publisher.start()
-        refresher = asyncio.create_task(_keep_metadata_fresh(ctx))
+        tasks = [asyncio.create_task(_keep_metadata_fresh(ctx))]
+        if ctx.sealer is not None:  # follow tombstones; destroy expired epoch keys hourly
+            tasks.append(asyncio.create_task(ctx.sealer.follower.run()))
+            tasks.append(asyncio.create_task(run_janitor(kafka, phi.unparsed_key_ttl)))
         try:
             yield
         finally:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await ctx.publisher.stop()
             # uvicorn ends a worker by re-raising SIGTERM (atexit never runs): its live
             # gauges leave the shared metrics folder here.

@@ -10,6 +10,7 @@ from opentelemetry.trace import Tracer
 
 from events.topics import Topics
 from ingress.metrics import IngressMetrics
+from ingress.sealing import Sealer
 from ingress.settings import IngressSettings
 from spakinect_pipeline.publisher import Publisher
 
@@ -21,6 +22,7 @@ class IngressContext:
     publisher: Publisher
     metrics: IngressMetrics
     tracer: Tracer | None = None  # None: tracing off (see spakinect_pipeline.tracing)
+    sealer: Sealer | None = None  # None: PHI_KAFKA_SEAL off, bodies published as they came
 
 
 async def get_context(request: Request) -> IngressContext:

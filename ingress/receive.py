@@ -162,11 +162,20 @@ async def _receive(request: Request, ctx: IngressContext, expected_event: str | 
         )
 
 
+def _budget_left(ctx: IngressContext, started: float) -> float:
+    """What is left of ``INGRESS_PUBLISH_TIMEOUT_S`` after minting a key (sealing on): the
+    key and the event share one budget, so the answer still comes within it."""
+    return max(0.001, ctx.settings.publish_timeout_s - (time.perf_counter() - started))
+
+
 async def _store(
     ctx: IngressContext, decision: Accepted | Unrouted, received_at: datetime
 ) -> Response:
-    message = outbound_for(decision, ctx.topics, received_at)
     started = time.perf_counter()
+    if ctx.sealer is None:
+        message = outbound_for(decision, ctx.topics, received_at)
+    else:  # minting a key first may raise PublishFailed: the same 503, nothing published
+        message = await ctx.sealer.outbound(decision, ctx.topics, received_at)
     headers = _with_trace(
         ctx,
         message.headers,
@@ -176,14 +185,15 @@ async def _store(
             "messaging.destination.name": message.topic,
         },
     )
+    publishing = time.perf_counter()
     await ctx.publisher.publish(
         message.topic,
         message.value,
         key=message.key,
         headers=headers,
-        timeout=ctx.settings.publish_timeout_s,
+        timeout=_budget_left(ctx, started),
     )
-    ctx.metrics.published(message.topic, time.perf_counter() - started)
+    ctx.metrics.published(message.topic, time.perf_counter() - publishing)
     answer: dict[str, Any] = {"received": True, "event_id": message.event_id}
     if message.routed:
         ctx.metrics.event_accepted(message.event)
@@ -202,13 +212,17 @@ async def _keep_refused(ctx: IngressContext, refused: Refused, raw: bytes, route
     If it cannot be kept, the sender gets 503 and retries, rather than a 4xx
     that would make it give up on a body we no longer have.
     """
-    kept = rejected_message(refused, raw, route, ctx.topics, datetime.now(UTC))
+    now, started = datetime.now(UTC), time.perf_counter()
+    if ctx.sealer is None:
+        kept = rejected_message(refused, raw, route, ctx.topics, now)
+    else:
+        kept = await ctx.sealer.rejected(refused, raw, route, ctx.topics, now)
     await ctx.publisher.publish(
         kept.topic,
         kept.value,
         key=kept.key,
         headers=_with_trace(ctx, kept.headers, **{"spakinect.refused_reason": refused.reason}),
-        timeout=ctx.settings.publish_timeout_s,
+        timeout=_budget_left(ctx, started),
     )
     ctx.metrics.rejected.labels(refused.reason).inc()
     log.info("body refused", extra={"reason": refused.reason, "status": refused.status})

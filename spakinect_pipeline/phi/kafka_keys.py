@@ -18,6 +18,7 @@ import binascii
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -104,9 +105,19 @@ def subject_of(payload: Mapping[str, Any], index: BlindIndex) -> str | None:
     return index.gfe_marker(gfe_id) if isinstance(gfe_id, str) and gfe_id else None
 
 
+@lru_cache(maxsize=4096)
+def cipher(material: bytes) -> AESGCM:
+    """One AESGCM per data key: building it costs more than sealing a field.
+
+    Bounded (least recently used first out): a reader may know a million keys, and
+    a destroyed key's cipher would otherwise stay in memory after its tombstone.
+    """
+    return AESGCM(material)
+
+
 def seal_value(value: Any, key: DataKey, context: str) -> str:
     nonce = _NONCES.take()
-    sealed = AESGCM(key.material).encrypt(nonce, orjson.dumps(value), context.encode())
+    sealed = cipher(key.material).encrypt(nonce, orjson.dumps(value), context.encode())
     return f"{FIELD_VERSION}:{key.subject}:{key.key_id}:{_b64(nonce + sealed)}"
 
 
@@ -119,7 +130,7 @@ def field_ref(token: str) -> tuple[str, str] | None:
 def open_value(token: str, key: DataKey, context: str) -> Any:
     raw = _unb64(token.split(":", 3)[3])
     try:
-        plain = AESGCM(key.material).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context.encode())
+        plain = cipher(key.material).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context.encode())
     except (InvalidTag, ValueError, binascii.Error):
         raise PhiDecryptError("sealed field does not open (wrong place or damaged)") from None
     return orjson.loads(plain)
@@ -140,3 +151,19 @@ def seal_payload(
         return seal_value(value, key, field_context(event_id, path))
 
     return map_paths(payload, (PATIENT, *extra_paths), seal), sealed
+
+
+def seal_bytes(data: bytes, key: DataKey, context: bytes) -> str:
+    """A ``pk1:`` token of raw bytes (a whole body that may not even be JSON)."""
+    nonce = _NONCES.take()
+    sealed = cipher(key.material).encrypt(nonce, data, context)
+    return f"{FIELD_VERSION}:{key.subject}:{key.key_id}:{_b64(nonce + sealed)}"
+
+
+def open_bytes(token: str, key: DataKey, context: bytes) -> bytes:
+    """What :func:`seal_bytes` sealed; PhiDecryptError when it does not open."""
+    try:
+        raw = _unb64(token.split(":", 3)[3])
+        return cipher(key.material).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], context)
+    except (InvalidTag, ValueError, IndexError, binascii.Error):
+        raise PhiDecryptError("sealed bytes do not open (wrong place or damaged)") from None

@@ -31,9 +31,10 @@ def key_topic(prefix: str) -> str:
     return f"{prefix}phi-keys"
 
 
-async def ensure_key_topic(kafka: KafkaSettings) -> None:
+async def ensure_key_topic(kafka: KafkaSettings) -> list[str]:
+    """Create the key topic when missing; the names created (it, or nothing)."""
     one_partition = kafka.model_copy(update={"partitions": 1})
-    await ensure_topics(one_partition, [key_topic(kafka.topic_prefix)], KEY_TOPIC_CONFIG)
+    return await ensure_topics(one_partition, [key_topic(kafka.topic_prefix)], KEY_TOPIC_CONFIG)
 
 
 async def read_records(
@@ -115,13 +116,18 @@ async def destroy(kafka: KafkaSettings, subjects: list[str]) -> list[str]:
     records, _ = await read_records(kafka)
     prefixes = tuple(subject_prefix(s) for s in subjects)
     doomed = [k for k, v in records.items() if v is not None and k.startswith(prefixes)]
-    if not doomed:
-        return []
+    await tombstone(kafka, doomed)
+    return doomed
+
+
+async def tombstone(kafka: KafkaSettings, names: list[str]) -> None:
+    """Destroy these key records (a tombstone each, acked by every in-sync replica)."""
+    if not names:
+        return
     producer = AIOKafkaProducer(**kafka.client_options(), acks="all", enable_idempotence=True)
     await producer.start()
     try:
-        for name in doomed:
+        for name in names:
             await producer.send_and_wait(key_topic(kafka.topic_prefix), None, key=name.encode())
     finally:
         await producer.stop()
-    return doomed

@@ -108,6 +108,7 @@ async def test_patient_topics_get_the_configured_retention_at_creation_and_later
 async def test_the_topics_command_creates_the_changelogs_too(services: Services) -> None:
     """So workers can run on a cluster that forbids them to create topics."""
     from cli.main import create_all_topics
+    from spakinect_pipeline.phi.key_store import key_topic
     from streams.settings import StreamsSettings
     from streams.stages import changelog_topic_names
 
@@ -118,7 +119,13 @@ async def test_the_topics_command_creates_the_changelogs_too(services: Services)
     streams = StreamsSettings(app_id=f"app-{uuid.uuid4().hex[:6]}", dedupe_window=600)
     created = await create_all_topics(kafka, streams)
     changelogs = changelog_topic_names(streams.app_id)
-    assert set(created) == set(Topics(prefix).all()) | set(changelogs)
+    keys = key_topic(prefix)  # the data keys of sealed patient fields, compacted too
+    assert set(created) == set(Topics(prefix).all()) | set(changelogs) | {keys}
+    for _ in range(50):
+        if key_overrides := await topic_overrides(kafka, keys):
+            break
+        await asyncio.sleep(0.2)
+    assert key_overrides["cleanup.policy"] == "compact"
     for name in changelogs:
         for _ in range(50):  # a new topic's configs reach the broker's view shortly after
             if overrides := await topic_overrides(kafka, name):

@@ -142,6 +142,18 @@ async def postgres_text(pipeline: Pipeline) -> str:
     return "\n".join(texts)
 
 
+async def opened_postgres_text(pipeline: Pipeline) -> str:
+    """Every visit row and event payload opened with PHI_ENCRYPTION_KEYS (what a leak of the
+    database and its keys would show)."""
+    keyring = pipeline.keyring
+    visits = await pipeline.fetch("SELECT * FROM gfe_visits")
+    events = await pipeline.fetch("SELECT event_id, payload FROM spakinect_events")
+    return orjson.dumps(
+        [open_visit(r, keyring) for r in visits]
+        + [open_payload(e["event_id"], e["payload"], keyring, NOTES) for e in events]
+    ).decode()
+
+
 async def email_metric(pipeline: Pipeline, outcome: str) -> float:
     return metric(await pipeline.metrics("email"), "streams_events_total", stage="email",
                   outcome=outcome)  # fmt: skip
@@ -277,9 +289,29 @@ async def shred_one_of_two(pipeline: Pipeline, ingress: Ingress, tmp_path: Path)
     assert row["event_id"] == late_id  # the newer visit applied ...
     assert row["phi_redacted_at"] is not None  # ... redacted, like an erasure-marker hit
     assert open_visit(row, pipeline.keyring)["patient_email"] is None
+
+    # The damaged visit's dead letters replayed after the forget: forgotten (its key is
+    # gone) before damaged, so stored redacted and not emailed, not dead-lettered again.
+    forgotten_before = await email_metric(pipeline, "forgotten")
+    replayed = await cli(pipeline, "dlq", "replay", "--event-id", damaged_id)
+    assert "replayed 2 of 2" in replayed
+    (row,) = await pipeline.wait_rows(
+        "SELECT * FROM gfe_visits WHERE gfe_id = $1", damaged_gfe, timeout=60
+    )
+    assert row["phi_redacted_at"] is not None
+    await wait_until(
+        lambda: _more(email_metric(pipeline, "forgotten"), forgotten_before), 60, "email skip"
+    )
+    await asyncio.sleep(3)
+    assert not mails_for(pipeline, damaged_gfe)
     dump = await postgres_text(pipeline)
     assert jane["email"] not in dump
     assert jane["last_name"] not in dump
+    assert olive["last_name"] not in dump
+    opened_dump = await opened_postgres_text(pipeline)
+    assert jane["email"] not in opened_dump
+    assert jane["last_name"] not in opened_dump
+    assert olive["email"] in opened_dump  # the other patient is still there, opened
 
 
 async def _more(value: Any, than: float) -> bool:

@@ -1,0 +1,57 @@
+"""A Kafka message body as the phi role sees it: sealed patient fields opened, or ``forgotten``.
+
+Version-2 envelopes hold each patient's fields sealed under the patient's
+own key (docs/patient-data-on-kafka.md). The console opens them for the
+``phi`` role only, with the master key it is given
+(``PHI_KAFKA_MASTER_KEYS``); a path whose key was destroyed (the patient was
+forgotten) reads ``"forgotten"``, one that does not open (damaged) stays the
+``pk1:`` text it is. Other roles never see a body. Without a master key the
+phi role sees the sealed paths as they are: opaque.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from spakinect_pipeline.phi.kafka_client import SealedFields
+from spakinect_pipeline.phi.opening import Status, open_fields
+from spakinect_pipeline.phi.paths import replace_path
+
+FORGOTTEN = "forgotten"
+
+
+def shown_envelope(envelope: dict[str, Any], fields: SealedFields) -> dict[str, Any]:
+    """The envelope with its sealed paths opened, ``"forgotten"``, or left sealed (pure)."""
+    sealed = [str(p) for p in envelope.get("sealed") or ()]
+    payload = envelope.get("payload")
+    if not sealed or not isinstance(payload, dict):
+        return envelope
+    opening = open_fields(str(envelope.get("event_id")), sealed, payload, fields.keys)
+    if opening.status is Status.OPENED:
+        return {**envelope, "payload": opening.payload}
+    if opening.status is Status.FORGOTTEN:
+        shown = opening.payload
+        for dotted in sealed:
+            shown = replace_path(shown, tuple(dotted.split(".")), FORGOTTEN)
+        return {**envelope, "payload": shown}
+    return envelope  # unknown or damaged: as it is, sealed
+
+
+async def phi_body(value: bytes | None, fields: SealedFields | None) -> str:
+    """The text of a message body for the phi role (refreshing the keys first)."""
+    text = (value or b"").decode("utf-8", "replace")
+    if fields is None or b'"sealed"' not in (value or b""):
+        return text
+    try:
+        envelope = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return text
+    if not isinstance(envelope, dict):
+        return text
+    try:
+        await fields.refresh()  # new keys, and tombstones: a forget shows at once
+    except Exception:  # noqa: BLE001 - key topic unreachable: show what we know
+        return text
+    return orjson.dumps(shown_envelope(envelope, fields), option=orjson.OPT_INDENT_2).decode()

@@ -94,11 +94,14 @@ class KeyStore:
         """Whether this reader saw the key's tombstone (a key never seen is not destroyed)."""
         return f"{subject_prefix(subject)}{key_id}" in self._tombstoned
 
-    def verify_master(self) -> None:
-        """Unwrap the newest live key record: PhiDecryptError when the master key is wrong."""
-        if self._records:
-            name, value = next(reversed(self._records.items()))
-            unwrap(name, value, self.master)
+    def verify_master(self) -> bool:
+        """Unwrap the newest live key record: PhiDecryptError when the master key is wrong,
+        False when there is no record to check it with yet."""
+        if not self._records:
+            return False
+        name, value = next(reversed(self._records.items()))
+        unwrap(name, value, self.master)
+        return True
 
     def get(self, subject: str, key_id: str) -> DataKey | None:
         """The data key, or None when it was destroyed (or never existed)."""

@@ -98,13 +98,12 @@ class SealedReader:
             await self.keys.refresh()
             if not self._loaded:
                 try:
-                    self.keys.verify_master()
+                    self._loaded = self.keys.verify_master()  # False: no key to check yet
                 except PhiDecryptError:
                     raise ConfigError(
                         "PHI_KAFKA_MASTER_KEYS does not open the key topic's keys"
                         " (a wrong or missing master key entry)"
                     ) from None
-                self._loaded = True
 
     async def _follow(self) -> None:
         while True:

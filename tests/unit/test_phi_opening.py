@@ -60,7 +60,8 @@ class FakeKeys:
             self.keys[(key.subject, key.key_id)] = key
         self.arriving = []
 
-    def verify_master(self) -> None: ...
+    def verify_master(self) -> bool:
+        return True
 
 
 def sealed_record(ts: int = 1714675200000, gfe_id: str = "gfe_abc123xyz789", key=None):

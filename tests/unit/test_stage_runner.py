@@ -639,3 +639,38 @@ async def test_a_batch_whose_partition_is_revoked_past_the_bound_acks_nothing(
     await asyncio.sleep(0.3)
     assert (handled, stream.acked) == ([], [])  # no mark written, no ack
     agent.cancel()
+
+
+async def test_a_handler_that_finds_its_config_wrong_at_start_crashes_the_worker_acking_nothing(
+    tmp_path: Path,
+) -> None:
+    from spakinect_pipeline.config import ConfigError, KafkaSettings
+    from streams.faust_app import create_faust_app
+    from streams.runner import StageEnv, StageParts, StageRunner
+    from streams.settings import StreamsSettings
+
+    class WrongKey(Handler):
+        name = "postgres"
+        shape = Shape(1, 0)
+
+        async def start(self) -> None:  # as a stage whose master key opens no key record
+            raise ConfigError("PHI_KAFKA_MASTER_KEYS does not open the key topic's keys")
+
+        async def handle(self, batch: Batch) -> None:
+            raise AssertionError("never reached")
+
+    streams, kafka = StreamsSettings(state_dir=tmp_path, store="memory"), KafkaSettings()
+    env = StageEnv(create_faust_app("postgres", streams, kafka), streams, kafka, TOPICS)
+    topics = [TOPICS.clean(VISIT_COMPLETED)]
+    runner = StageRunner(env, StageParts(WrongKey(), topics, topics), None, RecordingPublisher())
+    crashes: list[BaseException] = []
+
+    async def crash(reason: BaseException) -> None:
+        crashes.append(reason)
+
+    runner.app.crash = crash  # type: ignore[method-assign]
+    stream = FakeStream([SourceMessage(topics[0], 0, 0, b"k", b"{}", [])])
+    with pytest.raises(ConfigError):
+        await asyncio.wait_for(runner._agent(stream), 10)
+    assert [type(c) for c in crashes] == [ConfigError]
+    assert stream.acked == []

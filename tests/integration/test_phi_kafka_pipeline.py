@@ -312,6 +312,12 @@ async def shred_one_of_two(pipeline: Pipeline, ingress: Ingress, tmp_path: Path)
     assert jane["email"] not in opened_dump
     assert jane["last_name"] not in opened_dump
     assert olive["email"] in opened_dump  # the other patient is still there, opened
+    logged = "".join(p.read_text(errors="replace") for p in pipeline.logs.glob("*.log"))
+    outputs = before + done + after + again + replayed
+    for secret in (jane["email"], jane["last_name"], olive["email"], olive["last_name"]):
+        assert secret not in logged
+        assert secret not in outputs
+    assert MASTER_ENTRY.split(":", 1)[1] not in logged + outputs
 
 
 async def _more(value: Any, than: float) -> bool:

@@ -240,3 +240,19 @@ class WrongMaster(FakeKeys):
 async def test_a_wrong_master_key_is_a_config_error_once_the_key_topic_is_read():
     with pytest.raises(ConfigError, match="does not open the key topic"):
         await reader(WrongMaster()).refresh()
+
+
+def test_check_config_refuses_a_sealing_stage_without_the_master_key(monkeypatch, tmp_path):
+    from cli.check_config import check_config
+    from devstack.phi_keys import new_phi_env
+
+    for name, value in new_phi_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("STREAMS_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("PHI_KAFKA_SEAL", "true")
+    monkeypatch.delenv("PHI_KAFKA_MASTER_KEYS", raising=False)
+    for stage in ("postgres", "email"):
+        with pytest.raises(ConfigError, match="PHI_KAFKA_MASTER_KEYS is required"):
+            check_config(stage)
+    monkeypatch.setenv("PHI_KAFKA_MASTER_KEYS", new_key_entry("m1"))
+    assert "postgres: settings valid" in check_config("postgres")[0]

@@ -133,7 +133,7 @@ def _destroy_keys(kafka: KafkaSettings, phi: PhiSettings, subjects: list[str]) -
     )
     print(
         "refused and unrouted bodies cannot be matched to a patient: they stay readable until"
-        f" their epoch key expires (PHI_UNPARSED_KEY_TTL={phi.unparsed_key_ttl:.0f}s)"
+        f" their epoch key expires (PHI_UNPARSED_KEY_TTL: {phi.unparsed_key_ttl / 3600:g} h)"
     )
 
 

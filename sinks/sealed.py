@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from aiokafka.errors import KafkaError
+
 from events.envelope import ENVELOPE_VERSION, Envelope, Record
 from sinks.base import InvalidBatch, RetryableError
 from spakinect_pipeline.config import ConfigError
@@ -57,7 +59,7 @@ async def open_batch(opener: Opener, batch: Sequence[Record]) -> OpenedBatch:
             verdict = await opener.open(record.envelope)
         except ConfigError as exc:
             raise InvalidBatch(str(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - the key topic unreadable: Kafka's problem
+        except (KafkaError, OSError, TimeoutError) as exc:  # the key topic unreadable
             raise RetryableError(f"key topic unreadable ({type(exc).__name__})") from None
         opening = verdict.opening
         if opening.status is Status.UNKNOWN:

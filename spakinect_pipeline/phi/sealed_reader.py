@@ -33,6 +33,7 @@ from spakinect_pipeline.phi.settings import PhiSettings
 log = logging.getLogger(__name__)
 
 NO_MASTER = "sealed envelope, and PHI_KAFKA_MASTER_KEYS is not set"
+MAX_MISSING = 10_000  # unknown keys remembered (their first miss), at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,8 @@ class SealedReader:
         if opening.status is not Status.UNKNOWN:
             return Verdict(opening)
         now = self.clock()
+        if len(self._missing_since) > MAX_MISSING:  # a misconfigured topic: start counting anew
+            self._missing_since.clear()
         first = min(self._missing_since.setdefault(ref, now) for ref in opening.unknown)
         return Verdict(opening, expired=now - first >= self.unknown_grace_s)
 

@@ -256,3 +256,16 @@ def test_check_config_refuses_a_sealing_stage_without_the_master_key(monkeypatch
             check_config(stage)
     monkeypatch.setenv("PHI_KAFKA_MASTER_KEYS", new_key_entry("m1"))
     assert "postgres: settings valid" in check_config("postgres")[0]
+
+
+class Unreachable(FakeKeys):
+    async def refresh(self) -> None:
+        from aiokafka.errors import KafkaConnectionError
+
+        raise KafkaConnectionError("no broker")
+
+
+async def test_a_key_topic_kafka_cannot_serve_makes_the_batch_wait_not_fail():
+    record, _, _ = sealed_record()
+    with pytest.raises(RetryableError, match="key topic unreadable"):
+        await open_batch(reader(Unreachable()), [record])

@@ -88,7 +88,7 @@ async def test_example_consumer_opens_sealed_visits_with_the_master_key_only(
                             received_at=now, payload=visit("gfe_plain", 1),
                             disposition=Disposition.APPLY),
         ):  # fmt: skip
-            await producer.send_and_wait(topic, value)
+            await producer.send_and_wait(topic, value, key=b"one-partition")  # in order
     finally:
         await producer.stop()
 

@@ -304,6 +304,10 @@ async def shred_one_of_two(pipeline: Pipeline, ingress: Ingress, tmp_path: Path)
     )
     await asyncio.sleep(3)
     assert not mails_for(pipeline, damaged_gfe)
+    for sink in ("postgres", "email"):  # the replay went through the retry topics, sealed
+        retried = await opened_messages(pipeline, topics.retry(sink), fresh, {damaged_gfe})
+        assert retried[damaged_gfe], sink
+        assert all(m["forgotten"] is True for m in retried[damaged_gfe])
     dump = await postgres_text(pipeline)
     assert jane["email"] not in dump
     assert jane["last_name"] not in dump

@@ -21,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from devstack.process import free_port
+from devstack.stack import pipeline_process, stage_argv
 from events.envelope import encode_envelope
 from events.registry import VISIT_COMPLETED
 from events.samples import sample_visit
@@ -386,3 +387,26 @@ def _file(text: str) -> str:
     path = Path(f"/tmp/verify-{uuid.uuid4().hex}")
     path.write_text(text + "\n")
     return str(path)
+
+
+async def test_a_stage_whose_master_key_opens_no_key_record_stops_and_says_why(
+    pipeline: Pipeline,
+) -> None:
+    async with Ingress(pipeline) as ingress:  # at least one key record to check it against
+        await ingress.key(ingress.body(patient("Mona", "Masterkey")))
+    name = f"postgres-wrong-key-{uuid.uuid4().hex[:4]}"
+    env = {
+        **pipeline.env,
+        "PHI_KAFKA_MASTER_KEYS": new_key_entry("m1"),  # the right id, the wrong key
+        "STREAMS_APP_ID": f"{pipeline.env['STREAMS_APP_ID']}-wrong",  # its own group
+        "STREAMS_STATE_DIR": str(Path(pipeline.env["STREAMS_STATE_DIR"]) / name),
+        "STREAMS_WEB_PORT": str(free_port()),
+    }
+    process = pipeline_process(name, stage_argv("postgres"), env, pipeline.logs)
+    process.start()
+    try:
+        await wait_until(lambda: asyncio.sleep(0, not process.alive()), 90, "the stage to stop")
+    finally:
+        await asyncio.to_thread(process.stop, 10)
+    log = (pipeline.logs / f"{name}.log").read_text(errors="replace")
+    assert "PHI_KAFKA_MASTER_KEYS does not open the key topic's keys" in log

@@ -5,7 +5,7 @@ own key (docs/patient-data-on-kafka.md). The console opens them for the
 ``phi`` role only, with the master key it is given
 (``PHI_KAFKA_MASTER_KEYS``); a path whose key was destroyed (the patient was
 forgotten) reads ``"forgotten"``, one that does not open (damaged) stays the
-``pk1:`` text it is. Other roles never see a body. Without a master key the
+``pk1:`` text it is, the others open. Other roles never see a body. Without a master key the
 phi role sees the sealed paths as they are: opaque.
 """
 
@@ -17,26 +17,30 @@ import orjson
 
 from spakinect_pipeline.phi.kafka_client import SealedFields
 from spakinect_pipeline.phi.opening import Status, open_fields
-from spakinect_pipeline.phi.paths import replace_path
+from spakinect_pipeline.phi.paths import get_path, replace_path
 
 FORGOTTEN = "forgotten"
 
 
 def shown_envelope(envelope: dict[str, Any], fields: SealedFields) -> dict[str, Any]:
-    """The envelope with its sealed paths opened, ``"forgotten"``, or left sealed (pure)."""
-    sealed = [str(p) for p in envelope.get("sealed") or ()]
+    """The envelope with each sealed path opened, ``"forgotten"``, or left sealed (pure).
+
+    Path by path: a dead letter is often one whose fields did not all open, and
+    the ones that do are what the phi role came to read.
+    """
     payload = envelope.get("payload")
-    if not sealed or not isinstance(payload, dict):
+    if not isinstance(payload, dict):
         return envelope
-    opening = open_fields(str(envelope.get("event_id")), sealed, payload, fields.keys)
-    if opening.status is Status.OPENED:
-        return {**envelope, "payload": opening.payload}
-    if opening.status is Status.FORGOTTEN:
-        shown = opening.payload
-        for dotted in sealed:
-            shown = replace_path(shown, tuple(dotted.split(".")), FORGOTTEN)
-        return {**envelope, "payload": shown}
-    return envelope  # unknown or damaged: as it is, sealed
+    event_id = str(envelope.get("event_id"))
+    shown = payload
+    for dotted in [str(p) for p in envelope.get("sealed") or ()]:
+        path = tuple(dotted.split("."))
+        opening = open_fields(event_id, [dotted], payload, fields.keys)
+        if opening.status is Status.OPENED:
+            shown = replace_path(shown, path, get_path(opening.payload, path))
+        elif opening.status is Status.FORGOTTEN:
+            shown = replace_path(shown, path, FORGOTTEN)
+    return {**envelope, "payload": shown}
 
 
 async def phi_body(value: bytes | None, fields: SealedFields | None) -> str:

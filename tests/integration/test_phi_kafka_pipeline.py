@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from playwright.async_api import Browser, expect
 
 from devstack.process import free_port
 from devstack.stack import pipeline_process, stage_argv
@@ -36,6 +37,7 @@ from spakinect_pipeline.phi.paths import parse_paths
 from tests.helpers import read_topic, wait_until
 
 from .conftest import Pipeline
+from .console_fixtures import Console, logged_in
 from .test_phi_pipeline import cli, run_cli
 from .test_pipeline import mails_for, metric
 
@@ -410,3 +412,37 @@ async def test_a_stage_whose_master_key_opens_no_key_record_stops_and_says_why(
         await asyncio.to_thread(process.stop, 10)
     log = (pipeline.logs / f"{name}.log").read_text(errors="replace")
     assert "PHI_KAFKA_MASTER_KEYS does not open the key topic's keys" in log
+
+
+async def test_the_console_opens_a_sealed_dead_letter_for_the_phi_role_only(
+    pipeline: Pipeline, console: Console, browser: Browser
+) -> None:
+    who = patient("Dora", "Deadletter")
+    async with Ingress(pipeline) as ingress:  # a visit whose notes do not open: dead-lettered
+        body = ingress.body(who)
+        key = await ingress.key(body)
+        event_id, value = ingress.seal(body, key)
+        _, donor = ingress.seal({**body, "timestamp": 1}, key)
+        envelope = orjson.loads(value)
+        envelope["payload"]["data"]["notes"] = orjson.loads(donor)["payload"]["data"]["notes"]
+        await ingress.publish(body, orjson.dumps(envelope), event_id)
+
+    async def letter() -> Any:
+        dlq = await read_topic(pipeline.services.kafka_bootstrap, pipeline.topics.dlq)
+        return next((m for m in dlq if dict(m.headers).get("event_id") == event_id.encode()), None)
+
+    found = await wait_until(letter, 60, "the dead letter")
+    url = f"{console.url}/dlq/{found.partition}/{found.offset}"
+    viewer = await logged_in(browser, console.url, "viewer")
+    await viewer.goto(url)
+    await expect(viewer.locator("main")).to_contain_text("shown to the phi role only")
+    assert await viewer.locator("pre").count() == 0
+    phi = await logged_in(browser, console.url, "phi")
+    await phi.goto(url)
+    await expect(phi.locator("pre")).to_contain_text(who["email"])  # opened
+    await destroy(kafka_of(pipeline), [key.subject])  # the patient is forgotten
+    await phi.goto(url)
+    shown = await phi.locator("pre").inner_text()
+    assert '"patient_details": "forgotten"' in shown
+    assert who["email"] not in shown
+    assert who["last_name"] not in shown

@@ -38,6 +38,15 @@ def test_a_damaged_or_unknown_field_stays_sealed():
     assert shown_envelope(envelope, fields_with(FakeKeys())) == envelope  # key unknown
     moved = {**envelope, "event_id": "visit.completed:gfe_other:1"}
     assert shown_envelope(moved, fields_with(FakeKeys(key))) == moved
+    other, _, _ = sealed_record(ts=1, key=key)  # a field moved in from another event: it stays
+    damaged = {**envelope, "payload": dict(envelope["payload"])}
+    damaged["payload"]["data"] = {
+        **envelope["payload"]["data"],
+        "notes": as_dict(other)["payload"]["data"]["notes"],
+    }
+    shown = shown_envelope(damaged, fields_with(FakeKeys(key)))
+    assert shown["payload"]["data"]["patient_details"]["first_name"] == "Jane"
+    assert shown["payload"]["data"]["notes"].startswith("pk1:")
 
 
 async def test_without_a_master_key_the_body_is_shown_as_it_is_sealed():

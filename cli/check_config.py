@@ -45,11 +45,14 @@ def _console(kafka: KafkaSettings) -> None:
     from spakinect_pipeline.phi.settings import PhiSettings
     from streams.settings import StreamsSettings
 
+    phi = load_settings(PhiSettings)
+    if phi.kafka_master_keys is not None:
+        phi.kafka_master()  # optional for the console; when set, it must parse
     create_app(
         load_settings(ConsoleSettings),
         kafka,
         load_settings(PostgresSettings).dsn,
-        load_settings(PhiSettings).keyring(),
+        phi.keyring(),
         load_settings(EmailSettings),
         load_settings(StreamsSettings).app_id,
         os.environ.get("INGRESS_URL"),

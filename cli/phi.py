@@ -19,7 +19,15 @@ import asyncpg
 from spakinect_pipeline import audit
 from spakinect_pipeline.config import ConfigError, KafkaSettings, load_settings
 from spakinect_pipeline.phi.crypto import new_key_entry
+from spakinect_pipeline.phi.key_store import key_topic
 from spakinect_pipeline.phi.settings import PhiSettings
+from spakinect_pipeline.phi.shredding import (
+    KeyTopicUnreachable,
+    destroy_keys,
+    subjects_of,
+    verification_lines,
+    verify,
+)
 from spakinect_pipeline.phi.subject import patient_email
 
 
@@ -91,12 +99,65 @@ def _forget(args: argparse.Namespace) -> None:
     print(f"patient: {result.target}")
     print(f"visits found: {', '.join(result.gfe_ids) or 'none'}")
     print(f"{verb}: {len(result.visits)} gfe_visits row(s), {len(result.events)} event row(s)")
+    kafka = load_settings(KafkaSettings)
     if args.dry_run:
         print("would record erasure markers so replays and duplicates stay redacted")
+        print("would destroy the patient's data keys on the Kafka key topic")
     else:
         print(f"erasure markers recorded: {result.new_markers} new")
-    for line in copies_lines(asyncio.run(topic_copies(load_settings(KafkaSettings))), now):
+        _destroy_keys(kafka, phi, subjects_of(index, email, result.gfe_ids))
+        if not email:
+            print(
+                "by gfe_id, only keys filed under the visit's gfe marker (a visit without an"
+                " email) are destroyed: a visit with an email is sealed under the patient's key;"
+                " forget by --patient-email to make it unreadable on Kafka"
+            )
+    for line in copies_lines(asyncio.run(topic_copies(kafka)), now):
         print(line)
+
+
+def _destroy_keys(kafka: KafkaSettings, phi: PhiSettings, subjects: list[str]) -> None:
+    """The Kafka half of a forget: after Postgres, so a re-run finishes what a failure left."""
+    try:
+        destroyed = asyncio.run(destroy_keys(kafka, subjects))
+    except KeyTopicUnreachable as exc:
+        print(
+            f"spakinect-pipeline: Postgres is redacted, but the patient's Kafka keys are NOT"
+            f" destroyed: {exc}. Run the same `phi forget` again once Kafka is reachable.",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    print(
+        f"kafka keys destroyed: {len(destroyed)} (every sealed copy of the patient's fields, on"
+        " every topic, stops opening; the key topic compacts the old records within 2 h)"
+    )
+    print(
+        "refused and unrouted bodies cannot be matched to a patient: they stay readable until"
+        f" their epoch key expires (PHI_UNPARSED_KEY_TTL: {phi.unparsed_key_ttl / 3600:g} h)"
+    )
+
+
+def _verify_forgotten(args: argparse.Namespace) -> None:
+    from sinks.postgres.erasure import forget_target
+
+    phi = load_settings(PhiSettings)
+    index = phi.blind_index()
+    email = patient_email(args.patient_email, args.patient_email_file, sys.stdin)
+    kafka = load_settings(KafkaSettings)
+    target = forget_target(index, args.gfe_id, email)
+    record_action("phi.verify-forgotten", target, {"topic": key_topic(kafka.topic_prefix)})
+    try:
+        found = asyncio.run(verify(kafka, subjects_of(index, email, [args.gfe_id or ""])))
+    except KeyTopicUnreachable as exc:
+        print(f"spakinect-pipeline: {exc}; nothing verified", file=sys.stderr)
+        sys.exit(1)
+    print(f"patient: {target}")
+    for line in verification_lines(kafka, found):
+        print(line)
+    if found.live:
+        print("NOT forgotten on Kafka: run `phi forget` for this patient", file=sys.stderr)
+        sys.exit(1)
+    print("no live key left: every sealed copy on Kafka is unreadable")
 
 
 def _rotate_key(args: argparse.Namespace) -> None:
@@ -207,6 +268,18 @@ def add_commands(sub: Any) -> None:
     forget.add_argument("--reason", help="why (kept in the audit log)")
     forget.add_argument("--dry-run", action="store_true", help="list what would be done")
     forget.set_defaults(func=_forget)
+    check = phi_sub.add_parser(
+        "verify-forgotten", help="check that no Kafka data key of a patient is left (exit 1 if so)"
+    )
+    subject = check.add_mutually_exclusive_group(required=True)
+    subject.add_argument("--gfe-id")
+    subject.add_argument(
+        "--patient-email",
+        choices=["-"],
+        help="'-': read the patient's email from stdin",
+    )
+    subject.add_argument("--patient-email-file", metavar="PATH", help="first line: the email")
+    check.set_defaults(func=_verify_forgotten)
     rotate = phi_sub.add_parser("rotate-key", help="re-seal old rows with the newest key")
     rotate.add_argument("--batch", type=int, default=500)
     rotate.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -22,6 +22,7 @@ from events.topics import Topics
 from sinks.email.settings import EmailSettings
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.phi.crypto import Keyring
+from spakinect_pipeline.phi.kafka_client import SealedFields
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("console.access")
@@ -43,6 +44,7 @@ def create_app(
     email: EmailSettings,
     app_id: str,
     ingress_url: str | None = None,
+    sealed: SealedFields | None = None,
 ) -> FastAPI:
     state = State(
         settings=settings,
@@ -61,6 +63,7 @@ def create_app(
             settings.login_max_delay,
         ),
         view=KafkaView(kafka),
+        sealed=sealed,
     )
 
     @asynccontextmanager

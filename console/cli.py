@@ -19,19 +19,24 @@ def _console(args: argparse.Namespace) -> None:
     from sinks.email.settings import EmailSettings
     from sinks.postgres.settings import PostgresSettings
     from spakinect_pipeline.config import KafkaSettings
+    from spakinect_pipeline.phi.kafka_client import SealedFields
     from spakinect_pipeline.phi.settings import PhiSettings
     from streams.settings import StreamsSettings
 
     overrides = {"bind": args.bind} if args.bind else {}
     settings = load_settings(ConsoleSettings, **overrides)
+    kafka, phi = load_settings(KafkaSettings), load_settings(PhiSettings)
+    # The phi role sees sealed Kafka bodies opened only when the console holds the master key.
+    master = phi.kafka_master() if phi.kafka_master_keys is not None else None
     app = create_app(
         settings,
-        load_settings(KafkaSettings),
+        kafka,
         load_settings(PostgresSettings).dsn,
-        load_settings(PhiSettings).keyring(),
+        phi.keyring(),
         load_settings(EmailSettings),
         load_settings(StreamsSettings).app_id,
         os.environ.get("INGRESS_URL"),
+        sealed=SealedFields(kafka, master) if master is not None else None,
     )
     serve(app, settings)
 

@@ -22,6 +22,7 @@ from events.topics import Topics
 from sinks.email.settings import EmailSettings
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.phi.crypto import Keyring
+from spakinect_pipeline.phi.kafka_client import SealedFields
 from streams.dlq_tools import parse_since
 
 COOKIE = "console_session"
@@ -44,6 +45,7 @@ class State:
     limiter: LoginThrottle
     view: KafkaView
     pool: asyncpg.Pool | None = None
+    sealed: SealedFields | None = None  # opens sealed Kafka bodies for the phi role
 
     @property
     def db(self) -> asyncpg.Pool:

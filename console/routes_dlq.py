@@ -28,6 +28,7 @@ from console.deps import (
     state,
 )
 from console.replays import letter_state
+from console.sealed_body import phi_body
 from ingress.replay_rejected import replay_rejected
 from spakinect_pipeline import audit
 from spakinect_pipeline.publisher import PublishFailed
@@ -127,7 +128,7 @@ async def dlq_detail(
             f"dlq:{partition}:{offset}",
             {"event_id": letter.event_id},
         )
-        body = (letter.value or b"").decode("utf-8", "replace")
+        body = await phi_body(letter.value, st.sealed)  # sealed fields opened (phi only)
     return page(request, "dlq_detail.html", user, letter=letter, body=body)
 
 

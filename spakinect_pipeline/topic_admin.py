@@ -152,3 +152,19 @@ async def align_topic_configs(
         return changed
     finally:
         await admin.close()
+
+
+async def describe_topic_config(kafka: KafkaSettings, name: str) -> dict[str, str]:
+    """The broker's effective configuration of one topic (what an auditor checks)."""
+    admin = await _started_admin(kafka)
+    try:
+        resource = ConfigResource(ConfigResourceType.TOPIC, name)
+        found: dict[str, str] = {}
+        for response in await admin.describe_configs([resource]):
+            for code, _message, _type, _name, entries, *_ in response.resources:
+                if code != 0:
+                    raise for_code(code)(f"cannot describe topic {name}")
+                found.update({entry[0]: entry[1] for entry in entries})
+        return found
+    finally:
+        await admin.close()

@@ -46,4 +46,5 @@ class BatchWait:
     def _decayed(self, now: float) -> float:
         if self._at is None:
             return 0.0
-        return self._weight * 0.5 ** (max(0.0, now - self._at) / self.half_life_s)
+        age = max(0.0, now - self._at)
+        return float(self._weight * 0.5 ** (age / self.half_life_s))

@@ -8,7 +8,8 @@ not durable, and a crash between a send and its mark costs at most one
 repeated email. A revoke or a stop lets a send in flight finish and be marked
 (docs/commit-protocol.md). The state holds no patient data (event ids, the
 kinds sent, a time). A visit whose patient was forgotten (``phi forget``) is
-not emailed (:mod:`sinks.email.forgotten`).
+not emailed (:mod:`sinks.email.forgotten`), nor one whose key on Kafka was
+destroyed (a sealed visit: :mod:`spakinect_pipeline.phi.sealed_reader`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sinks.email.settings import EmailSettings, SmtpSettings
 from sinks.postgres.erasure import ErasureMarkers
 from sinks.postgres.settings import PostgresSettings
 from spakinect_pipeline.config import load_settings
+from spakinect_pipeline.phi.sealed_reader import SealedReader, stage_reader
 from spakinect_pipeline.phi.settings import PhiSettings
 from streams.batch_table import BatchTable, Table
 from streams.delivery import Backoff, DeliveryStats, deliver
@@ -58,18 +60,26 @@ class EmailHandler(Handler):
         markers: Markers,
         sent: Table,
         max_backoff_s: float,
+        reader: SealedReader | None = None,
     ) -> None:
         self.senders = senders
         self.markers = markers
-        self.sinks = {kind: SkipForgotten(s, markers) for kind, s in senders.items()}
+        self.reader = reader
+        self.sinks = {kind: SkipForgotten(s, markers, reader) for kind, s in senders.items()}
         self.sent = sent
         self.stats = DeliveryStats()
         self.backoff = Backoff(maximum=max_backoff_s)
         self.already_sent = 0
 
+    async def start(self) -> None:
+        if self.reader is not None:
+            await self.reader.start()  # ConfigError: the master key does not open the key topic
+
     async def stop(self) -> None:
         for sender in self.senders.values():
             await sender.stop()  # QUIT the kept-open SMTP sessions
+        if self.reader is not None:
+            await self.reader.stop()
         await self.markers.stop()
 
     def counts(self) -> Mapping[str, float]:
@@ -132,15 +142,15 @@ class EmailHandler(Handler):
 
 
 def build(env: StageEnv) -> StageParts:
-    markers = ErasureMarkers(
-        load_settings(PostgresSettings).dsn, load_settings(PhiSettings).blind_index()
-    )
+    phi = load_settings(PhiSettings)
+    markers = ErasureMarkers(load_settings(PostgresSettings).dsn, phi.blind_index())
+    reader = stage_reader(env.kafka, phi)  # PHI_KAFKA_MASTER_KEYS when PHI_KAFKA_SEAL is on
     email, smtp = load_settings(EmailSettings), load_settings(SmtpSettings)
     limiter = sending_limiter(email)
     kinds = [k for k in KINDS if k == "clinic" or email.patient_notifications]
     senders = {kind: EmailSink(kind, email, smtp, limiter) for kind in kinds}
     sent = BatchTable(json_table(env.app, "sent", env.kafka.partitions))
-    handler = EmailHandler(senders, markers, sent, env.streams.retry_max_backoff_s)
+    handler = EmailHandler(senders, markers, sent, env.streams.retry_max_backoff_s, reader)
     visits = env.topics.clean(VISIT_COMPLETED)
     return StageParts(
         handler,

@@ -29,7 +29,7 @@ from opentelemetry.trace import Tracer
 from prometheus_client.registry import Collector
 
 from events.topics import Topics
-from spakinect_pipeline.config import KafkaSettings
+from spakinect_pipeline.config import ConfigError, KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher, Publisher
 from streams.acking import ack, next_batch, pumped
 from streams.batch_wait import BatchWait
@@ -178,7 +178,12 @@ class StageRunner:
 
     async def _agent(self, stream: Any) -> None:
         shape = self.handler.shape
-        await self.handler.start()
+        try:
+            await self.handler.start()
+        except ConfigError as exc:  # found only once it could look (a wrong master key)
+            log.error("%s: %s", self.handler.name, exc)
+            await self.app.crash(exc)
+            raise
         loop = asyncio.get_running_loop()
         wait = BatchWait(shape.within_s)  # no wait for more at quiet hours
         async with pumped(stream, shape.batch_max) as queue:

@@ -13,6 +13,7 @@ from sinks.postgres.settings import PostgresSettings
 from sinks.postgres.writer import PostgresSink
 from spakinect_pipeline.config import load_settings
 from spakinect_pipeline.phi.metrics import RedactionCollector
+from spakinect_pipeline.phi.sealed_reader import stage_reader
 from spakinect_pipeline.phi.settings import PhiSettings
 from streams.delivery import Backoff, DeliveryStats, deliver
 from streams.handler import Batch, Handler, Shape
@@ -66,6 +67,7 @@ def build_postgres(env: StageEnv) -> StageParts:
         pool_size=pg.pool_size,
         migrations_dsn=pg.migrations_dsn,
         extra_paths=phi.paths(),
+        opener=stage_reader(env.kafka, phi),  # PHI_KAFKA_MASTER_KEYS when PHI_KAFKA_SEAL is on
     )
     streams = env.streams
     shape = Shape(streams.batch_max, streams.batch_within_s, done="written")

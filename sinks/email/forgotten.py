@@ -6,6 +6,10 @@ email would carry the patient's name (and, with patient notifications, go
 to the patient's address), so it is skipped, counted as ``forgotten`` and
 recorded as handled like a sent one: a later replay skips it again. When
 Postgres cannot say, the send waits (a retryable error), it never guesses.
+
+A sealed (version 2) visit is opened first (:mod:`sinks.sealed`): a destroyed
+key means the patient was forgotten, and that visit is skipped the same way
+without asking Postgres, so a forget holds while Postgres is down.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Protocol
 
 from events.envelope import Record
 from sinks.base import Sink
+from sinks.sealed import Opener, open_batch
 
 
 class Markers(Protocol):
@@ -40,9 +45,10 @@ def subjects(record: Record) -> tuple[str | None, list[str]]:
 class SkipForgotten:
     """Wraps a sink: records of forgotten patients are dropped before it sees them."""
 
-    def __init__(self, inner: Sink, markers: Markers) -> None:
+    def __init__(self, inner: Sink, markers: Markers, opener: Opener | None = None) -> None:
         self.inner = inner
         self.markers = markers
+        self.opener = opener
         self.name = inner.name
         self.skipped = 0
 
@@ -53,7 +59,11 @@ class SkipForgotten:
         await self.inner.stop()
 
     async def write(self, batch: Sequence[Record]) -> None:
-        kept = [r for r in batch if not await self.markers.forgotten(*subjects(r))]
+        records = list(batch)
+        if self.opener is not None:
+            opened = await open_batch(self.opener, batch)
+            records = [r for i, r in enumerate(opened.records) if i not in opened.forgotten]
+        kept = [r for r in records if not await self.markers.forgotten(*subjects(r))]
         self.skipped += len(batch) - len(kept)
         if kept:
             await self.inner.write(kept)

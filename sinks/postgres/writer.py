@@ -22,9 +22,10 @@ import asyncpg
 from events.envelope import Record
 from sinks.base import InvalidBatch, RetryableError, SinkError
 from sinks.postgres.migrate import migrate
-from sinks.postgres.protect import BatchHashes, Protection, markers, protect
+from sinks.postgres.protect import BatchHashes, Protection, markers, protect, with_patient
 from sinks.postgres.redact import SWEEP_ACTOR, sweep
 from sinks.postgres.rows import batch_rows, columns, sources
+from sinks.sealed import Opener, open_batch
 from spakinect_pipeline.phi.crypto import Keyring
 from spakinect_pipeline.phi.paths import Path
 from spakinect_pipeline.postgres_problems import classify as connection_problem
@@ -131,6 +132,22 @@ def classify(exc: BaseException) -> RetryableError | InvalidBatch:
     return RetryableError(type(exc).__name__)
 
 
+def forgotten_visit(record: Record) -> Record:
+    """A record whose key was destroyed, shaped so the erasure-marker path redacts it.
+
+    Its sealed paths came back null; an empty ``patient_details`` (not null) makes
+    :func:`~sinks.postgres.protect.protect_event` store it redacted (``phi_redacted_at``
+    set) like any visit of a forgotten patient, once its gfe marker is in the batch's
+    erased set.
+    """
+    payload = record.envelope.payload
+    data = payload.get("data")
+    if not isinstance(data, dict) or data.get("patient_details") is not None:
+        return record
+    envelope = record.envelope.model_copy(update={"payload": with_patient(payload, {})})
+    return Record(envelope, record.source)
+
+
 class PostgresSink:
     """Writes clean-topic records to the contract's tables."""
 
@@ -150,8 +167,10 @@ class PostgresSink:
         migrate_on_start: bool = True,
         migrations_dsn: str | None = None,
         extra_paths: tuple[Path, ...] = (),
+        opener: Opener | None = None,
     ) -> None:
         self.extra_paths = extra_paths  # PHI_EXTRA_PATHS
+        self.opener = opener  # opens version-2 envelopes (sealed per patient on Kafka)
         self._dsn = dsn
         self._migrations_dsn = migrations_dsn or dsn  # the tables' owner, when given
         self.keyring = keyring
@@ -168,6 +187,8 @@ class PostgresSink:
         self._pool_lock = asyncio.Lock()  # the writer and the readiness probe may both connect
 
     async def start(self) -> None:
+        if self.opener is not None:
+            await self.opener.start()  # ConfigError: the master key does not open the key topic
         try:
             await self._ensure_pool()
         except RetryableError as exc:
@@ -246,6 +267,8 @@ class PostgresSink:
             raise classify(exc) from None
 
     async def stop(self) -> None:
+        if self.opener is not None:
+            await self.opener.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -256,10 +279,20 @@ class PostgresSink:
             self._pool = None
 
     async def write(self, batch: Sequence[Record]) -> None:
+        forgotten: set[str] = set()  # visits whose key on Kafka was destroyed: stored redacted
+        opened = batch
+        if self.opener is not None:
+            result = await open_batch(self.opener, batch)
+            opened = [
+                forgotten_visit(r) if i in result.forgotten else r
+                for i, r in enumerate(result.records)
+            ]
+            forgotten = {opened[i].envelope.entity_id for i in result.forgotten}
         try:
-            rows = batch_rows(batch)
+            rows = batch_rows(opened)
             hashes = BatchHashes(self.keyring)
             candidates = markers(rows, hashes)
+            gone = {hashes.gfe_marker(gfe_id) for gfe_id in forgotten if gfe_id}
         except MALFORMED as exc:
             raise malformed(exc) from None
         pool = await self._ensure_pool()
@@ -268,7 +301,7 @@ class PostgresSink:
                 await conn.execute(SHARE_ERASURE_LOCK, ERASURE_LOCK)
                 erased = await conn.fetch(ERASED, list(candidates)) if candidates else []
                 now = self.clock()
-                erased_markers = frozenset(r[0] for r in erased)
+                erased_markers = frozenset(r[0] for r in erased) | gone
                 protection = Protection(
                     self.keyring, now, erased_markers, self.cutoff(), hashes, self.extra_paths
                 )

@@ -6,6 +6,10 @@ and Read on the key topic; then::
     fields = SealedFields(kafka, master)
     await fields.refresh()            # at start, and now and then (tombstones evict keys)
     opened = fields.open(envelope)    # a dict: sealed paths opened, or None when forgotten
+    opened = await fields.open_latest(envelope)  # the same, refreshing first for a new key
+
+Build it from the ``PHI_KAFKA_MASTER_KEYS`` text alone with
+:meth:`SealedFields.from_master_keys` (a reader needs no ``PHI_INDEX_KEY``).
 
 A path whose key was destroyed (the patient was forgotten) comes back as
 ``None`` and ``opened["forgotten"]`` is True. Without the helper a subscriber
@@ -15,13 +19,21 @@ sees the rest of the message as before and each sealed path as an opaque
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
 from spakinect_pipeline.config import KafkaSettings
-from spakinect_pipeline.phi.crypto import Keyring, PhiDecryptError
+from spakinect_pipeline.phi.crypto import (
+    KEY_BYTES,
+    BlindIndex,
+    Keyring,
+    PhiDecryptError,
+    parse_keys,
+)
 from spakinect_pipeline.phi.kafka_keys import field_context, field_ref, open_value
 from spakinect_pipeline.phi.key_store import KeyStore
+from spakinect_pipeline.phi.opening import Status, open_fields
 from spakinect_pipeline.phi.paths import get_path, replace_path
 
 
@@ -29,8 +41,31 @@ class SealedFields:
     def __init__(self, kafka: KafkaSettings, master: Keyring) -> None:
         self.keys = KeyStore(kafka, master)
 
+    @classmethod
+    def from_master_keys(cls, kafka: KafkaSettings, master_keys: str) -> SealedFields:
+        """From ``PHI_KAFKA_MASTER_KEYS`` (``id:base64``, newest first); PhiKeyError if malformed.
+
+        Unwrapping never computes a blind index, so the keyring's index is a random
+        one that nothing uses: subscribers are not given ``PHI_INDEX_KEY``.
+        """
+        unused = BlindIndex(secrets.token_bytes(KEY_BYTES))
+        return cls(kafka, Keyring(parse_keys(master_keys), unused))
+
     async def refresh(self) -> None:
         await self.keys.refresh()
+
+    async def open_latest(self, envelope: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`open`, after a refresh when a sealed field names a key not seen yet.
+
+        The ingress stores a patient's key just before the patient's first event,
+        so a key newer than the last refresh is new, not destroyed.
+        """
+        sealed = envelope.get("sealed") or ()
+        payload = envelope.get("payload") or {}
+        opening = open_fields(str(envelope.get("event_id")), sealed, payload, self.keys)
+        if opening.status is Status.UNKNOWN:
+            await self.refresh()
+        return self.open(envelope)
 
     def open(self, envelope: Mapping[str, Any]) -> dict[str, Any]:
         """The envelope with every path in ``sealed`` opened (None where the key is gone)."""

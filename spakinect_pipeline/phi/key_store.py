@@ -73,6 +73,7 @@ class KeyStore:
         self._records: dict[str, bytes] = {}
         self._opened: dict[str, DataKey] = {}
         self._minted: dict[str, DataKey] = {}  # subject -> the key this process seals with
+        self._tombstoned: set[str] = set()  # record keys seen destroyed (a forgotten patient)
         self._position = -1
 
     async def refresh(self) -> None:
@@ -80,13 +81,28 @@ class KeyStore:
         records, self._position = await read_records(self.kafka, self._position)
         for name, value in records.items():
             if value is None:
+                self._tombstoned.add(name)
                 self._records.pop(name, None)
                 self._opened.pop(name, None)
                 subject = name.split(":", 2)[1]
                 if subject in self._minted and self._minted[subject].record_key == name:
                     del self._minted[subject]
             else:
+                self._tombstoned.discard(name)
                 self._records[name] = value
+
+    def destroyed(self, subject: str, key_id: str) -> bool:
+        """Whether this reader saw the key's tombstone (a key never seen is not destroyed)."""
+        return f"{subject_prefix(subject)}{key_id}" in self._tombstoned
+
+    def verify_master(self) -> bool:
+        """Unwrap the newest live key record: PhiDecryptError when the master key is wrong,
+        False when there is no record to check it with yet."""
+        if not self._records:
+            return False
+        name, value = next(reversed(self._records.items()))
+        unwrap(name, value, self.master)
+        return True
 
     def get(self, subject: str, key_id: str) -> DataKey | None:
         """The data key, or None when it was destroyed (or never existed)."""

@@ -325,14 +325,31 @@ class FakeStream:
         self.acked.append(event.message.offset)
 
 
-async def test_past_the_dlq_limit_the_runner_crashes_the_worker_and_acks_no_further(
-    tmp_path: Path,
-) -> None:
+def crash_recording_runner(
+    tmp_path: Path, handler: Handler, publisher: RecordingPublisher
+) -> tuple[Any, list[BaseException]]:
+    """A postgres-stage runner on the clean visits topic whose app records its crashes."""
     from spakinect_pipeline.config import KafkaSettings
     from streams.faust_app import create_faust_app
     from streams.runner import StageEnv, StageParts, StageRunner
     from streams.settings import StreamsSettings
 
+    streams, kafka = StreamsSettings(state_dir=tmp_path, store="memory"), KafkaSettings()
+    env = StageEnv(create_faust_app("postgres", streams, kafka), streams, kafka, TOPICS)
+    topics = [TOPICS.clean(VISIT_COMPLETED)]
+    runner = StageRunner(env, StageParts(handler, topics, topics), None, publisher)
+    crashes: list[BaseException] = []
+
+    async def crash(reason: BaseException) -> None:
+        crashes.append(reason)
+
+    runner.app.crash = crash  # type: ignore[method-assign]
+    return runner, crashes
+
+
+async def test_past_the_dlq_limit_the_runner_crashes_the_worker_and_acks_no_further(
+    tmp_path: Path,
+) -> None:
     class Keeping(Handler):
         name = "postgres"
         shape = Shape(1, 0)
@@ -340,22 +357,9 @@ async def test_past_the_dlq_limit_the_runner_crashes_the_worker_and_acks_no_furt
         async def handle(self, batch: Batch) -> None:
             raise AssertionError("undecodable messages never reach the handler")
 
-    streams, kafka = StreamsSettings(state_dir=tmp_path, store="memory"), KafkaSettings()
-    env = StageEnv(create_faust_app("postgres", streams, kafka), streams, kafka, TOPICS)
     publisher = RecordingPublisher()
-    runner = StageRunner(
-        env,
-        StageParts(Keeping(), [TOPICS.clean(VISIT_COMPLETED)], [TOPICS.clean(VISIT_COMPLETED)]),
-        None,
-        publisher,
-    )
+    runner, crashes = crash_recording_runner(tmp_path, Keeping(), publisher)
     runner.dlq.limit = DlqLimit(max_consecutive=2)
-    crashes: list[BaseException] = []
-
-    async def crash(reason: BaseException) -> None:
-        crashes.append(reason)
-
-    runner.app.crash = crash  # type: ignore[method-assign]
     stream = FakeStream(
         [SourceMessage(TOPICS.clean(VISIT_COMPLETED), 0, i, b"k", b"{}", []) for i in range(3)]
     )
@@ -639,3 +643,26 @@ async def test_a_batch_whose_partition_is_revoked_past_the_bound_acks_nothing(
     await asyncio.sleep(0.3)
     assert (handled, stream.acked) == ([], [])  # no mark written, no ack
     agent.cancel()
+
+
+async def test_a_handler_that_finds_its_config_wrong_at_start_crashes_the_worker_acking_nothing(
+    tmp_path: Path,
+) -> None:
+    from spakinect_pipeline.config import ConfigError
+
+    class WrongKey(Handler):
+        name = "postgres"
+        shape = Shape(1, 0)
+
+        async def start(self) -> None:  # as a stage whose master key opens no key record
+            raise ConfigError("PHI_KAFKA_MASTER_KEYS does not open the key topic's keys")
+
+        async def handle(self, batch: Batch) -> None:
+            raise AssertionError("never reached")
+
+    runner, crashes = crash_recording_runner(tmp_path, WrongKey(), RecordingPublisher())
+    stream = FakeStream([SourceMessage(TOPICS.clean(VISIT_COMPLETED), 0, 0, b"k", b"{}", [])])
+    with pytest.raises(ConfigError):
+        await asyncio.wait_for(runner._agent(stream), 10)
+    assert [type(c) for c in crashes] == [ConfigError]
+    assert stream.acked == []

@@ -15,10 +15,12 @@ visits would). The stack runs as deployed (``LOG_LEVEL=INFO``, JSON logs,
 metrics on). The load generator is aiohttp with the bodies serialised
 beforehand: on two cores a heavier client would take the stack's CPU.
 
-Before the measured load, ``--warm-up N`` visits (default 20 s worth, at most 3,000) go through the
-same stack untimed at the same rate: a fresh broker JVM interprets its request
-path until the JIT compiles it, and a short run would otherwise charge that to
-the live path (production brokers are warm). ``--baseline REF`` runs the same
+Before the measured load, rounds of ``--warm-up N`` visits (default 10 s worth)
+go through the same stack untimed at the same rate until the broker's JIT
+compilers settle (:mod:`bench.jit`): a fresh broker JVM spends most of its CPU
+compiling its request path for the first minute of live traffic here, and a
+short run would otherwise charge that to the live path (production brokers
+are warm). ``--baseline REF`` runs the same
 load against the stack from git ``REF``'s tree right after (``baseline`` in the
 output, with ratios): before/after in one run.
 
@@ -45,6 +47,7 @@ import orjson
 
 from bench.baseline import DEPLOYED_ENV, checkout, tree_env
 from bench.cpu import CpuMeter, children_by_name, classify_by_cmdline, cpu_columns, spent
+from bench.jit import compiler_cpu_s
 from bench.report import machine, percentile, write_report
 from devstack import REPO
 from devstack.background import running_stack
@@ -204,8 +207,31 @@ async def drive(
 
 # A clinic chain sending 500 visits/s raises the email pace cap (120/min by default, so a
 # replay cannot flood the relay); with it, every visit's email is sent and costed.
+JIT_SETTLED_CORES = 0.05
 EMAIL_PROCESSES = ("email_worker", "smtp_catcher")  # costed per email, over the whole span
 LIVE_ENV = {"EMAIL_RATE_LIMIT_PER_MIN": "100000"}
+
+
+def warm_up(env: dict[str, str], args: argparse.Namespace, meter: CpuMeter) -> None:
+    """Untimed rounds of ``--warm-up`` visits until the broker's JIT has settled.
+
+    A round is 10 s worth of the rate by default; rounds go on while the broker's
+    compiler threads used more than 5 % of a core during the last one (at most 8).
+    """
+    per_round = args.warm_up if args.warm_up is not None else max(50, int(args.rate * 10))
+    kafka = meter.pids.get("kafka")
+    for n in range(1, 9):
+        if not per_round:
+            return
+        began, compiled = time.monotonic(), compiler_cpu_s(kafka) if kafka else None
+        asyncio.run(drive(env, per_round, args.rate, args.duplicates, meter))
+        after = compiler_cpu_s(kafka) if kafka else None
+        if compiled is None or after is None:
+            return
+        busy = (after - compiled) / (time.monotonic() - began)
+        print(f"warm-up round {n}: {per_round} visits, broker JIT {busy:.2f} cores", flush=True)
+        if busy < JIT_SETTLED_CORES:
+            return
 
 
 def run_stack(
@@ -216,9 +242,7 @@ def run_stack(
     with running_stack(tmp / "data", extra_env=extra_env, tree=tree) as stack:
         time.sleep(5)  # let the workers join their groups
         meter = CpuMeter(children_by_name(stack.process.pid, STACK_PROCESSES))
-        warm_up = min(3000, int(args.rate * 20)) if args.warm_up is None else args.warm_up
-        if warm_up:
-            asyncio.run(drive(stack.env, warm_up, args.rate, args.duplicates, meter))
+        warm_up(stack.env, args, meter)
         return asyncio.run(drive(stack.env, args.events, args.rate, args.duplicates, meter))
 
 
@@ -228,13 +252,21 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="deliveries per second")
     parser.add_argument("--duplicates", type=float, default=0.2)
     parser.add_argument(
-        "--warm-up", type=int, help="untimed visits first (default: 20 s worth, at most 3,000)"
+        "--warm-up", type=int, help="visits per untimed warm-up round (default: 10 s worth)"
     )
     parser.add_argument("--baseline", help="also run the stack as of this git ref")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for our stack only (with --baseline HEAD: A/B of a setting)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "e2e_latency.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="spakinect-bench-") as tmp:
-        result = run_stack(args, Path(tmp) / "ours")
+        ours_env = dict(item.split("=", 1) for item in args.env)
+        result = run_stack(args, Path(tmp) / "ours", env=ours_env)
         if args.baseline:
             tree = checkout(args.baseline, Path(tmp) / "baseline-tree")
             before = run_stack(args, Path(tmp) / "baseline", tree, tree_env(tree))

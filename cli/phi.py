@@ -24,6 +24,7 @@ from spakinect_pipeline.phi.settings import PhiSettings
 from spakinect_pipeline.phi.shredding import (
     KeyTopicUnreachable,
     destroy_keys,
+    expire_epoch_keys,
     subjects_of,
     verification_lines,
     verify,
@@ -199,15 +200,22 @@ def _rotate_key(args: argparse.Namespace) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> None:
+    phi = load_settings(PhiSettings)
+    if phi.retention is None and not phi.kafka_seal:
+        raise ConfigError("PHI_RETENTION is not set and PHI_KAFKA_SEAL is off: nothing to sweep")
+    if phi.retention is not None:
+        _sweep_postgres(phi, phi.retention)
+    if phi.kafka_seal:
+        _sweep_epoch_keys(phi)
+
+
+def _sweep_postgres(phi: PhiSettings, retention_s: float) -> None:
     from sinks.postgres.writer import PostgresSink
 
-    phi = load_settings(PhiSettings)
-    if phi.retention is None:
-        raise ConfigError("PHI_RETENTION is not set: nothing to sweep")
     sink = PostgresSink(
         _dsn(),
         keyring=phi.keyring(),
-        retention_s=phi.retention,
+        retention_s=retention_s,
         sweep_batch=phi.sweep_batch,
         extra_paths=phi.paths(),
     )
@@ -221,6 +229,23 @@ def _sweep(args: argparse.Namespace) -> None:
     done = asyncio.run(run())
     print(
         f"redacted: {done['gfe_visits']} gfe_visits row(s), {done['spakinect_events']} event row(s)"
+    )
+
+
+def _sweep_epoch_keys(phi: PhiSettings) -> None:
+    """The key janitor once: refused and unrouted bodies past PHI_UNPARSED_KEY_TTL stop opening."""
+    kafka = load_settings(KafkaSettings)
+    topic = key_topic(kafka.topic_prefix)
+    ttl_h = f"{phi.unparsed_key_ttl / 3600:g} h"
+    record_action("phi.sweep-epoch-keys", topic, {"ttl_s": phi.unparsed_key_ttl})
+    try:
+        destroyed = asyncio.run(expire_epoch_keys(kafka, phi.unparsed_key_ttl))
+    except KeyTopicUnreachable as exc:
+        print(f"spakinect-pipeline: {exc}; no epoch key destroyed", file=sys.stderr)
+        sys.exit(1)
+    print(
+        f"epoch keys destroyed: {len(destroyed)} (refused and unrouted bodies of hours that"
+        f" ended over PHI_UNPARSED_KEY_TTL ({ttl_h}) ago no longer open)"
     )
 
 
@@ -284,7 +309,11 @@ def add_commands(sub: Any) -> None:
     rotate.add_argument("--batch", type=int, default=500)
     rotate.add_argument("--quiet", action="store_true", help="no progress bar")
     rotate.set_defaults(func=_rotate_key)
-    phi_sub.add_parser("sweep", help="redact rows past PHI_RETENTION now").set_defaults(func=_sweep)
+    phi_sub.add_parser(
+        "sweep",
+        help="redact rows past PHI_RETENTION now; with PHI_KAFKA_SEAL on, destroy the epoch keys"
+        " past PHI_UNPARSED_KEY_TTL",
+    ).set_defaults(func=_sweep)
     audit_parser = sub.add_parser("audit", help="the audit log of patient-data access")
     audit_sub = audit_parser.add_subparsers(dest="action", required=True)
     listing = audit_sub.add_parser("list", help="newest first")

@@ -1,7 +1,8 @@
 """A forget on Kafka: destroy the patient's data keys, and check later that none is left.
 
 ``phi forget`` calls :func:`destroy_keys` after its Postgres transaction;
-``phi verify-forgotten`` calls :func:`verify` (docs/patient-data-on-kafka.md).
+``phi verify-forgotten`` calls :func:`verify`, ``phi sweep`` calls
+:func:`expire_epoch_keys` (docs/patient-data-on-kafka.md).
 A patient's keys are named by subject: the blind index of their email, and
 the erasure marker of each of their gfe ids (a visit without an email is
 keyed by it). Both functions raise :class:`KeyTopicUnreachable` with a text
@@ -19,6 +20,7 @@ from typing import TypeVar
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.phi.crypto import BlindIndex
 from spakinect_pipeline.phi.kafka_keys import subject_prefix
+from spakinect_pipeline.phi.key_janitor import sweep_epoch_keys
 from spakinect_pipeline.phi.key_store import (
     KEY_TOPIC_CONFIG,
     destroy,
@@ -57,6 +59,18 @@ async def destroy_keys(kafka: KafkaSettings, subjects: Sequence[str]) -> list[st
     async def run() -> list[str]:
         await ensure_key_topic(kafka)
         return await destroy(kafka, list(subjects))
+
+    return await _bounded(kafka, run())
+
+
+async def expire_epoch_keys(kafka: KafkaSettings, ttl_s: float) -> list[str]:
+    """The key janitor's round, once, for ``phi sweep``: tombstone the epoch keys past
+    ``PHI_UNPARSED_KEY_TTL`` now, rather than at the ingress's next hourly round (or at
+    all, when no ingress runs); the record keys destroyed (none the 2nd time)."""
+
+    async def run() -> list[str]:
+        await ensure_key_topic(kafka)
+        return await sweep_epoch_keys(kafka, ttl_s)
 
     return await _bounded(kafka, run())
 

@@ -3,22 +3,26 @@ written sealed to Postgres and emailed, open on every topic they reached with th
 helper, and after `phi forget` open on none; a re-delivery writes and emails nothing; the
 other patient is untouched (docs/patient-data-on-kafka.md).
 
-The visits are sealed and published to the raw topic here, as the ingress does
-(a key stored before the event that uses it), so these tests do not depend on
-the ingress's side.
+The first test posts everything to the running ingress (``PHI_KAFKA_SEAL=on``) and reads
+every topic of the module back. The others seal and publish to the raw topic here, as the
+ingress does (a key stored before the event that uses it), to craft what the ingress never
+sends: a damaged envelope, a visit sealed with a key already destroyed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from playwright.async_api import Browser, expect
 
 from devstack.process import free_port
@@ -32,12 +36,16 @@ from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.phi.crypto import keyring_from, new_key_entry
 from spakinect_pipeline.phi.kafka_client import SealedFields
 from spakinect_pipeline.phi.kafka_keys import DataKey, seal_payload, subject_of
-from spakinect_pipeline.phi.key_store import KeyStore, destroy
+from spakinect_pipeline.phi.key_janitor import sweep_epoch_keys
+from spakinect_pipeline.phi.key_store import KeyStore, destroy, ensure_key_topic, read_records
 from spakinect_pipeline.phi.paths import parse_paths
+from spakinect_pipeline.phi.settings import PhiSettings
+from spakinect_pipeline.phi.unparsed import HOUR, Unreadable, epoch_subject, open_body
 from tests.helpers import read_topic, wait_until
 
 from .conftest import Pipeline
 from .console_fixtures import Console, logged_in
+from .test_ingress_sealing import whole
 from .test_phi_pipeline import cli, run_cli
 from .test_pipeline import mails_for, metric
 
@@ -82,8 +90,7 @@ class Ingress:
         await self.producer.stop()
 
     def body(self, who: dict[str, str], gfe_id: str | None = None, ts: int = 1714675200000):
-        gfe_id = gfe_id or f"gfe_k{uuid.uuid4().hex[:8]}"
-        return sample_visit(gfe_id, ts, patient_details=who, notes=f"{who['name']} rang")
+        return visit_of(who, gfe_id, ts)
 
     def seal(self, body: dict[str, Any], key: DataKey) -> tuple[str, bytes]:
         event_id = f"visit.completed:{body['data']['gfe_id']}:{body['timestamp']}"
@@ -114,6 +121,14 @@ class Ingress:
         return event_id, value
 
 
+def visit_of(
+    who: dict[str, str], gfe_id: str | None = None, ts: int = 1714675200000
+) -> dict[str, Any]:
+    """A vendor's visit of ``who``, its notes naming them too (a ``PHI_EXTRA_PATHS`` field)."""
+    gfe_id = gfe_id or f"gfe_k{uuid.uuid4().hex[:8]}"
+    return sample_visit(gfe_id, ts, patient_details=who, notes=f"{who['name']} rang")
+
+
 def kafka_of(pipeline: Pipeline) -> KafkaSettings:
     return KafkaSettings(
         bootstrap_servers=[pipeline.services.kafka_bootstrap],
@@ -125,10 +140,18 @@ async def opened_messages(
     pipeline: Pipeline, topic: str, helper: SealedFields, gfe_ids: set[str]
 ) -> dict[str, list[dict[str, Any]]]:
     """The topic's messages of these visits, opened by the helper, by gfe_id."""
+    messages = await read_topic(pipeline.services.kafka_bootstrap, topic)
+    return opened_visits(topic, messages, helper, gfe_ids)
+
+
+def opened_visits(
+    topic: str, messages: Sequence[Any], helper: SealedFields, gfe_ids: set[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The visit envelopes among ``messages`` of these gfe ids, opened, by gfe_id."""
     found: dict[str, list[dict[str, Any]]] = {g: [] for g in gfe_ids}
-    for message in await read_topic(pipeline.services.kafka_bootstrap, topic):
+    for message in messages:
         envelope = orjson.loads(message.value)
-        gfe_id = envelope["payload"]["data"]["gfe_id"]
+        gfe_id = envelope["payload"].get("data", {}).get("gfe_id")
         if gfe_id in gfe_ids:
             assert envelope["envelope_version"] == 2, topic  # carried sealed, as it came
             found[gfe_id].append(helper.open(envelope))
@@ -160,6 +183,226 @@ async def opened_postgres_text(pipeline: Pipeline) -> str:
 async def email_metric(pipeline: Pipeline, outcome: str) -> float:
     return metric(await pipeline.metrics("email"), "streams_events_total", stage="email",
                   outcome=outcome)  # fmt: skip
+
+
+async def every_message(pipeline: Pipeline) -> dict[str, list[Any]]:
+    """Every message of every topic of this module (its prefix's topics, the key topic, the
+    stages' changelogs), by topic: what a broker's disks and its subscribers hold."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.services.kafka_bootstrap)
+    await admin.start()
+    try:
+        names = await admin.list_topics()
+    finally:
+        await admin.close()
+    own = (pipeline.env["KAFKA_TOPIC_PREFIX"], pipeline.env["STREAMS_APP_ID"] + "-")
+    topics = sorted(t for t in names if t.startswith(own))
+    read = [read_topic(pipeline.services.kafka_bootstrap, t) for t in topics]
+    return dict(zip(topics, await asyncio.gather(*read), strict=True))
+
+
+def opened_bodies(messages: Sequence[Any], helper: SealedFields) -> list[bytes]:
+    """The rejected topic's refused bodies, opened as `rejected replay` does (unreadable
+    ones left out)."""
+    bodies = []
+    for message in messages:
+        try:
+            bodies.append(open_body(message.value, list(message.headers), helper.keys.get))
+        except Unreadable:
+            continue
+    return bodies
+
+
+async def fresh_helper(pipeline: Pipeline) -> SealedFields:
+    """A subscriber's helper that starts now (reads the key topic as it is now)."""
+    helper = SealedFields(
+        kafka_of(pipeline), keyring_from(MASTER_ENTRY, pipeline.env["PHI_INDEX_KEY"])
+    )
+    await helper.refresh()
+    return helper
+
+
+async def all_consumed(pipeline: Pipeline) -> None:
+    """Every stage has committed past what is on its topics now: what was posted went through
+    (or was dropped) without any later traffic, and nothing of it is still in flight."""
+    await pipeline.consumed("dedupe", pipeline.topics.raw(VISIT_COMPLETED))
+    for sink in ("postgres", "email"):
+        await pipeline.consumed(sink, pipeline.topics.visits)
+
+
+async def test_through_the_ingress_a_forget_leaves_nothing_of_one_patient_that_opens(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Issue 28's "done when", end to end: posted to the running sealing ingress, through
+    dedupe, Postgres and email, every topic read back; then `phi forget` for one patient."""
+    jane, olive = patient("Ursula", "Forgotten"), patient("Violet", "Remembered")
+    jane_visit, olive_visit = visit_of(jane), visit_of(olive)
+    for body in (jane_visit, olive_visit):
+        assert (await pipeline.post(body)).status_code == 200
+    jane_gfe, olive_gfe = str(jane_visit["data"]["gfe_id"]), str(olive_visit["data"]["gfe_id"])
+    refused_gfe = f"gfe_r{uuid.uuid4().hex[:8]}"  # Jane's visit sent to the wrong URL: refused
+    refused = await pipeline.post(visit_of(jane, refused_gfe), "/webhooks/treatment-updated")
+    assert refused.status_code == 400
+    assert jane["last_name"] not in refused.text
+    unknown = {
+        "event": "visit.cancelled",
+        "patient": {"name": jane["name"], "email": jane["email"]},
+    }
+    unrouted = await pipeline.post(unknown, "/webhooks")
+    assert unrouted.status_code == 200
+    assert unrouted.json()["routed"] is False
+    unrouted_id = unrouted.json()["event_id"]
+
+    for gfe_id, who in ((jane_gfe, jane), (olive_gfe, olive)):
+        (row,) = await pipeline.wait_rows("SELECT * FROM gfe_visits WHERE gfe_id = $1", gfe_id)
+        assert open_visit(row, pipeline.keyring)["patient_email"] == who["email"]
+        await wait_until(lambda g=gfe_id: asyncio.sleep(0, mails_for(pipeline, g)), 30, "email")
+    await all_consumed(pipeline)
+
+    secrets = [who[k] for who in (jane, olive) for k in ("name", "last_name", "email")]
+    topics = pipeline.topics
+    on_kafka = await every_message(pipeline)
+    for topic in (topics.raw(VISIT_COMPLETED), topics.visits, topics.rejected, topics.unrouted):
+        assert on_kafka[topic], topic
+    for topic, messages in on_kafka.items():
+        for message in messages:
+            for secret in secrets:
+                assert secret.encode() not in whole(message), topic  # sealed on every topic
+
+    helper = await fresh_helper(pipeline)
+    envelope_topics = [t for t in topics.all() if t not in (topics.rejected, topics.unrouted)]
+    for topic in envelope_topics:  # raw, clean, and any retry or DLQ copy
+        found = opened_visits(topic, on_kafka[topic], helper, {jane_gfe, olive_gfe})
+        if topic in (topics.raw(VISIT_COMPLETED), topics.visits):
+            assert found[jane_gfe], topic
+            assert found[olive_gfe], topic
+        for gfe_id, who in ((jane_gfe, jane), (olive_gfe, olive)):
+            for message in found[gfe_id]:
+                assert message["forgotten"] is False, topic
+                assert message["payload"]["data"]["patient_details"] == who, topic
+                assert message["payload"]["data"]["notes"] == f"{who['name']} rang", topic
+    (kept,) = [
+        b for b in opened_bodies(on_kafka[topics.rejected], helper) if refused_gfe.encode() in b
+    ]
+    assert jane["email"].encode() in kept
+    (unrouted_envelope,) = [
+        orjson.loads(m.value)
+        for m in on_kafka[topics.unrouted]
+        if orjson.loads(m.value)["event_id"] == unrouted_id
+    ]
+    assert helper.open(unrouted_envelope)["payload"]["sealed"] == unknown
+
+    mails_before = len(mails_for(pipeline, jane_gfe))
+    done = await cli(
+        pipeline,
+        "phi",
+        "forget",
+        "--patient-email",
+        "-",
+        "--reason",
+        "issue 28",
+        stdin=f"{jane['email']}\n".encode(),
+    )
+    assert re.search(r"kafka keys destroyed: [1-9]", done), done
+    assert "PHI_UNPARSED_KEY_TTL" in done  # what a forget cannot reach: said, with its bound
+
+    after = await fresh_helper(pipeline)  # a consumer that starts after the forget
+    on_kafka = await every_message(pipeline)
+    for topic in envelope_topics:
+        found = opened_visits(topic, on_kafka[topic], after, {jane_gfe, olive_gfe})
+        if topic in (topics.raw(VISIT_COMPLETED), topics.visits):
+            assert found[jane_gfe], topic
+            assert found[olive_gfe], topic
+        for message in found[jane_gfe]:
+            assert message["forgotten"] is True, topic
+            for secret in (jane["email"], jane["last_name"]):
+                assert secret not in orjson.dumps(message).decode(), topic
+        for message in found[olive_gfe]:
+            assert message["payload"]["data"]["patient_details"] == olive, topic
+    # The refused and unrouted bodies name no patient the pipeline can key by: their epoch key
+    # outlives the forget until PHI_UNPARSED_KEY_TTL has passed since their hour (the janitor).
+    assert [b for b in opened_bodies(on_kafka[topics.rejected], after) if refused_gfe.encode() in b]
+    assert after.open(unrouted_envelope)["forgotten"] is False
+    ttl = PhiSettings.model_fields["unparsed_key_ttl"].default
+    assert "PHI_UNPARSED_KEY_TTL" not in pipeline.env  # the default, as the ingress has it
+    later = datetime.now(UTC) + timedelta(seconds=ttl) + HOUR
+    assert await sweep_epoch_keys(kafka_of(pipeline), ttl, later)
+    expired = await fresh_helper(pipeline)
+    rejected = await read_topic(pipeline.services.kafka_bootstrap, topics.rejected)
+    assert not [b for b in opened_bodies(rejected, expired) if refused_gfe.encode() in b]
+    opened = expired.open(unrouted_envelope)
+    assert opened["forgotten"] is True
+    assert opened["payload"]["sealed"] is None
+
+    for text in (await postgres_text(pipeline), await opened_postgres_text(pipeline)):
+        for secret in (jane["email"], jane["last_name"]):
+            assert secret not in text
+    assert olive["email"] in await opened_postgres_text(pipeline)
+    email_file = tmp_path / "email"
+    email_file.write_text(jane["email"] + "\n")
+    verified = await cli(
+        pipeline, "phi", "verify-forgotten", "--patient-email-file", str(email_file)
+    )
+    assert "no live key left" in verified
+
+    # Re-delivery: the vendor sends the same visit again, and a newer one of the same visit.
+    late = dict(jane_visit, timestamp=int(jane_visit["timestamp"]) + 60_000)
+    for body in (jane_visit, late):
+        assert (await pipeline.post(body)).status_code == 200
+    await all_consumed(pipeline)  # both went through, with no later traffic to push them
+    (row,) = await pipeline.fetch("SELECT * FROM gfe_visits WHERE gfe_id = $1", jane_gfe)
+    assert row["event_id"] == f"{VISIT_COMPLETED}:{jane_gfe}:{late['timestamp']}"  # applied ...
+    assert row["phi_redacted_at"] is not None  # ... redacted: nothing written back
+    assert open_visit(row, pipeline.keyring)["patient_email"] is None
+    assert len(mails_for(pipeline, jane_gfe)) == mails_before  # and no email
+    for text in (await postgres_text(pipeline), await opened_postgres_text(pipeline)):
+        for secret in (jane["email"], jane["last_name"]):
+            assert secret not in text
+
+    (olive_row,) = await pipeline.fetch("SELECT * FROM gfe_visits WHERE gfe_id = $1", olive_gfe)
+    assert open_visit(olive_row, pipeline.keyring)["patient_name"] == olive["name"]
+    assert len(mails_for(pipeline, olive_gfe)) == 1
+    logged = "".join(p.read_text(errors="replace") for p in pipeline.logs.glob("*.log"))
+    for secret in secrets:
+        assert secret not in logged + done + verified
+    assert MASTER_ENTRY.split(":", 1)[1] not in logged + done + verified
+
+
+async def test_phi_sweep_destroys_the_expired_epoch_keys_with_no_phi_retention_set(
+    pipeline: Pipeline,
+) -> None:
+    """`phi sweep` runs the key janitor once, audited; PHI_RETENTION unset is no longer
+    "nothing to sweep" while sealing is on. On a key topic of its own (the ingress's hourly
+    janitor watches the module's one)."""
+    own = kafka_of(pipeline).model_copy(update={"topic_prefix": f"s{uuid.uuid4().hex[:8]}."})
+    await ensure_key_topic(own)
+    store = KeyStore(own, keyring_from(MASTER_ENTRY, pipeline.env["PHI_INDEX_KEY"]))
+    producer = AIOKafkaProducer(bootstrap_servers=pipeline.services.kafka_bootstrap, acks="all")
+    await producer.start()
+    now = datetime.now(UTC)
+    try:  # an epoch key nine days old (past the 7-day default) and one of this hour
+        old = await store.key_for(producer, epoch_subject(now - timedelta(days=9)))
+        current = await store.key_for(producer, epoch_subject(now))
+    finally:
+        await producer.stop()
+    env = {**pipeline.env, "KAFKA_TOPIC_PREFIX": own.topic_prefix}
+    assert "PHI_RETENTION" not in env
+
+    swept = await cli(pipeline, "phi", "sweep", env=env)
+    assert "epoch keys destroyed: 1 " in swept
+    assert "PHI_UNPARSED_KEY_TTL (168 h)" in swept
+    assert "redacted:" not in swept  # no Postgres retention asked for
+    records, _ = await read_records(own)
+    assert records[old.record_key] is None  # tombstoned
+    assert records[current.record_key] is not None  # its hour is not over yet
+    again = await cli(pipeline, "phi", "sweep", env={**env, "PHI_RETENTION": "30d"})
+    assert "epoch keys destroyed: 0 " in again  # idempotent
+    assert "redacted: " in again  # both halves when both are asked for
+    audited = await cli(pipeline, "audit", "list", "--action", "phi.sweep-epoch-keys")
+    assert audited.count(f"{own.topic_prefix}phi-keys") == 2
+    off = {**env, "PHI_KAFKA_SEAL": "false"}
+    code, output = await run_cli(pipeline, "phi", "sweep", env=off)
+    assert code == 2, output
+    assert "nothing to sweep" in output
 
 
 async def test_a_forget_shreds_one_patient_on_every_topic_and_in_postgres(

@@ -30,23 +30,27 @@ CANARIES = (CANARY_NAME, CANARY_EMAIL, "Zebulon", "Canarypatient")
 
 
 async def run_cli(
-    pipeline: Pipeline, *args: str, env: dict[str, str] | None = None
+    pipeline: Pipeline, *args: str, env: dict[str, str] | None = None, stdin: bytes = b""
 ) -> tuple[int, str]:
+    """The real entry point (``python -m cli.main``); ``stdin`` is what it reads there."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "cli.main",
         *args,
         env={**os.environ, **(env or pipeline.env)},
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    output, _ = await process.communicate()
+    output, _ = await process.communicate(stdin)
     return process.returncode or 0, output.decode()
 
 
-async def cli(pipeline: Pipeline, *args: str, env: dict[str, str] | None = None) -> str:
-    code, output = await run_cli(pipeline, *args, env=env)
+async def cli(
+    pipeline: Pipeline, *args: str, env: dict[str, str] | None = None, stdin: bytes = b""
+) -> str:
+    code, output = await run_cli(pipeline, *args, env=env, stdin=stdin)
     assert code == 0, output
     return output
 

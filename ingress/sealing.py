@@ -68,10 +68,14 @@ class Sealer:
         self.follower = KeyFollower(kafka, self.evict)
         self.clock = clock
         self._minted: OrderedDict[str, tuple[DataKey, float]] = OrderedDict()  # and when
+        # Record keys being stored right now: True once their tombstone came (see _mint).
+        self._minting: dict[str, bool] = {}
         self._epoch = asyncio.Lock()  # one key per hour, not one per concurrent request
 
     def evict(self, record_key: str) -> None:
         """A tombstone: stop sealing with that key (the next event mints a new one)."""
+        if record_key in self._minting:
+            self._minting[record_key] = True
         subject = record_key.split(":", 2)[1] if record_key.count(":") >= 2 else ""
         entry = self._minted.get(subject)
         if entry is not None and entry[0].record_key == record_key:
@@ -101,7 +105,16 @@ class Sealer:
     async def _mint(self, subject: str) -> DataKey:
         key = new_data_key(subject)
         minted_at = self.clock()  # no tombstone for it can exist before this
-        await self.send(self.topic, wrap(key, self.master), key.record_key.encode())
+        # Once the broker has the record, a forget can tombstone it and the follower apply
+        # that before this coroutine resumes: an eviction with nothing cached yet. Such a
+        # key is not cached (else the follower, caught up past it, would keep it fresh).
+        self._minting[key.record_key] = False
+        try:
+            await self.send(self.topic, wrap(key, self.master), key.record_key.encode())
+        finally:
+            destroyed = self._minting.pop(key.record_key)
+        if destroyed:
+            return key  # this one event only: the stages see its key destroyed (forgotten)
         self._minted[subject] = (key, minted_at)
         if len(self._minted) > MAX_KEYS:
             self._minted.popitem(last=False)

@@ -85,6 +85,28 @@ async def test_a_tombstone_or_a_lagging_follower_means_a_new_key() -> None:
     assert len(stored) == 3
 
 
+async def test_a_tombstone_applied_before_the_minting_resumes_is_not_lost() -> None:
+    """The follower may apply a forget's tombstone between the key record's ack and the
+    minting coroutine resuming: that key must not be cached and reused."""
+    clock, stored = Clock(), []
+    s = sealer(clock, stored)
+    s.follower.caught_up = clock.now
+    stored_send = s.send
+
+    async def acked_then_forgotten(topic: str, value: bytes, key: bytes) -> None:
+        await stored_send(topic, value, key)
+        s.evict(key.decode())  # the follower saw the tombstone first
+
+    s.send = acked_then_forgotten
+    destroyed = await s.key_for("subject-b")
+    s.send = stored_send
+    s.follower.caught_up = clock.now  # and the follower is caught up past it
+    rekeyed = await s.key_for("subject-b")
+    assert rekeyed.key_id != destroyed.key_id
+    assert await s.key_for("subject-b") == rekeyed  # the new one is cached as usual
+    assert len(stored) == 2
+
+
 async def test_unrouted_and_refused_bodies_use_the_hours_key_and_keep_their_plaintext_id() -> None:
     clock, stored = Clock(), []
     s = sealer(clock, stored)

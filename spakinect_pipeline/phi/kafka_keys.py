@@ -31,6 +31,7 @@ from spakinect_pipeline.phi.crypto import (
     BlindIndex,
     Keyring,
     PhiDecryptError,
+    normalize_email,
 )
 from spakinect_pipeline.phi.nonces import NoncePool
 from spakinect_pipeline.phi.paths import PATIENT, Path, get_path, map_paths
@@ -96,10 +97,14 @@ def unwrap(record_key_text: str, value: bytes, master: Keyring) -> DataKey:
 
 
 def subject_of(payload: Mapping[str, Any], index: BlindIndex) -> str | None:
-    """The patient a visit body is keyed by: its email's blind index, else its gfe marker."""
+    """The patient a visit body is keyed by: its email's blind index, else its gfe marker.
+
+    A blank email (spaces only) is no email: its index would be one subject shared by
+    every such visit, which a forget by gfe id (the only way to name them) never destroys.
+    """
     patient = get_path(payload, PATIENT)
     email = patient.get("email") if isinstance(patient, dict) else None
-    if isinstance(email, str) and email:
+    if isinstance(email, str) and normalize_email(email):
         return index.email_index(email)
     gfe_id = get_path(payload, ("data", "gfe_id"))
     return index.gfe_marker(gfe_id) if isinstance(gfe_id, str) and gfe_id else None

@@ -42,6 +42,13 @@ def test_the_subject_is_the_emails_blind_index_else_the_gfe_marker_never_the_ema
     assert subject_of(body, MASTER.index) == MASTER.gfe_marker("gfe_abc123xyz789")
 
 
+def test_a_blank_email_is_keyed_by_the_gfe_marker_so_a_forget_by_gfe_id_reaches_it():
+    body = visit(1714675200000)
+    body["data"]["patient_details"]["email"] = "  "
+    assert subject_of(body, MASTER.index) == MASTER.gfe_marker("gfe_abc123xyz789")
+    assert subject_of(body, MASTER.index) != MASTER.email_index("")
+
+
 def test_sealed_fields_open_with_their_key_in_their_place_only():
     body = visit(1714675200000)
     key = new_data_key(subject_of(body, MASTER.index) or "")

@@ -14,8 +14,10 @@ janitor) evicts the key. A tombstone can only follow the key's own record, so
 a cached key is used only while the later of its minting and the follower's
 last catch-up is under :data:`STALE_S` old (broker trouble, a lagging
 follower: new keys are minted instead): no destroyed key seals anything for
-more than ``STALE_S`` seconds. At most :data:`MAX_KEYS` subjects are cached
-(least recently used out: that patient's next visit mints a new key).
+more than ``STALE_S`` seconds. A catch-up vouches only for keys minted after
+the follower knew its start offset (those minted before may lie before it).
+At most :data:`MAX_KEYS` subjects are cached (least recently used out: that
+patient's next visit mints a new key).
 """
 
 from __future__ import annotations
@@ -88,7 +90,10 @@ class Sealer:
             return None
         key, minted_at = entry
         if self.stale_s is not None:
-            known_until = max(minted_at, self.follower.caught_up or minted_at)
+            known_until = minted_at
+            since = self.follower.following_since  # a catch-up covers keys minted after it
+            if since is not None and minted_at >= since:
+                known_until = max(minted_at, self.follower.caught_up or minted_at)
             if self.clock() - known_until >= self.stale_s:
                 del self._minted[subject]
                 return None

@@ -37,7 +37,9 @@ def sealer(clock: Clock, stored: list[tuple[str, bytes, bytes]], fail: bool = Fa
         stored.append((topic, value, key))
 
     kafka = KafkaSettings(bootstrap_servers=["127.0.0.1:1"])
-    return Sealer(kafka, MASTER, parse_paths("data.notes"), send, clock=clock)
+    made = Sealer(kafka, MASTER, parse_paths("data.notes"), send, clock=clock)
+    made.follower.following_since = clock.now  # following the key topic from the start
+    return made
 
 
 def accepted(email: str = "jane@example.com") -> Accepted:
@@ -105,6 +107,19 @@ async def test_a_tombstone_applied_before_the_minting_resumes_is_not_lost() -> N
     assert rekeyed.key_id != destroyed.key_id
     assert await s.key_for("subject-b") == rekeyed  # the new one is cached as usual
     assert len(stored) == 2
+
+
+async def test_a_key_minted_before_the_follower_started_is_not_kept_fresh_by_its_catch_ups():
+    """Its record, and a tombstone for it, may lie before the offset the follower began at."""
+    clock, stored = Clock(), []
+    s = sealer(clock, stored)
+    s.follower.following_since = None  # the follower has not reached the broker yet
+    early = await s.key_for("subject-c")
+    clock.now += 1
+    s.follower.following_since = clock.now  # it starts from the end, past early's record
+    clock.now += STALE_S - 1
+    s.follower.caught_up = clock.now  # and catches up: it says nothing of early
+    assert (await s.key_for("subject-c")).key_id != early.key_id
 
 
 async def test_unrouted_and_refused_bodies_use_the_hours_key_and_keep_their_plaintext_id() -> None:

@@ -41,7 +41,7 @@ class IngressSettings(BaseSettings):
     publish_timeout_s: Duration = Field(default=5.0, gt=0, le=8.0)
     retry_after_s: int = Field(default=5, ge=1, le=3600)
     metrics_token: SecretStr | None = None
-    linger_ms: int = Field(default=5, ge=0, le=1000)
+    linger_ms: int = Field(default=5, ge=0, le=1000)  # adaptive: a lone webhook waits none
     root_path: str = ""
     workers: int = Field(default=1, ge=1, le=64)
 

@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from spakinect_pipeline.config import KafkaSettings
 from spakinect_pipeline.kafka_problems import classify, underlying_error
+from spakinect_pipeline.rate_wait import RateWait
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,11 @@ class Publisher(Protocol):
     async def refresh_metadata(self, topics: Sequence[str], timeout: float = 5.0) -> bool: ...
 
 
+def _resolve(tick: asyncio.Future[None]) -> None:
+    if not tick.done():
+        tick.set_result(None)
+
+
 def _retrieve_failure(start: asyncio.Task[AIOKafkaProducer]) -> None:
     """Mark a failed start as seen: its callers may all have given up and got PublishFailed."""
     if not start.cancelled() and (exc := start.exception()) is not None:
@@ -107,6 +113,13 @@ class KafkaPublisher:
     budget whatever Kafka does. One start is shared by every caller; it has its
     own bound, so a start stuck on a cluster without a leader is dropped and the
     next caller begins a fresh one.
+
+    ``linger_ms`` is adaptive (:mod:`spakinect_pipeline.rate_wait`): a lone
+    :meth:`publish` goes at once; while the recent rate brings others within
+    ``linger_ms``, callers wait for one shared tick and are enqueued together,
+    so they share a produce request. aiokafka's own linger stays 0: it would
+    hold every message, even the only one. (A producer with no linger still
+    batches what arrives while a request to the broker is in flight.)
     """
 
     def __init__(
@@ -125,7 +138,7 @@ class KafkaPublisher:
             "client_id": client_id,
             "acks": "all",
             "enable_idempotence": True,
-            "linger_ms": linger_ms,
+            "linger_ms": 0,  # ours is adaptive: see publish()
             "max_batch_size": max_batch_size,
             "request_timeout_ms": request_timeout_ms,
             "retry_backoff_ms": 100,
@@ -135,6 +148,8 @@ class KafkaPublisher:
         self._producer: AIOKafkaProducer | None = None
         self._starting: asyncio.Task[AIOKafkaProducer] | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._linger = RateWait(linger_ms / 1000)
+        self._tick: asyncio.Future[None] | None = None
         self.last_metadata_ok: float | None = None
 
     async def start(self) -> None:
@@ -183,7 +198,27 @@ class KafkaPublisher:
         timeout: float,
     ) -> None:
         """Write one message and wait for the leader and its in-sync replicas to ack it."""
-        await self.publish_many([Message(topic, value, key, headers)], timeout=timeout)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        linger = self._linger.wait_s(began)
+        self._linger.took(1, began)
+        if linger > 0:
+            await self._shared_tick(loop, min(linger, timeout))
+        budget = timeout - (loop.time() - began)
+        await self.publish_many([Message(topic, value, key, headers)], timeout=max(budget, 0.001))
+
+    async def _shared_tick(self, loop: asyncio.AbstractEventLoop, wait: float) -> None:
+        """Wait for the tick every caller of this linger window waits for (started by the first).
+
+        The callers resume one after the other in the same turn of the loop and each
+        enqueues its message without yielding, so the producer's sender, woken by the
+        first, runs only after the last: one request for all of them.
+        """
+        tick = self._tick
+        if tick is None or tick.done():
+            tick = self._tick = loop.create_future()
+            loop.call_later(wait, _resolve, tick)
+        await asyncio.shield(tick)  # a caller's cancellation must not end the others' wait
 
     async def publish_many(
         self, messages: Sequence[Message], *, timeout: float

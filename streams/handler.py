@@ -38,7 +38,7 @@ class Shape:
 
     batch_max: int
     # How long to wait for more events once one arrived (0: what is there); only while
-    # the recent rate would bring more in that time (streams.batch_wait).
+    # the recent rate would bring more in that time (spakinect_pipeline.rate_wait).
     within_s: float
     batch_span: bool = True  # one span per batch linking its events; False: event spans only
     done: str = "done"  # the span outcome of an event the handler gave none

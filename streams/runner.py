@@ -31,8 +31,8 @@ from prometheus_client.registry import Collector
 from events.topics import Topics
 from spakinect_pipeline.config import ConfigError, KafkaSettings
 from spakinect_pipeline.publisher import KafkaPublisher, Publisher
+from spakinect_pipeline.rate_wait import RateWait
 from streams.acking import ack, next_batch, pumped
-from streams.batch_wait import BatchWait
 from streams.dlq import DeadLetters, DlqLimit, DlqLimitExceeded
 from streams.fence import Fence, Lease, Revoked
 from streams.handler import Handler, Tools, process
@@ -185,7 +185,7 @@ class StageRunner:
             await self.app.crash(exc)
             raise
         loop = asyncio.get_running_loop()
-        wait = BatchWait(shape.within_s)  # no wait for more at quiet hours
+        wait = RateWait(shape.within_s)  # no wait for more at quiet hours
         async with pumped(stream, shape.batch_max) as queue:
             while True:
                 events = await next_batch(queue, shape.batch_max, wait.wait_s(loop.time()))

@@ -1,13 +1,13 @@
-"""How long a stage waits for more events once one arrived, from the rate they arrive at.
+"""How long to wait for more work to share a batch with, from the rate it arrives at.
 
-A sink stage batches its writes: one Postgres transaction for many events
-costs far less than one each. A fixed wait (``STREAMS_BATCH_WITHIN_S``) does
-that under load, but it also holds a lone event at quiet hours for the whole
-wait, for nothing: no second event is coming. :class:`BatchWait` waits only
-when the recent rate would bring at least ``worth`` more events within the
-wait, and takes what is there at once otherwise: quiet hours pay no batching
-latency, busy hours keep their batches. Pure: the runner feeds it what it
-took and when.
+Batching pays under load: one Postgres transaction or one produce request
+for many events costs far less than one each. A fixed wait
+(``STREAMS_BATCH_WITHIN_S``, ``INGRESS_LINGER_MS``) does that, but it also
+holds a lone event at quiet hours for the whole wait, for nothing: no second
+event is coming. :class:`RateWait` waits only when the recent rate would
+bring at least ``worth`` more within the wait, and goes at once otherwise:
+quiet hours pay no batching latency, busy hours keep their batches. Pure:
+the sink stages' runner and the publisher feed it what they took and when.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ HALF_LIFE_S = 1.0  # how fast the rate estimate forgets
 
 
 @dataclass
-class BatchWait:
-    """The wait for the next batch: ``within_s`` when the recent rate fills it, else 0."""
+class RateWait:
+    """The wait before the next batch: ``within_s`` when the recent rate fills it, else 0."""
 
     within_s: float
     worth: float = WORTH

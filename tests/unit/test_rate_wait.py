@@ -2,10 +2,10 @@
 
 import pytest
 
-from streams.batch_wait import BatchWait
+from spakinect_pipeline.rate_wait import RateWait
 
 
-def feed(wait: BatchWait, per_s: float, seconds: float, start: float = 0.0) -> float:
+def feed(wait: RateWait, per_s: float, seconds: float, start: float = 0.0) -> float:
     """Batches of one event at ``per_s`` for ``seconds``; the time it ends."""
     now, step = start, 1 / per_s
     while now < start + seconds:
@@ -15,21 +15,21 @@ def feed(wait: BatchWait, per_s: float, seconds: float, start: float = 0.0) -> f
 
 
 def test_a_lone_event_is_taken_at_once():
-    wait = BatchWait(within_s=0.05)
+    wait = RateWait(within_s=0.05)
     assert wait.wait_s(0.0) == 0.0
     wait.took(1, 0.0)
     assert wait.wait_s(0.001) == 0.0
 
 
 def test_quiet_hours_never_wait():
-    wait = BatchWait(within_s=0.05)
+    wait = RateWait(within_s=0.05)
     end = feed(wait, per_s=10, seconds=10)
     assert wait.rate(end) == pytest.approx(10, rel=0.3)
     assert wait.wait_s(end) == 0.0  # 10/s brings half an event in 50 ms
 
 
 def test_busy_hours_wait_the_whole_window_and_stop_when_the_rate_falls():
-    wait = BatchWait(within_s=0.05)
+    wait = RateWait(within_s=0.05)
     end = feed(wait, per_s=500, seconds=5)
     assert wait.rate(end) == pytest.approx(500, rel=0.1)
     assert wait.wait_s(end) == 0.05
@@ -37,13 +37,13 @@ def test_busy_hours_wait_the_whole_window_and_stop_when_the_rate_falls():
 
 
 def test_a_batch_of_many_counts_as_many():
-    wait = BatchWait(within_s=0.05)
+    wait = RateWait(within_s=0.05)
     for second in range(5):
         wait.took(200, float(second))
     assert wait.wait_s(4.0) == 0.05
 
 
 def test_no_window_never_waits():
-    wait = BatchWait(within_s=0.0)
+    wait = RateWait(within_s=0.0)
     feed(wait, per_s=1000, seconds=2)
     assert wait.wait_s(2.0) == 0.0

@@ -35,9 +35,9 @@ from streams.runner import StageEnv, StageParts
 log = logging.getLogger(__name__)
 SWEEP_LIMIT = 200
 # Whatever arrived while the previous batch was being published, and, only while the
-# rate brings more (spakinect_pipeline.rate_wait), up to 10 ms more of it: a fetch's
-# events reach the runner one per loop turn, so taking only what is queued made a
-# batch (two produce round trips) of every event or two at webhook rates.
+# rate brings more (spakinect_pipeline.rate_wait), up to 10 ms more of it: taking only
+# what was queued gave batches of ~2 events at 500/s once the publisher stopped
+# lingering, two produce round trips each (docs/deployment.md, Sizing).
 SHAPE = Shape(batch_max=500, within_s=0.01, linger_ms=2, on_error="isolate")
 
 

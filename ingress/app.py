@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from events.topics import Topics
 from ingress.context import Ctx, IngressContext
 from ingress.metrics import IngressMetrics, process_stopped
-from ingress.router import add_webhooks
+from ingress.router import WebhookDispatch, add_webhooks
 from ingress.sealing import Sealer
 from ingress.settings import IngressSettings
 from spakinect_pipeline.config import KafkaSettings, load_settings
@@ -170,9 +170,9 @@ def create_app(
         telemetry={"tracing": False, "logs": False, "metrics": False, "auto_configure": False},
     )
     app.state.ctx = ctx
+    # Added first, so it runs inside the access log (the last added is outermost).
+    app.add_middleware(WebhookDispatch, ctx=ctx, webhooks=add_webhooks(app))
     app.add_middleware(AccessLog, metrics=metrics)
-
-    add_webhooks(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

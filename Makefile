@@ -55,6 +55,7 @@ bench: venv bench-tools ## All benchmarks on the real local stack (~40 min): tab
 	$(PY) -m bench.e2e_latency --events 600 --rate 10 --out bench/results/e2e_latency_10.json
 	$(PY) -m bench.pipeline_throughput --events 200000 --duplicates 0.2
 	$(PY) -m bench.state_bound --events 1000000 --window 60
+	$(PY) -m bench.summary
 
 .PHONY: bench-pipeline
 bench-pipeline: venv ## Drain 200k preloaded events into Postgres: ours vs aiokafka+COPY vs Quix Streams

@@ -50,9 +50,9 @@ torture: venv ## Long restart/rebalance torture: 100 kill rounds per stage, 60 r
 .PHONY: bench
 bench: venv bench-tools ## All benchmarks on the real local stack (~40 min): tables, bench/results/*.json
 	$(PY) -m bench.ingress_throughput
-	$(PY) -m bench.e2e_latency --events 30000 --rate 500 --out bench/results/e2e_latency_500.json
-	$(PY) -m bench.e2e_latency --events 30000 --rate 1000 --out bench/results/e2e_latency_1000.json
-	$(PY) -m bench.e2e_latency --events 600 --rate 10 --out bench/results/e2e_latency_10.json
+	$(PY) -m bench.e2e_latency --events 30000 --rate 600 --out bench/results/e2e_latency_600.json
+	$(PY) -m bench.e2e_latency --events 30000 --rate 1200 --out bench/results/e2e_latency_1200.json
+	$(PY) -m bench.e2e_latency --events 600 --rate 12 --out bench/results/e2e_latency_12.json
 	$(PY) -m bench.pipeline_throughput --events 200000 --duplicates 0.2
 	$(PY) -m bench.state_bound --events 1000000 --window 60
 	$(PY) -m bench.summary

@@ -28,6 +28,11 @@ from spakinect_pipeline.rate_wait import RateWait
 log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
+# A linger ends once the recent rate has brought this many: a produce request's fixed cost
+# is then shared 8 ways, and above ~1,600 publishes/s a full linger only adds latency.
+# Ingress bench, 32 connections closed loop, same run: 3,419 -> 5,007 req/s, p50 8.8 ->
+# 5.5 ms, broker CPU per request 0.028 -> 0.034 ms; no change below 1,600/s.
+LINGER_FILL = 8
 StartProducer = Callable[[], Awaitable[AIOKafkaProducer]]
 
 
@@ -117,7 +122,8 @@ class KafkaPublisher:
     ``linger_ms`` is adaptive (:mod:`spakinect_pipeline.rate_wait`): a lone
     :meth:`publish` goes at once; while the recent rate brings others within
     ``linger_ms``, callers wait for one shared tick and are enqueued together,
-    so they share a produce request. aiokafka's own linger stays 0: it would
+    so they share a produce request; the tick is shorter when the rate brings
+    :data:`LINGER_FILL` sooner. aiokafka's own linger stays 0: it would
     hold every message, even the only one. (A producer with no linger still
     batches what arrives while a request to the broker is in flight.)
     """
@@ -148,7 +154,7 @@ class KafkaPublisher:
         self._producer: AIOKafkaProducer | None = None
         self._starting: asyncio.Task[AIOKafkaProducer] | None = None
         self._closing: set[asyncio.Task[None]] = set()
-        self._linger = RateWait(linger_ms / 1000)
+        self._linger = RateWait(linger_ms / 1000, fill=LINGER_FILL)
         self._tick: asyncio.Future[None] | None = None
         self.last_metadata_ok: float | None = None
 

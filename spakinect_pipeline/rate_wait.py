@@ -8,6 +8,11 @@ event is coming. :class:`RateWait` waits only when the recent rate would
 bring at least ``worth`` more within the wait, and goes at once otherwise:
 quiet hours pay no batching latency, busy hours keep their batches. Pure:
 the sink stages' runner and the publisher feed it what they took and when.
+
+``fill`` caps the wait at the time the rate takes to bring that many: a
+publisher's linger only has to gather enough to amortise a produce request,
+and past that a longer wait is latency, which is throughput for a sender
+that waits for its answer (a closed loop of connections).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class RateWait:
     """The wait before the next batch: ``within_s`` when the recent rate fills it, else 0."""
 
     within_s: float
+    fill: float | None = None  # None: wait the whole window when busy
     worth: float = WORTH
     half_life_s: float = HALF_LIFE_S
     _weight: float = 0.0  # events taken, each decayed by its age
@@ -39,9 +45,12 @@ class RateWait:
         return self._decayed(now) * math.log(2) / self.half_life_s
 
     def wait_s(self, now: float) -> float:
-        if self.within_s <= 0 or self.rate(now) * self.within_s < self.worth:
+        rate = self.rate(now)
+        if self.within_s <= 0 or rate * self.within_s < self.worth:
             return 0.0
-        return self.within_s
+        if self.fill is None:
+            return self.within_s
+        return min(self.within_s, self.fill / rate)
 
     def _decayed(self, now: float) -> float:
         if self._at is None:

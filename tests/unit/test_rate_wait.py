@@ -47,3 +47,13 @@ def test_no_window_never_waits():
     wait = RateWait(within_s=0.0)
     feed(wait, per_s=1000, seconds=2)
     assert wait.wait_s(2.0) == 0.0
+
+
+def test_fill_caps_the_wait_at_the_time_the_rate_takes_to_bring_that_many():
+    wait = RateWait(within_s=0.005, fill=8)
+    end = feed(wait, per_s=500, seconds=5)
+    assert wait.wait_s(end) == 0.005  # 500/s brings 2.5 in 5 ms: the whole window
+    wait = RateWait(within_s=0.005, fill=8)
+    end = feed(wait, per_s=4000, seconds=5)
+    assert wait.wait_s(end) == pytest.approx(8 / 4000, rel=0.1)  # 2 ms brings 8
+    assert wait.wait_s(end + 10) == 0.0  # and quiet hours still go at once

@@ -167,3 +167,16 @@ def test_e2e_before_after_ratios_skip_missing_figures() -> None:
         "ratio_e2e_ms_p50": 0.5,
         "ratio_cpu_ms_per_event": {"kafka": 0.5},
     }
+
+
+def test_e2e_cpu_ratios_are_also_given_over_the_load_generators() -> None:
+    """The load generator's work is the same in both runs: its ratio is the machine's drift."""
+    from bench.e2e_latency import versus
+
+    after = {"cpu_ms_per_event": {"kafka": 0.9, "load": 0.9, "total": 1.8}}
+    before = {"cpu_ms_per_event": {"kafka": 1.0, "load": 1.0, "total": 2.4}}
+    assert versus(after, before)["ratio_cpu_ms_per_event_over_load"] == {
+        "kafka": 1.0,
+        "load": 1.0,
+        "total": 0.833,
+    }

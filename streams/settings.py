@@ -40,8 +40,8 @@ class StreamsSettings(BaseSettings):
     # With fetch_min_bytes at 1: at high rates, let the broker gather this long's worth
     # of the recent rate per fetch (fewer fetch requests, at most this much latency per
     # stage); at quiet hours each event is fetched at once (streams.fetch_shape). 0: off,
-    # the default: measured on a drain it cost the broker more than it saved
-    # (docs/benchmarks.md).
+    # the default: live it saves the dedupe stage ~25 %, but a drain of a backlog ran
+    # 0.8x as fast at 1.4x the CPU (docs/deployment.md, Sizing).
     fetch_adapt_wait_s: Duration = Field(default=0.0, ge=0, le=1)
     # Source messages dead-lettered in a row that stop a stage (a bad deploy, a sink
     # rejecting every row) instead of emptying its topics into the DLQ.

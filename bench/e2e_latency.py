@@ -178,10 +178,11 @@ async def drive(
                 break
             await asyncio.sleep(0.5)
         mail_cpu = spent(before, meter.snapshot())
+        sent = count_mails(mail_dir) - mails_before
         cpu = {k: v for k, v in cpu.items() if k not in EMAIL_PROCESSES}
         extra["emails_s"] = round(time.monotonic() - started, 1)
         extra["email_cpu_ms_per_email"] = {
-            name: round(mail_cpu[name] * 1000 / max(1, count_mails(mail_dir) - mails_before), 4)
+            name: round(mail_cpu[name] * 1000 / max(1, sent), 4)
             for name in EMAIL_PROCESSES
             if name in mail_cpu
         }
